@@ -1,0 +1,433 @@
+//! Configuration: defaults, the TOML file, `SHOAL_*` environment variables
+//! and the command line, merged in that order (later wins).
+//!
+//! [`Config`] is the one place each default is named. `--print-config` prints
+//! it as commented TOML that `--config` reads back unchanged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// Everything an operator can set. Each field is also a TOML key, a CLI
+/// option (`--key-with-dashes`) and an environment variable (`SHOAL_KEY`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to accept HTTP on.
+    pub listen: Vec<SocketAddr>,
+    /// Seconds clients are asked to wait between announces.
+    pub interval: u32,
+    /// Seconds clients must wait at least between announces (capped at
+    /// `interval`).
+    pub min_interval: u32,
+    /// Seconds after its last announce that a peer is forgotten.
+    /// Unset: interval x 1.5.
+    pub peer_ttl: Option<u32>,
+    /// Peers sent when a client does not say how many it wants.
+    pub default_numwant: u32,
+    /// Most peers sent in one response, whatever the client asks.
+    pub max_numwant: u32,
+    /// Most info hashes answered in one scrape.
+    pub max_scrape_hashes: usize,
+    /// Honour the `ip`/`ipv4`/`ipv6` parameters.
+    pub allow_ip_param: bool,
+    /// Sent as `tracker id` in announce responses when set.
+    pub tracker_id: Option<String>,
+    /// Worker threads of the reactor. Unset: one per CPU core.
+    pub workers: Option<usize>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                SocketAddr::from(([0, 0, 0, 0], 6969)),
+                SocketAddr::from(([0u16; 8], 6969)),
+            ],
+            interval: 1800,
+            min_interval: 900,
+            peer_ttl: None,
+            default_numwant: 50,
+            max_numwant: 200,
+            max_scrape_hashes: 100,
+            allow_ip_param: false,
+            tracker_id: None,
+            workers: None,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Comment lines for `--print-config`, one entry per key, in print order.
+/// A test checks that this list and [`Config`]'s keys are the same set.
+const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "listen",
+        "Addresses to accept HTTP on; IPv6 listeners are IPv6-only.",
+        None,
+    ),
+    (
+        "interval",
+        "Seconds clients are asked to wait between announces (a little random\n\
+         jitter is added so that clients drift apart).",
+        None,
+    ),
+    (
+        "min_interval",
+        "Seconds clients must wait at least between announces (capped at interval).",
+        None,
+    ),
+    (
+        "peer_ttl",
+        "Seconds after its last announce that a peer is forgotten.\n\
+         Default: interval x 1.5.",
+        Some("2700"),
+    ),
+    (
+        "default_numwant",
+        "Peers sent when a client gives no usable numwant.",
+        None,
+    ),
+    (
+        "max_numwant",
+        "Most peers sent in one response, whatever numwant asks.",
+        None,
+    ),
+    (
+        "max_scrape_hashes",
+        "Most info hashes answered in one scrape; the rest get a warning.",
+        None,
+    ),
+    (
+        "allow_ip_param",
+        "Honour the ip/ipv4/ipv6 announce parameters. Off by default: they let\n\
+         anyone point a swarm at a third party (BEP 7).",
+        None,
+    ),
+    (
+        "tracker_id",
+        "Sent as `tracker id` in every announce response when set.",
+        Some("\"shoal-1\""),
+    ),
+    (
+        "workers",
+        "Worker threads of the reactor. Default: one per CPU core.",
+        Some("2"),
+    ),
+    (
+        "log_level",
+        "Log filter: error, warn, info, debug, trace, or a tracing directive\n\
+         such as \"shoal=debug\".",
+        None,
+    ),
+];
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors, missing keys take defaults.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| {
+            format!(
+                "invalid config file {} (see `shoal --print-config` for every key)",
+                path.display()
+            )
+        })
+    }
+
+    /// Seconds a silent peer is kept.
+    pub fn effective_peer_ttl(&self) -> u32 {
+        self.peer_ttl
+            .unwrap_or_else(|| self.interval.saturating_add(self.interval / 2))
+    }
+
+    /// The `min interval` sent: never more than `interval`.
+    pub fn effective_min_interval(&self) -> u32 {
+        self.min_interval.min(self.interval)
+    }
+
+    /// Worker threads to run.
+    pub fn effective_workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
+    /// Refuses settings that cannot work, saying which and why.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.listen.is_empty(), "listen: give at least one address");
+        anyhow::ensure!(self.interval > 0, "interval must be at least 1 second");
+        anyhow::ensure!(
+            self.effective_peer_ttl() > 0,
+            "peer_ttl must be at least 1 second"
+        );
+        anyhow::ensure!(
+            self.max_scrape_hashes > 0,
+            "max_scrape_hashes must be at least 1"
+        );
+        anyhow::ensure!(self.workers != Some(0), "workers must be at least 1");
+        if let Some(id) = &self.tracker_id {
+            anyhow::ensure!(
+                !id.is_empty() && id.len() <= 100,
+                "tracker_id must be 1 to 100 bytes"
+            );
+        }
+        Ok(())
+    }
+
+    /// The configuration as commented TOML that [`Config::from_file`] reads
+    /// back to the same value. Unset optional keys are shown commented out.
+    pub fn to_commented_toml(&self) -> String {
+        let table = toml::Table::try_from(self).unwrap_or_default();
+        let mut out = String::from(
+            "# shoal configuration. Every key is optional; shown are the values in effect.\n\
+             # Each key is also a command-line option (--key-name) and an environment\n\
+             # variable (SHOAL_KEY_NAME); the command line wins over the environment,\n\
+             # which wins over this file.\n",
+        );
+        for (key, doc, example) in KEY_DOCS {
+            out.push('\n');
+            for line in doc.lines() {
+                out.push_str("# ");
+                out.push_str(line.trim());
+                out.push('\n');
+            }
+            match (table.get(*key), example) {
+                (Some(value), _) => {
+                    let mut one = toml::Table::new();
+                    one.insert((*key).to_owned(), value.clone());
+                    out.push_str(&toml::to_string(&one).unwrap_or_default());
+                }
+                (None, Some(example)) => out.push_str(&format!("# {key} = {example}\n")),
+                (None, None) => {}
+            }
+        }
+        out
+    }
+}
+
+/// shoal, a BitTorrent tracker (BEP 3 announce, BEP 48 scrape) over HTTP.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "shoal: a fast, strict BitTorrent tracker over HTTP",
+    long_about = "shoal: a fast, strict BitTorrent tracker over HTTP.\n\n\
+        Clients announce to http://HOST:PORT/announce and scrape http://HOST:PORT/scrape. \
+        Peers live in memory; nothing needs installing or initialising.\n\n\
+        Settings come from, in increasing precedence: built-in defaults, the --config \
+        file (TOML), SHOAL_* environment variables, and the command line. \
+        `shoal --print-config > shoal.toml` writes every key with its default and meaning.",
+    after_help = "Examples:\n  \
+        shoal                                   listen on 0.0.0.0:6969 and [::]:6969\n  \
+        shoal --listen 127.0.0.1:8080           one local listener\n  \
+        shoal --print-config > shoal.toml       write a config file to edit\n  \
+        shoal --config shoal.toml               run with it\n  \
+        SHOAL_INTERVAL=900 shoal                settings from the environment",
+    next_line_help = false
+)]
+pub struct Cli {
+    /// Read settings from this TOML file (see --print-config).
+    #[arg(long, short = 'c', env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as commented TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Accept HTTP on ADDR (repeat for more; the environment takes a comma
+    /// list). [default: 0.0.0.0:6969 and [::]:6969]
+    #[arg(
+        long,
+        short = 'l',
+        env = "SHOAL_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<SocketAddr>,
+
+    /// Seconds clients wait between announces. [default: 1800]
+    #[arg(long, env = "SHOAL_INTERVAL", value_name = "SECS")]
+    pub interval: Option<u32>,
+
+    /// Seconds clients must wait at least between announces. [default: 900]
+    #[arg(long, env = "SHOAL_MIN_INTERVAL", value_name = "SECS")]
+    pub min_interval: Option<u32>,
+
+    /// Seconds until a silent peer is forgotten. [default: interval x 1.5]
+    #[arg(long, env = "SHOAL_PEER_TTL", value_name = "SECS")]
+    pub peer_ttl: Option<u32>,
+
+    /// Peers sent when a client gives no numwant. [default: 50]
+    #[arg(long, env = "SHOAL_DEFAULT_NUMWANT", value_name = "N")]
+    pub default_numwant: Option<u32>,
+
+    /// Most peers sent in one response. [default: 200]
+    #[arg(long, env = "SHOAL_MAX_NUMWANT", value_name = "N")]
+    pub max_numwant: Option<u32>,
+
+    /// Most info hashes answered in one scrape. [default: 100]
+    #[arg(long, env = "SHOAL_MAX_SCRAPE_HASHES", value_name = "N")]
+    pub max_scrape_hashes: Option<usize>,
+
+    /// Honour the ip/ipv4/ipv6 announce parameters (lets clients claim any
+    /// address: only behind a trusted front end). [default: false]
+    #[arg(
+        long,
+        env = "SHOAL_ALLOW_IP_PARAM",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_ip_param: Option<bool>,
+
+    /// Send this as `tracker id` in announce responses.
+    #[arg(long, env = "SHOAL_TRACKER_ID", value_name = "ID")]
+    pub tracker_id: Option<String>,
+
+    /// Reactor worker threads. [default: one per CPU core]
+    #[arg(long, env = "SHOAL_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Log filter: error, warn, info, debug, trace, or a directive such as
+    /// shoal=debug. [default: info]
+    #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Cli {
+    /// Builds the configuration: defaults, then the file, then what clap
+    /// gathered from the environment and the command line.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if !self.listen.is_empty() {
+            config.listen = self.listen;
+        }
+        macro_rules! apply {
+            ($($field:ident),*) => {$(
+                if let Some(value) = self.$field {
+                    config.$field = value;
+                }
+            )*};
+        }
+        apply!(
+            interval,
+            min_interval,
+            default_numwant,
+            max_numwant,
+            max_scrape_hashes,
+            allow_ip_param,
+            log_level
+        );
+        if self.peer_ttl.is_some() {
+            config.peer_ttl = self.peer_ttl;
+        }
+        if self.tracker_id.is_some() {
+            config.tracker_id = self.tracker_id;
+        }
+        if self.workers.is_some() {
+            config.workers = self.workers;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_config_reads_back_to_the_same_value() {
+        let defaults = Config::default();
+        let printed = defaults.to_commented_toml();
+        let parsed: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(parsed, defaults);
+
+        let custom = Config {
+            peer_ttl: Some(60),
+            tracker_id: Some("t".into()),
+            workers: Some(3),
+            interval: 100,
+            ..Config::default()
+        };
+        let parsed: Config = toml::from_str(&custom.to_commented_toml()).unwrap();
+        assert_eq!(parsed, custom);
+    }
+
+    #[test]
+    fn every_key_is_documented_once() {
+        let full = Config {
+            peer_ttl: Some(1),
+            tracker_id: Some("x".into()),
+            workers: Some(1),
+            ..Config::default()
+        };
+        let table = toml::Table::try_from(&full).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut documented: Vec<&str> = KEY_DOCS.iter().map(|(k, _, _)| *k).collect();
+        keys.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(keys, documented);
+        // Every commented-out example is itself valid for its key.
+        for (key, _, example) in KEY_DOCS {
+            if let Some(example) = example {
+                let one: Config = toml::from_str(&format!("{key} = {example}")).unwrap();
+                assert_ne!(one, Config::default(), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn command_line_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("shoal-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("shoal.toml");
+        std::fs::write(&file, "interval = 600\nmax_numwant = 80\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "--config",
+            file.to_str().unwrap(),
+            "--interval",
+            "700",
+        ])
+        .unwrap();
+        let config = cli.into_config().unwrap();
+        assert_eq!((config.interval, config.max_numwant), (700, 80));
+        std::fs::write(&file, "intervall = 600\n").unwrap();
+        let cli = Cli::try_parse_from(["shoal", "--config", file.to_str().unwrap()]).unwrap();
+        let error = format!("{:#}", cli.into_config().unwrap_err());
+        assert!(error.contains("unknown field `intervall`"), "{error}");
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_the_reason() {
+        let config = Config {
+            listen: vec![],
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("listen"), "{error}");
+        let config = Config {
+            workers: Some(0),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("workers"), "{error}");
+        let config = Config {
+            min_interval: 10,
+            interval: 5,
+            ..Config::default()
+        };
+        assert_eq!(config.effective_min_interval(), 5);
+        assert_eq!(Config::default().effective_peer_ttl(), 2700);
+    }
+}

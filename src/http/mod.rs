@@ -1,0 +1,167 @@
+//! The HTTP face of the tracker: a hyper service that routes requests.
+//!
+//! [`Tracker`] turns one request (method, target, client address) into a
+//! response: it routes `/announce` and `/scrape`, calls the [`protocol`]
+//! parsers, asks the [`Store`], encodes the answer and sets the headers.
+//! [`TrackerService`] wraps it as a per-connection hyper service that any
+//! reactor can drive. This layer knows nothing of how peers are stored or of
+//! which runtime runs it.
+//!
+//! [`protocol`]: crate::protocol
+
+mod routes;
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::clock::Clock;
+use crate::protocol::{AnnounceOptions, PeerSet, encode_failure};
+use crate::store::Store;
+
+/// The response type every route produces.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// What the HTTP layer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub announce: AnnounceOptions,
+    /// Seconds clients are asked to wait between announces.
+    pub interval: u32,
+    /// Seconds clients must wait at least between announces.
+    pub min_interval: u32,
+    /// Most distinct info hashes answered in one scrape.
+    pub max_scrape_hashes: usize,
+    /// Sent as `tracker id` in every announce response when set.
+    pub tracker_id: Option<Vec<u8>>,
+}
+
+/// The shared request handler: store, clock and settings.
+pub struct Tracker {
+    store: Arc<Store>,
+    clock: Clock,
+    config: HttpConfig,
+}
+
+thread_local! {
+    /// Peer buffers reused by every announce on this thread.
+    static PEERS: RefCell<PeerSet> = RefCell::new(PeerSet::default());
+}
+
+impl Tracker {
+    pub fn new(store: Arc<Store>, clock: Clock, config: HttpConfig) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+        }
+    }
+
+    /// Answers one request from `client` (a canonical address: an IPv4-mapped
+    /// IPv6 address must already be folded to IPv4).
+    pub fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &[u8],
+        client: IpAddr,
+    ) -> HttpResponse {
+        let route = match path {
+            "/announce" => Route::Announce,
+            "/scrape" => Route::Scrape,
+            _ => {
+                return failure(
+                    StatusCode::NOT_FOUND,
+                    "not found: this tracker answers /announce and /scrape",
+                );
+            }
+        };
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use GET",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let body = match route {
+            Route::Announce => PEERS.with_borrow_mut(|peers| self.announce(query, client, peers)),
+            Route::Scrape => self.scrape(query),
+        };
+        ok(body)
+    }
+}
+
+enum Route {
+    Announce,
+    Scrape,
+}
+
+/// A tracker response: always `text/plain`, also for failures (clients read
+/// `failure reason` from a 200 response; BEP 3 defines no other signal).
+fn ok(body: Vec<u8>) -> HttpResponse {
+    with_status(StatusCode::OK, body)
+}
+
+fn failure(status: StatusCode, reason: &str) -> HttpResponse {
+    with_status(status, encode_failure(reason))
+}
+
+fn with_status(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// The address a peer is recorded under: the socket's, with IPv4-mapped
+/// IPv6 (`::ffff:a.b.c.d`) folded to IPv4 so one host is one peer.
+pub fn canonical(addr: SocketAddr) -> IpAddr {
+    addr.ip().to_canonical()
+}
+
+/// One connection's service: the shared [`Tracker`] plus who is on the
+/// other end.
+#[derive(Clone)]
+pub struct TrackerService {
+    tracker: Arc<Tracker>,
+    client: IpAddr,
+}
+
+impl TrackerService {
+    pub fn new(tracker: Arc<Tracker>, remote: SocketAddr) -> Self {
+        Self {
+            tracker,
+            client: canonical(remote),
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for TrackerService {
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Ready<Result<HttpResponse, Infallible>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let uri = request.uri();
+        let query = uri.query().unwrap_or("").as_bytes();
+        ready(Ok(self.tracker.handle(
+            request.method(),
+            uri.path(),
+            query,
+            self.client,
+        )))
+    }
+}

@@ -1,0 +1,71 @@
+//! The two tracker routes: announce and scrape.
+
+use std::net::IpAddr;
+
+use super::Tracker;
+use crate::protocol::{
+    AnnounceRequest, AnnounceResponse, PeerSet, ScrapeRequest, ScrapeResponse, encode_failure,
+};
+
+impl Tracker {
+    /// `GET /announce`: the response body, a failure reason included.
+    pub(super) fn announce(&self, query: &[u8], client: IpAddr, peers: &mut PeerSet) -> Vec<u8> {
+        let request = match AnnounceRequest::parse(query, &self.config.announce) {
+            Ok(request) => request,
+            Err(error) => return encode_failure(&error.to_string()),
+        };
+        let peer_ip = request
+            .claimed_ip(client.is_ipv6())
+            .map_or(client, |ip| ip.to_canonical());
+        peers.clear();
+        let counts = self
+            .store
+            .announce(&request, peer_ip, self.clock.now(), peers);
+        let mut body = Vec::new();
+        AnnounceResponse {
+            interval: self.jittered_interval(),
+            min_interval: self.config.min_interval,
+            complete: counts.complete,
+            incomplete: counts.incomplete,
+            downloaded: counts.downloaded,
+            peers,
+            compact: request.compact,
+            no_peer_id: request.no_peer_id,
+            external_ip: client,
+            tracker_id: self.config.tracker_id.as_deref(),
+            warning: None,
+        }
+        .encode(&mut body);
+        body
+    }
+
+    /// The configured interval plus up to 5% random jitter, so that clients
+    /// started together drift apart instead of announcing in waves.
+    fn jittered_interval(&self) -> u32 {
+        let interval = self.config.interval;
+        interval.saturating_add(fastrand::u32(0..=interval / 20))
+    }
+
+    /// `GET /scrape` (BEP 48).
+    pub(super) fn scrape(&self, query: &[u8]) -> Vec<u8> {
+        let request = match ScrapeRequest::parse(query, self.config.max_scrape_hashes) {
+            Ok(request) => request,
+            Err(error) => return encode_failure(&error.to_string()),
+        };
+        let mut files = Vec::with_capacity(request.info_hashes.len());
+        self.store.scrape(&request.info_hashes, &mut files);
+        let warning = request.truncated.then(|| {
+            format!(
+                "only the first {} info hashes were scraped",
+                self.config.max_scrape_hashes
+            )
+        });
+        let mut body = Vec::new();
+        ScrapeResponse {
+            files: &files,
+            warning: warning.as_deref(),
+        }
+        .encode(&mut body);
+        body
+    }
+}

@@ -1,0 +1,36 @@
+//! The `shoal` binary: parse the command line, set up logging, run.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use shoal::config::{Cli, Config};
+use shoal::shutdown::{self, Shutdown};
+
+fn main() -> std::process::ExitCode {
+    match try_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let print_config = cli.print_config;
+    let config: Config = cli.into_config()?;
+    if print_config {
+        print!("{}", config.to_commented_toml());
+        return Ok(());
+    }
+    let filter = EnvFilter::try_new(&config.log_level)
+        .map_err(|error| anyhow::anyhow!("invalid log level {:?}: {error}", config.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let shutdown = Shutdown::new();
+    shutdown::on_signals(shutdown.clone())?;
+    shoal::run(config, shutdown)
+}

@@ -1,0 +1,56 @@
+//! The tracker protocol as pure functions over bytes.
+//!
+//! This module owns the BitTorrent HTTP tracker wire format: it turns a raw
+//! query string into a typed [`AnnounceRequest`] or [`ScrapeRequest`] (or an
+//! [`Error`] whose text becomes the `failure reason`), and turns typed
+//! responses into canonical bencode. It does no I/O, keeps no state and reads
+//! no clock, so every rule here is unit- and property-tested in isolation.
+//!
+//! - [`query`]: splitting the query and strict percent-decoding.
+//! - [`announce`]: BEP 3 announce parsing and the response encoder (BEP 23/7/24).
+//! - [`scrape`]: BEP 48 scrape parsing and the response encoder.
+//! - [`bencode`]: the small canonical bencode writer both encoders use.
+
+pub mod announce;
+pub mod bencode;
+pub mod error;
+pub mod query;
+pub mod scrape;
+
+pub use announce::{AnnounceOptions, AnnounceRequest, AnnounceResponse, Event, PeerSet};
+pub use error::Error;
+pub use scrape::{ScrapeRequest, ScrapeResponse, SwarmCounts};
+
+use std::fmt;
+
+/// A torrent's identity: the SHA-1 of its bencoded `info` dictionary.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InfoHash(pub [u8; 20]);
+
+/// The 20 bytes a client picks to name itself in a swarm.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub [u8; 20]);
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({:?})", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// A fully encoded response body: one `failure reason` dictionary.
+pub fn encode_failure(reason: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(reason.len() + 24);
+    bencode::dict_start(&mut out);
+    bencode::key_bytes(&mut out, b"failure reason", reason.as_bytes());
+    bencode::end(&mut out);
+    out
+}

@@ -1,0 +1,181 @@
+//! Splitting a raw query string and decoding its values as bytes.
+//!
+//! `info_hash` and `peer_id` are raw binary, so values are percent-decoded to
+//! bytes, never to text: `%2a` and `%2A` are the same byte, and a literal `+`
+//! is the byte 0x2B, not a space (form decoding would corrupt binary hashes).
+//! Unlike lenient decoders, a malformed escape (`%G1`, a trailing `%`) is an
+//! error rather than a literal `%`, so a corrupted hash is refused instead of
+//! silently becoming some other torrent.
+
+use percent_encoding::percent_decode;
+
+use super::Error;
+
+/// Splits `a=1&b=2` into `(key, raw value)` pairs, in order.
+///
+/// Empty segments (`a=1&&b=2`) are skipped; a segment without `=` is a key
+/// with an empty value. Keys are compared raw: clients never escape them.
+pub fn params(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    query
+        .split(|&b| b == b'&')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| match segment.iter().position(|&b| b == b'=') {
+            Some(eq) => (&segment[..eq], &segment[eq + 1..]),
+            None => (segment, &segment[segment.len()..]),
+        })
+}
+
+/// True when every `%` in `raw` starts a two-hex-digit escape.
+fn escapes_are_valid(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            match raw.get(i + 1..i + 3) {
+                Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => i += 3,
+                _ => return false,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+/// Decodes `raw` into `buf`, returning the decoded length.
+///
+/// Fails with [`Error::BadEscape`] on a malformed escape and with `too_long`
+/// when the decoded value does not fit `buf`; memory use is bounded by `buf`
+/// whatever the input.
+pub fn decode_into(
+    raw: &[u8],
+    name: &'static str,
+    buf: &mut [u8],
+    too_long: Error,
+) -> Result<usize, Error> {
+    if !escapes_are_valid(raw) {
+        return Err(Error::BadEscape(name));
+    }
+    let mut len = 0;
+    for byte in percent_decode(raw) {
+        *buf.get_mut(len).ok_or_else(|| too_long.clone())? = byte;
+        len += 1;
+    }
+    Ok(len)
+}
+
+/// Decodes a value that must be exactly 20 bytes (`info_hash`, `peer_id`).
+pub fn decode_20(raw: &[u8], name: &'static str) -> Result<[u8; 20], Error> {
+    let mut buf = [0u8; 20];
+    let len = decode_into(raw, name, &mut buf, Error::WrongLength(name))?;
+    if len != 20 {
+        return Err(Error::WrongLength(name));
+    }
+    Ok(buf)
+}
+
+/// Decodes an unsigned decimal that fits in a `u64`: digits only, no sign,
+/// no spaces, at least one digit.
+pub fn decode_u64(raw: &[u8], name: &'static str) -> Result<u64, Error> {
+    // u64::MAX has 20 digits; allow a few leading zeros beyond that.
+    let mut buf = [0u8; 24];
+    let len = decode_into(raw, name, &mut buf, Error::NotANumber(name))?;
+    parse_u64(&buf[..len]).ok_or(Error::NotANumber(name))
+}
+
+/// Parses ASCII decimal digits into a `u64`, refusing overflow.
+pub fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_pairs_and_skips_empty_segments() {
+        let pairs: Vec<_> = params(b"a=1&&b=&c&=d&e=f=g").collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (&b"a"[..], &b"1"[..]),
+                (b"b", b""),
+                (b"c", b""),
+                (b"", b"d"),
+                (b"e", b"f=g"),
+            ]
+        );
+    }
+
+    #[test]
+    fn escapes_are_case_insensitive_and_plus_is_literal() {
+        let mut buf = [0u8; 8];
+        let n = decode_into(b"%2a%2A+%20", "x", &mut buf, Error::TooLong("x", 8)).unwrap();
+        assert_eq!(&buf[..n], b"**+ ");
+    }
+
+    #[test]
+    fn malformed_escapes_are_refused() {
+        for raw in [&b"%G1"[..], b"%", b"abc%", b"%4", b"%4g", b"%%41"] {
+            let mut buf = [0u8; 8];
+            assert_eq!(
+                decode_into(raw, "info_hash", &mut buf, Error::TooLong("x", 8)),
+                Err(Error::BadEscape("info_hash")),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn twenty_byte_values_must_be_exactly_twenty() {
+        let ok = [b'a'; 20];
+        assert_eq!(decode_20(&ok, "info_hash"), Ok(ok));
+        assert_eq!(
+            decode_20(&[b'a'; 19], "info_hash"),
+            Err(Error::WrongLength("info_hash"))
+        );
+        assert_eq!(
+            decode_20(&[b'a'; 21], "info_hash"),
+            Err(Error::WrongLength("info_hash"))
+        );
+        // 20 bytes written as escapes count as 20 bytes.
+        let escaped = "%FF".repeat(20);
+        assert_eq!(decode_20(escaped.as_bytes(), "peer_id"), Ok([0xFF; 20]));
+    }
+
+    #[test]
+    fn numbers_are_unsigned_decimal_u64() {
+        assert_eq!(decode_u64(b"0", "left"), Ok(0));
+        assert_eq!(decode_u64(b"18446744073709551615", "left"), Ok(u64::MAX));
+        assert_eq!(decode_u64(b"%31%32", "left"), Ok(12));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1.5",
+            b" 1",
+            b"18446744073709551616",
+            b"0x10",
+        ] {
+            assert_eq!(
+                decode_u64(bad, "left"),
+                Err(Error::NotANumber("left")),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = "0".repeat(100);
+        assert_eq!(
+            decode_u64(long.as_bytes(), "left"),
+            Err(Error::NotANumber("left"))
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! The `tokio` reactor: one multi-threaded, work-stealing tokio runtime.
+
+use std::io;
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use super::connection::{self, OpenConnections};
+use super::{ConnectionInfo, ConnectionService, Options};
+use crate::shutdown::Shutdown;
+
+pub(super) fn serve<M, S>(
+    options: &Options,
+    listeners: Vec<StdListener>,
+    make_service: M,
+    shutdown: Shutdown,
+) -> io::Result<()>
+where
+    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
+    S: ConnectionService,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.workers)
+        .thread_name("shoal-worker")
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let make_service = Arc::new(make_service);
+    let open = OpenConnections::default();
+    let grace = options.shutdown_grace;
+
+    runtime.block_on(async move {
+        let mut accept_loops = Vec::new();
+        for listener in listeners {
+            let listener = TcpListener::from_std(listener)?;
+            accept_loops.push(tokio::spawn(accept_loop(
+                listener,
+                builder.clone(),
+                make_service.clone(),
+                open.clone(),
+                shutdown.clone(),
+            )));
+        }
+        for accept_loop in accept_loops {
+            let _ = accept_loop.await;
+        }
+        // Listeners are closed; give open connections the grace period.
+        let deadline = Instant::now() + grace;
+        while open.count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    })
+}
+
+async fn accept_loop<M, S>(
+    listener: TcpListener,
+    builder: Arc<http1::Builder>,
+    make_service: Arc<M>,
+    open: OpenConnections,
+    shutdown: Shutdown,
+) where
+    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
+    S: ConnectionService,
+{
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(_) => return,
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.wait() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = make_service(ConnectionInfo { remote, local });
+        let guard = open.open();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection::serve(&builder, TokioIo::new(stream), service, &shutdown).await;
+            drop(guard);
+        });
+    }
+}

@@ -1,0 +1,275 @@
+//! The swarm store: every torrent's peers and counts, shared by all workers.
+//!
+//! A [`DashMap`] from [`InfoHash`] to [`Swarm`], sharded so that announces for
+//! different torrents rarely contend; each operation locks one shard for the
+//! few hundred nanoseconds it takes and never across an `.await` (the store is
+//! synchronous and knows nothing of HTTP or of the runtime). Shards are chosen
+//! with a randomly seeded hasher, so a client cannot pick info hashes that all
+//! land in one shard.
+//!
+//! Torrents whose last peer leaves are dropped from the map; their snatch count
+//! (`downloaded`) moves to a small side map of retired counts and comes back if
+//! the torrent is announced again. Lock order is always swarms, then retired.
+//!
+//! Time is a coarse clock in whole seconds passed in by the caller
+//! ([`crate::clock`]), so tests control it and the hot path makes no syscall.
+
+mod peers;
+mod swarm;
+
+use std::net::IpAddr;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::protocol::{AnnounceRequest, Event, InfoHash, PeerSet, SwarmCounts};
+use swarm::Swarm;
+
+type Hasher = ahash::RandomState;
+
+/// Shards in the torrent map: enough that two workers rarely meet, few enough
+/// that a full sweep stays cheap.
+const SHARDS: usize = 64;
+
+/// How the store behaves; see [`crate::config::Config`] for the defaults.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Seconds after its last announce that a peer is forgotten.
+    pub peer_ttl: u32,
+}
+
+/// What one expiry sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    pub peers: usize,
+    pub torrents: usize,
+}
+
+pub struct Store {
+    swarms: DashMap<InfoHash, Swarm, Hasher>,
+    /// Snatch counts of torrents that currently have no peers.
+    retired: DashMap<InfoHash, u64, Hasher>,
+    config: StoreConfig,
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        Self {
+            swarms: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
+            retired: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
+            config,
+        }
+    }
+
+    /// Records an announce from `ip` at coarse time `now` and fills `out`
+    /// with peers for the client. `ip` must be canonical (IPv4-mapped IPv6
+    /// folded to IPv4). Returns the swarm's counts, announcing peer included.
+    pub fn announce(
+        &self,
+        req: &AnnounceRequest,
+        ip: IpAddr,
+        now: u32,
+        out: &mut PeerSet,
+    ) -> SwarmCounts {
+        if req.event == Event::Stopped {
+            return self.stop(req, ip);
+        }
+        let mut swarm = self.swarms.entry(req.info_hash).or_insert_with(|| {
+            let downloaded = self.retired.remove(&req.info_hash).map_or(0, |(_, d)| d);
+            Swarm::with_downloaded(downloaded)
+        });
+        swarm.announce(req, ip, now, out)
+    }
+
+    /// `event=stopped`: removes the peer; creates nothing for an unknown torrent.
+    fn stop(&self, req: &AnnounceRequest, ip: IpAddr) -> SwarmCounts {
+        match self.swarms.entry(req.info_hash) {
+            Entry::Occupied(mut entry) => {
+                entry.get_mut().stop(req, ip);
+                let counts = entry.get().counts();
+                if entry.get().is_empty() {
+                    let swarm = entry.remove();
+                    self.retire(req.info_hash, swarm.downloaded);
+                }
+                counts
+            }
+            Entry::Vacant(_) => SwarmCounts {
+                downloaded: self.retired_downloads(&req.info_hash),
+                ..SwarmCounts::default()
+            },
+        }
+    }
+
+    fn retire(&self, hash: InfoHash, downloaded: u64) {
+        if downloaded > 0 {
+            self.retired.insert(hash, downloaded);
+        }
+    }
+
+    fn retired_downloads(&self, hash: &InfoHash) -> u64 {
+        self.retired.get(hash).map_or(0, |d| *d)
+    }
+
+    /// The counts of one torrent; zeros for an unknown one.
+    pub fn counts(&self, hash: &InfoHash) -> SwarmCounts {
+        match self.swarms.get(hash) {
+            Some(swarm) => swarm.counts(),
+            None => SwarmCounts {
+                downloaded: self.retired_downloads(hash),
+                ..SwarmCounts::default()
+            },
+        }
+    }
+
+    /// Appends the counts of each hash, in the given order, to `out`.
+    pub fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmCounts)>) {
+        out.extend(hashes.iter().map(|hash| (*hash, self.counts(hash))));
+    }
+
+    /// Forgets peers not seen for the peer TTL as of `now`, and drops the
+    /// torrents that leaves empty (keeping their snatch counts).
+    pub fn expire(&self, now: u32) -> Expired {
+        let deadline = now.saturating_sub(self.config.peer_ttl);
+        let mut expired = Expired::default();
+        self.swarms.retain(|hash, swarm| {
+            expired.peers += swarm.expire(deadline);
+            if swarm.is_empty() {
+                expired.torrents += 1;
+                self.retire(*hash, swarm.downloaded);
+                false
+            } else {
+                true
+            }
+        });
+        expired
+    }
+
+    /// Torrents that currently have peers.
+    pub fn torrents(&self) -> usize {
+        self.swarms.len()
+    }
+
+    /// Peers across all torrents (walks every shard: for stats, not the hot path).
+    pub fn peers(&self) -> usize {
+        self.swarms.iter().map(|s| s.peer_count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::AnnounceOptions;
+
+    fn req(hash: u8, peer: u8, port: u16, left: u64, event: &str) -> AnnounceRequest {
+        let q = format!(
+            "info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left={left}&event={event}",
+            format!("%{hash:02X}").repeat(20),
+            format!("%{peer:02X}").repeat(20),
+        );
+        AnnounceRequest::parse(q.as_bytes(), &AnnounceOptions::default()).unwrap()
+    }
+
+    fn store(ttl: u32) -> Store {
+        Store::new(StoreConfig { peer_ttl: ttl })
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    const C: IpAddr = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+
+    #[test]
+    fn counts_include_the_announcer_and_peers_exclude_it() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        let c = s.announce(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        assert_eq!((c.complete, c.incomplete), (0, 1));
+        assert!(out.is_empty());
+        out.clear();
+        let c = s.announce(&req(1, 2, 2000, 0, "started"), B, 0, &mut out);
+        assert_eq!((c.complete, c.incomplete), (1, 1));
+        assert_eq!(out.v4, vec![[10, 0, 0, 1, 0x03, 0xE8]]);
+    }
+
+    #[test]
+    fn both_families_are_served_own_family_first() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        s.announce(&req(1, 1, 1000, 5, ""), A, 0, &mut out);
+        s.announce(&req(1, 3, 3000, 5, ""), C, 0, &mut out);
+        out.clear();
+        s.announce(&req(1, 2, 2000, 5, ""), B, 0, &mut out);
+        assert_eq!((out.v4.len(), out.v6.len()), (1, 1));
+        out.clear();
+        let mut one = req(1, 2, 2000, 5, "");
+        one.numwant = 1;
+        s.announce(&one, B, 0, &mut out);
+        assert_eq!((out.v4.len(), out.v6.len()), (1, 0));
+    }
+
+    #[test]
+    fn stop_removes_and_unknown_stop_creates_nothing() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        let c = s.announce(&req(9, 1, 1000, 5, "stopped"), A, 0, &mut out);
+        assert_eq!(c, SwarmCounts::default());
+        assert_eq!(s.torrents(), 0);
+        s.announce(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        assert_eq!(s.torrents(), 1);
+        let c = s.announce(&req(1, 1, 1000, 5, "stopped"), A, 0, &mut out);
+        assert_eq!((c.complete, c.incomplete), (0, 0));
+        assert_eq!(s.torrents(), 0);
+    }
+
+    #[test]
+    fn a_stranger_cannot_stop_someone_elses_peer() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        s.announce(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        // Same peer id and port, other IP.
+        s.announce(&req(1, 1, 1000, 5, "stopped"), B, 0, &mut out);
+        assert_eq!(s.counts(&InfoHash([1; 20])).incomplete, 1);
+    }
+
+    #[test]
+    fn downloads_survive_the_torrent_being_dropped() {
+        let s = store(10);
+        let mut out = PeerSet::default();
+        s.announce(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        s.announce(&req(1, 1, 1000, 0, "completed"), A, 1, &mut out);
+        s.announce(&req(1, 1, 1000, 0, "completed"), A, 2, &mut out);
+        assert_eq!(s.counts(&InfoHash([1; 20])).downloaded, 1);
+        assert_eq!(s.expire(12), Expired::default());
+        assert_eq!(
+            s.expire(13),
+            Expired {
+                peers: 1,
+                torrents: 1
+            }
+        );
+        assert_eq!(s.torrents(), 0);
+        assert_eq!(
+            s.counts(&InfoHash([1; 20])),
+            SwarmCounts {
+                complete: 0,
+                incomplete: 0,
+                downloaded: 1
+            }
+        );
+        // The torrent comes back with its count.
+        let c = s.announce(&req(1, 2, 1000, 5, "started"), B, 20, &mut out);
+        assert_eq!((c.incomplete, c.downloaded), (1, 1));
+        s.announce(&req(1, 2, 1000, 0, "completed"), B, 20, &mut out);
+        assert_eq!(s.counts(&InfoHash([1; 20])).downloaded, 2);
+    }
+
+    #[test]
+    fn scrape_answers_in_order_with_zeros_for_unknown() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        s.announce(&req(2, 1, 1000, 0, ""), A, 0, &mut out);
+        let mut files = Vec::new();
+        s.scrape(&[InfoHash([1; 20]), InfoHash([2; 20])], &mut files);
+        assert_eq!(files[0], (InfoHash([1; 20]), SwarmCounts::default()));
+        assert_eq!(files[1].1.complete, 1);
+    }
+}
