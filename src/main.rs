@@ -1,5 +1,7 @@
 //! The `shoal` binary: parse the command line, set up logging, run.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +31,7 @@ fn try_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let shutdown = Shutdown::new();
     shutdown::on_signals(shutdown.clone())?;
