@@ -1,0 +1,137 @@
+//! The command line: help, config file, environment, start-up line, signals.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Announce, Tracker, id};
+
+fn shoal(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .output()
+        .expect("run shoal")
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn help_teaches_options_environment_and_examples() {
+    let output = shoal(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "--listen <ADDR>",
+        "--config <FILE>",
+        "--print-config",
+        "--interval <SECS>",
+        "--max-numwant <N>",
+        "--peer-ttl <SECS>",
+        "--log-level <LEVEL>",
+        "[env: SHOAL_INTERVAL=]",
+        "[env: SHOAL_LISTEN=]",
+        "Examples:",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn print_config_round_trips_through_config() {
+    let output = shoal(&["--print-config", "--interval", "77", "--peer-ttl", "99"]);
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed.contains("\ninterval = 77\n"), "{printed}");
+    assert!(printed.contains("\npeer_ttl = 99\n"), "{printed}");
+    assert!(
+        printed.contains("# Seconds clients are asked to wait"),
+        "{printed}"
+    );
+    let path = temp_file("printed.toml", &printed);
+    let again = shoal(&["--config", path.to_str().unwrap(), "--print-config"]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), printed);
+}
+
+#[test]
+fn config_file_environment_and_flags_stack_in_that_order() {
+    let path = temp_file(
+        "stack.toml",
+        "interval = 600\nmin_interval = 42\nmax_numwant = 3\n",
+    );
+    let tracker = Tracker::start_with_env(
+        &["--config", path.to_str().unwrap(), "--max-numwant", "2"],
+        &[("SHOAL_INTERVAL", "300"), ("SHOAL_MAX_NUMWANT", "1")],
+    );
+    for peer in 1..=4 {
+        tracker.announce(&Announce::new(id(1), peer));
+    }
+    let dict = tracker.announce(&Announce::new(id(1), 5));
+    // File: min_interval; environment beats file: interval; flag beats both.
+    assert_eq!(dict.int("min interval"), 42);
+    assert!((300..=315).contains(&dict.int("interval")));
+    assert_eq!(dict.peers4().len(), 2);
+}
+
+#[test]
+fn a_bad_config_file_names_the_problem() {
+    let path = temp_file("bad.toml", "intervall = 5\n");
+    let output = shoal(&["--config", path.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown field `intervall`"), "{stderr}");
+    assert!(stderr.contains("--print-config"), "{stderr}");
+    let output = shoal(&["--config", "/nonexistent/shoal.toml"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn start_up_names_each_listener_and_the_reactor() {
+    let tracker = Tracker::start(&[]);
+    let log = tracker.log();
+    for addr in [tracker.v4, tracker.v6] {
+        let line = format!("listening on http://{addr}/announce (reactor: tokio multi-thread, ");
+        assert!(log.contains(&line), "{log}");
+    }
+    if cfg!(target_os = "linux") {
+        assert!(log.contains("epoll"), "{log}");
+    }
+}
+
+#[test]
+fn a_busy_port_is_a_clear_error() {
+    let tracker = Tracker::start(&[]);
+    let busy = tracker.v4.to_string();
+    let output = shoal(&["--listen", &busy]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {busy}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_stop_gracefully() {
+    for signal in ["TERM", "INT"] {
+        let mut tracker = Tracker::start(&[]);
+        tracker.announce(&Announce::new(id(1), 1));
+        let status = tracker.signal_and_wait(signal);
+        assert!(status.success(), "SIG{signal}: {status:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let log = tracker.log();
+        assert!(log.contains("shutting down"), "{log}");
+        assert!(log.contains("stopped"), "{log}");
+    }
+}

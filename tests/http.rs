@@ -1,0 +1,97 @@
+//! Black-box tests of the HTTP layer: routing, methods, headers, keep-alive.
+
+mod common;
+
+use common::{Announce, Tracker, get, id, parse_one, parse_response, raw};
+
+#[test]
+fn unknown_paths_get_404_with_a_bencoded_reason() {
+    let tracker = Tracker::start(&[]);
+    for target in [
+        "/",
+        "/announce/extra",
+        "/ANNOUNCE",
+        "/favicon.ico",
+        "/scrape.php",
+    ] {
+        let response = get(tracker.v4, target);
+        assert_eq!(response.status, 404, "{target}");
+        assert_eq!(response.header("content-type"), Some("text/plain"));
+        assert_eq!(
+            response.failure().as_deref(),
+            Some("not found: this tracker answers /announce and /scrape")
+        );
+    }
+}
+
+#[test]
+fn methods_other_than_get_and_head_get_405() {
+    let tracker = Tracker::start(&[]);
+    for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+        let request = format!(
+            "{method} /announce HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let response = parse_response(&raw(tracker.v4, request.as_bytes()));
+        assert_eq!(response.status, 405, "{method}");
+        assert_eq!(response.header("allow"), Some("GET, HEAD"));
+        assert_eq!(
+            response.failure().as_deref(),
+            Some("method not allowed: use GET")
+        );
+    }
+}
+
+#[test]
+fn head_gets_the_headers_without_a_body() {
+    let tracker = Tracker::start(&[]);
+    let target = Announce::new(id(1), 1).target();
+    let request = format!("HEAD {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let bytes = raw(tracker.v4, request.as_bytes());
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "HEAD response has a body: {text}"
+    );
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: text/plain")
+    );
+}
+
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection() {
+    let tracker = Tracker::start(&[]);
+    let mut request = Vec::new();
+    for peer in 1..=5u8 {
+        let target = Announce::new(id(2), peer).target();
+        let connection = if peer == 5 { "close" } else { "keep-alive" };
+        request.extend_from_slice(
+            format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: {connection}\r\n\r\n")
+                .as_bytes(),
+        );
+    }
+    let bytes = raw(tracker.v4, &request);
+    let mut rest = &bytes[..];
+    for peer in 1..=5i64 {
+        let (response, tail) = parse_one(rest);
+        rest = tail;
+        assert_eq!(response.status, 200);
+        // Answers arrive in order: the n-th announce sees n leechers.
+        assert_eq!(response.dict().int("incomplete"), peer);
+    }
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn http_1_0_is_answered() {
+    let tracker = Tracker::start(&[]);
+    let target = Announce::new(id(3), 1).target();
+    let bytes = raw(
+        tracker.v4,
+        format!("GET {target} HTTP/1.0\r\n\r\n").as_bytes(),
+    );
+    let response = parse_response(&bytes);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.dict().int("incomplete"), 1);
+}
