@@ -292,6 +292,35 @@ pub fn parse_one(bytes: &[u8]) -> (HttpResponse, &[u8]) {
     (response, &rest[length..])
 }
 
+/// Sends one request and reads exactly one response, whether or not the
+/// server keeps the connection open afterwards.
+pub fn exchange(addr: SocketAddr, request: &[u8]) -> HttpResponse {
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(request).expect("write");
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..head_end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if bytes.len() >= head_end + 4 + length {
+                return parse_response(&bytes);
+            }
+        }
+        let n = stream.read(&mut buf).expect("read response");
+        assert!(
+            n > 0,
+            "connection closed mid-response: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes.extend_from_slice(&buf[..n]);
+    }
+}
+
 pub fn parse_response(bytes: &[u8]) -> HttpResponse {
     parse_one(bytes).0
 }
