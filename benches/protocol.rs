@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use shoal::protocol::{
-    AnnounceOptions, AnnounceRequest, AnnounceResponse, InfoHash, PeerId, PeerSet,
-    ScrapeRequest, ScrapeResponse, SwarmCounts,
+    AnnounceOptions, AnnounceRequest, AnnounceResponse, InfoHash, PeerId, PeerSet, ScrapeRequest,
+    ScrapeResponse, SwarmCounts,
 };
 
 /// What libtorrent 2.0 sends (captured in fixtures/clients).
