@@ -36,6 +36,8 @@ pub struct Config {
     pub allow_ip_param: bool,
     /// Sent as `tracker id` in announce responses when set.
     pub tracker_id: Option<String>,
+    /// The socket I/O runtime: tokio, per-core, io-uring or auto.
+    pub reactor: String,
     /// Worker threads of the reactor. Unset: one per CPU core.
     pub workers: Option<usize>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
@@ -57,6 +59,7 @@ impl Default for Config {
             max_scrape_hashes: 100,
             allow_ip_param: false,
             tracker_id: None,
+            reactor: crate::reactor::Kind::DEFAULT.name().into(),
             workers: None,
             log_level: "info".into(),
         }
@@ -115,6 +118,13 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
         Some("\"shoal-1\""),
     ),
     (
+        "reactor",
+        "The socket I/O runtime: tokio (multi-thread, work stealing), per-core\n\
+         (a single-threaded runtime per worker), io-uring (Linux), or auto (the\n\
+         best usable one). `shoal --list-reactors` says which can run here.",
+        None,
+    ),
+    (
         "workers",
         "Worker threads of the reactor. Default: one per CPU core.",
         Some("2"),
@@ -158,6 +168,11 @@ impl Config {
         })
     }
 
+    /// The reactor the operator asked for (not yet checked for usability).
+    pub fn reactor_choice(&self) -> anyhow::Result<crate::reactor::Choice> {
+        self.reactor.parse().map_err(anyhow::Error::msg)
+    }
+
     /// Refuses settings that cannot work, saying which and why.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.listen.is_empty(), "listen: give at least one address");
@@ -171,6 +186,7 @@ impl Config {
             "max_scrape_hashes must be at least 1"
         );
         anyhow::ensure!(self.workers != Some(0), "workers must be at least 1");
+        self.reactor_choice()?;
         if let Some(id) = &self.tracker_id {
             anyhow::ensure!(
                 !id.is_empty() && id.len() <= 100,
@@ -228,6 +244,8 @@ impl Config {
         shoal --listen 127.0.0.1:8080           one local listener\n  \
         shoal --print-config > shoal.toml       write a config file to edit\n  \
         shoal --config shoal.toml               run with it\n  \
+        shoal --list-reactors                   which socket runtimes can run here\n  \
+        shoal --reactor per-core --workers 4    a single-threaded runtime per core\n  \
         SHOAL_INTERVAL=900 shoal                settings from the environment",
     next_line_help = false
 )]
@@ -239,6 +257,10 @@ pub struct Cli {
     /// Print the effective configuration as commented TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// List the reactors, whether each can run here, and exit.
+    #[arg(long)]
+    pub list_reactors: bool,
 
     /// Accept HTTP on ADDR (repeat for more; the environment takes a comma
     /// list). [default: 0.0.0.0:6969 and [::]:6969]
@@ -290,6 +312,11 @@ pub struct Cli {
     #[arg(long, env = "SHOAL_TRACKER_ID", value_name = "ID")]
     pub tracker_id: Option<String>,
 
+    /// Socket I/O runtime: tokio, per-core, io-uring, or auto (the best
+    /// usable one; see --list-reactors). [default: tokio]
+    #[arg(long, env = "SHOAL_REACTOR", value_name = "NAME")]
+    pub reactor: Option<String>,
+
     /// Reactor worker threads. [default: one per CPU core]
     #[arg(long, env = "SHOAL_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
@@ -325,6 +352,7 @@ impl Cli {
             max_numwant,
             max_scrape_hashes,
             allow_ip_param,
+            reactor,
             log_level
         );
         if self.peer_ttl.is_some() {

@@ -58,30 +58,24 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             tracker_id: config.tracker_id.clone().map(String::into_bytes),
         },
     ));
+    let kind = config
+        .reactor_choice()?
+        .resolve()
+        .map_err(anyhow::Error::msg)?;
     let options = reactor::Options {
-        kind: reactor::Kind::Tokio,
+        kind,
         workers: config.effective_workers(),
         header_read_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(5),
     };
-
-    let mut listeners = Vec::with_capacity(config.listen.len());
-    for addr in &config.listen {
-        let listener = reactor::bind(*addr).with_context(|| {
-            format!("cannot listen on {addr} (in use, or not an address of this host?)")
-        })?;
-        let bound = listener.local_addr()?;
-        tracing::info!(
-            "listening on http://{bound}/announce (reactor: {})",
-            options.describe()
-        );
-        listeners.push(listener);
+    let bound = reactor::Bound::bind(options, &config.listen)?;
+    let described = bound.options().describe();
+    for addr in bound.local_addrs() {
+        tracing::info!("listening on http://{addr}/announce (reactor: {described})");
     }
 
     let housekeeping = start_housekeeping(store, clock, config.effective_peer_ttl())?;
-    let served = reactor::serve(
-        &options,
-        listeners,
+    let served = bound.serve(
         move |conn| TrackerService::new(tracker.clone(), conn.remote),
         shutdown,
     );

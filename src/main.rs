@@ -20,6 +20,10 @@ fn main() -> std::process::ExitCode {
 
 fn try_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.list_reactors {
+        print!("{}", shoal::reactor::list());
+        return Ok(());
+    }
     let print_config = cli.print_config;
     let config: Config = cli.into_config()?;
     if print_config {

@@ -50,21 +50,30 @@ impl Shutdown {
     }
 }
 
-/// Triggers `shutdown` on the first SIGINT or SIGTERM; a second one exits
-/// at once (for an operator whose shutdown is stuck).
+/// Triggers `shutdown` on the first SIGINT or SIGTERM; another one more
+/// than a second later exits at once (for an operator whose shutdown is stuck).
 pub fn on_signals(shutdown: Shutdown) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            let mut first: Option<std::time::Instant> = None;
             for signal in signals.forever() {
-                if shutdown.is_triggered() {
-                    tracing::warn!(signal, "second signal: exiting now");
-                    std::process::exit(130);
+                match first {
+                    // A signal sent to a whole process group can arrive
+                    // twice at once; only a deliberate second one counts.
+                    Some(at) if at.elapsed() > std::time::Duration::from_secs(1) => {
+                        tracing::warn!(signal, "second signal: exiting now");
+                        std::process::exit(130);
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::info!(signal, "signal received: shutting down");
+                        first = Some(std::time::Instant::now());
+                        shutdown.trigger();
+                    }
                 }
-                tracing::info!(signal, "signal received: shutting down");
-                shutdown.trigger();
             }
         })?;
     Ok(())

@@ -1,12 +1,12 @@
 //! Black-box tests of `GET /announce` against the real binary.
 
+#[macro_use]
 mod common;
 
 use common::{Announce, Tracker, escape, get, id};
 
 const LOCALHOST4: [u8; 4] = [127, 0, 0, 1];
 
-#[test]
 fn first_announce_gets_counts_interval_and_no_peers() {
     let tracker = Tracker::start(&[]);
     let response = get(tracker.v4, &Announce::new(id(1), 1).target());
@@ -29,7 +29,6 @@ fn first_announce_gets_counts_interval_and_no_peers() {
     assert_eq!(dict.bytes("external ip"), LOCALHOST4);
 }
 
-#[test]
 fn peers_see_each_other_but_never_themselves() {
     let tracker = Tracker::start(&[]);
     let hash = id(2);
@@ -41,7 +40,6 @@ fn peers_see_each_other_but_never_themselves() {
     assert_eq!(first_again.peers4(), vec![(LOCALHOST4, 7002)]);
 }
 
-#[test]
 fn seeders_get_leechers_only() {
     let tracker = Tracker::start(&[]);
     let hash = id(3);
@@ -58,7 +56,6 @@ fn seeders_get_leechers_only() {
     assert_eq!(leecher.ports(), vec![10_001, 10_002, 10_004]);
 }
 
-#[test]
 fn leechers_get_a_random_selection() {
     let tracker = Tracker::start(&[]);
     let hash = id(4);
@@ -83,7 +80,6 @@ fn leechers_get_a_random_selection() {
     );
 }
 
-#[test]
 fn numwant_default_cap_zero_and_malformed() {
     let tracker = Tracker::start(&["--max-numwant", "70"]);
     let hash = id(5);
@@ -105,7 +101,6 @@ fn numwant_default_cap_zero_and_malformed() {
     assert_eq!(count(Some("lots")), 50);
 }
 
-#[test]
 fn non_compact_lists_dictionaries_and_no_peer_id_drops_ids() {
     let tracker = Tracker::start(&[]);
     let hash = id(6);
@@ -135,7 +130,6 @@ fn non_compact_lists_dictionaries_and_no_peer_id_drops_ids() {
     }
 }
 
-#[test]
 fn ipv6_peers_travel_in_peers6() {
     let tracker = Tracker::start(&[]);
     let hash = id(7);
@@ -160,7 +154,6 @@ fn ipv6_peers_travel_in_peers6() {
     assert!(text.contains("[58, 58, 49]"), "no ::1 in {text}"); // b"::1"
 }
 
-#[test]
 fn reannounce_replaces_rather_than_duplicates() {
     let tracker = Tracker::start(&[]);
     let hash = id(8);
@@ -178,7 +171,6 @@ fn reannounce_replaces_rather_than_duplicates() {
     assert_eq!(tracker.counts(hash), (0, 3, 0));
 }
 
-#[test]
 fn stopped_removes_the_peer_and_creates_nothing() {
     let tracker = Tracker::start(&[]);
     let hash = id(9);
@@ -193,7 +185,6 @@ fn stopped_removes_the_peer_and_creates_nothing() {
     assert_eq!(tracker.counts(id(10)), (0, 0, 0));
 }
 
-#[test]
 fn downloaded_counts_each_completion_once() {
     let tracker = Tracker::start(&[]);
     let hash = id(11);
@@ -212,7 +203,6 @@ fn downloaded_counts_each_completion_once() {
     assert_eq!(tracker.counts(hash), (3, 0, 2));
 }
 
-#[test]
 fn every_malformed_announce_gets_a_failure_reason() {
     let tracker = Tracker::start(&[]);
     let hash = escape(&id(12));
@@ -325,7 +315,6 @@ fn every_malformed_announce_gets_a_failure_reason() {
     assert_eq!(tracker.counts(id(12)), (0, 0, 0));
 }
 
-#[test]
 fn escapes_are_bytes_and_plus_is_literal() {
     let tracker = Tracker::start(&[]);
     // 0x2B is '+': a literal '+' and %2B name the same torrent; %2a = %2A.
@@ -347,7 +336,6 @@ fn escapes_are_bytes_and_plus_is_literal() {
     assert_eq!(tracker.counts(hash), (0, 3, 0));
 }
 
-#[test]
 fn unknown_parameters_are_ignored() {
     let tracker = Tracker::start(&[]);
     let dict = tracker.announce(
@@ -361,7 +349,6 @@ fn unknown_parameters_are_ignored() {
     assert_eq!(dict.int("incomplete"), 1);
 }
 
-#[test]
 fn ip_parameter_is_ignored_unless_enabled() {
     let hash = id(14);
     let tracker = Tracker::start(&[]);
@@ -383,7 +370,6 @@ fn ip_parameter_is_ignored_unless_enabled() {
     assert_eq!(bad.failure().as_deref(), Some("ip is not an IP address"));
 }
 
-#[test]
 fn tracker_id_is_sent_when_configured() {
     let tracker = Tracker::start(&[]);
     assert!(
@@ -397,7 +383,6 @@ fn tracker_id_is_sent_when_configured() {
     assert_eq!(dict.bytes("tracker id"), b"shoal-test");
 }
 
-#[test]
 fn silent_peers_expire_and_the_snatch_count_stays() {
     let tracker = Tracker::start(&["--peer-ttl", "1"]);
     let hash = id(16);
@@ -416,7 +401,6 @@ fn silent_peers_expire_and_the_snatch_count_stays() {
     assert_eq!(dict.int("incomplete"), 1);
 }
 
-#[test]
 fn ipv4_mapped_addresses_are_ipv4_peers() {
     // Listeners are IPv6-only, so mapped addresses reach the store only
     // through a claimed `ip`; they must be folded to IPv4 all the same.
@@ -427,3 +411,23 @@ fn ipv4_mapped_addresses_are_ipv4_peers() {
     assert_eq!(view.peers4(), vec![([10, 9, 8, 7], 10_001)]);
     assert!(view.peers6().is_empty());
 }
+
+reactor_tests!(
+    first_announce_gets_counts_interval_and_no_peers,
+    peers_see_each_other_but_never_themselves,
+    seeders_get_leechers_only,
+    leechers_get_a_random_selection,
+    numwant_default_cap_zero_and_malformed,
+    non_compact_lists_dictionaries_and_no_peer_id_drops_ids,
+    ipv6_peers_travel_in_peers6,
+    reannounce_replaces_rather_than_duplicates,
+    stopped_removes_the_peer_and_creates_nothing,
+    downloaded_counts_each_completion_once,
+    every_malformed_announce_gets_a_failure_reason,
+    escapes_are_bytes_and_plus_is_literal,
+    unknown_parameters_are_ignored,
+    ip_parameter_is_ignored_unless_enabled,
+    tracker_id_is_sent_when_configured,
+    silent_peers_expire_and_the_snatch_count_stays,
+    ipv4_mapped_addresses_are_ipv4_peers,
+);

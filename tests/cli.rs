@@ -1,5 +1,6 @@
 //! The command line: help, config file, environment, start-up line, signals.
 
+#[macro_use]
 mod common;
 
 use std::process::Command;
@@ -63,7 +64,6 @@ fn print_config_round_trips_through_config() {
     assert_eq!(String::from_utf8(again.stdout).unwrap(), printed);
 }
 
-#[test]
 fn config_file_environment_and_flags_stack_in_that_order() {
     let path = temp_file(
         "stack.toml",
@@ -96,16 +96,23 @@ fn a_bad_config_file_names_the_problem() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file"));
 }
 
-#[test]
 fn start_up_names_each_listener_and_the_reactor() {
     let tracker = Tracker::start(&[]);
     let log = tracker.log();
     for addr in [tracker.v4, tracker.v6] {
-        let line = format!("listening on http://{addr}/announce (reactor: tokio multi-thread, ");
+        let line = format!(
+            "listening on http://{addr}/announce (reactor: {} (",
+            common::reactor()
+        );
         assert!(log.contains(&line), "{log}");
     }
+    let poller = if common::reactor() == "io-uring" {
+        "io_uring"
+    } else {
+        "epoll"
+    };
     if cfg!(target_os = "linux") {
-        assert!(log.contains("epoll"), "{log}");
+        assert!(log.contains(&format!("{poller}), 2 workers)")), "{log}");
     }
 }
 
@@ -122,7 +129,6 @@ fn a_busy_port_is_a_clear_error() {
     );
 }
 
-#[test]
 fn sigterm_and_sigint_stop_gracefully() {
     for signal in ["TERM", "INT"] {
         let mut tracker = Tracker::start(&[]);
@@ -135,3 +141,9 @@ fn sigterm_and_sigint_stop_gracefully() {
         assert!(log.contains("stopped"), "{log}");
     }
 }
+
+reactor_tests!(
+    config_file_environment_and_flags_stack_in_that_order,
+    start_up_names_each_listener_and_the_reactor,
+    sigterm_and_sigint_stop_gracefully,
+);

@@ -1,6 +1,7 @@
 //! Real client traffic: the requests aria2 and libtorrent sent to a logging
 //! listener (see fixtures/capture.py), parsed and replayed against shoal.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -69,7 +70,6 @@ fn captured_announces_parse_to_what_the_clients_meant() {
     }
 }
 
-#[test]
 fn captured_sessions_replay_to_the_right_counts() {
     let tracker = Tracker::start(&[]);
     let mut replayed = 0;
@@ -95,3 +95,5 @@ fn captured_sessions_replay_to_the_right_counts() {
         (0, 0, 2)
     );
 }
+
+reactor_tests!(captured_sessions_replay_to_the_right_counts,);

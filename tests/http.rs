@@ -1,10 +1,10 @@
 //! Black-box tests of the HTTP layer: routing, methods, headers, keep-alive.
 
+#[macro_use]
 mod common;
 
 use common::{Announce, Tracker, get, id, parse_one, parse_response, raw};
 
-#[test]
 fn unknown_paths_get_404_with_a_bencoded_reason() {
     let tracker = Tracker::start(&[]);
     for target in [
@@ -24,7 +24,6 @@ fn unknown_paths_get_404_with_a_bencoded_reason() {
     }
 }
 
-#[test]
 fn methods_other_than_get_and_head_get_405() {
     let tracker = Tracker::start(&[]);
     for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
@@ -41,7 +40,6 @@ fn methods_other_than_get_and_head_get_405() {
     }
 }
 
-#[test]
 fn head_gets_the_headers_without_a_body() {
     let tracker = Tracker::start(&[]);
     let target = Announce::new(id(1), 1).target();
@@ -59,7 +57,6 @@ fn head_gets_the_headers_without_a_body() {
     );
 }
 
-#[test]
 fn keep_alive_serves_many_requests_on_one_connection() {
     let tracker = Tracker::start(&[]);
     let mut request = Vec::new();
@@ -83,7 +80,6 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     assert!(rest.is_empty());
 }
 
-#[test]
 fn http_1_0_is_answered() {
     let tracker = Tracker::start(&[]);
     let target = Announce::new(id(3), 1).target();
@@ -95,3 +91,11 @@ fn http_1_0_is_answered() {
     assert_eq!(response.status, 200);
     assert_eq!(response.dict().int("incomplete"), 1);
 }
+
+reactor_tests!(
+    unknown_paths_get_404_with_a_bencoded_reason,
+    methods_other_than_get_and_head_get_405,
+    head_gets_the_headers_without_a_body,
+    keep_alive_serves_many_requests_on_one_connection,
+    http_1_0_is_answered,
+);

@@ -6,6 +6,7 @@
 //! When the clients are missing the test is skipped with a note, unless `CI`
 //! is set: in CI a missing client is a failure (`.ci/run` installs them).
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -231,7 +232,6 @@ fn wait_for_counts(tracker: &Tracker, hash: [u8; 20], want: (i64, i64, i64), wha
     }
 }
 
-#[test]
 fn libtorrent_downloads_from_aria2_through_shoal() {
     if !clients_available() {
         return;
@@ -262,7 +262,6 @@ fn libtorrent_downloads_from_aria2_through_shoal() {
     );
 }
 
-#[test]
 fn aria2_downloads_from_libtorrent_through_shoal() {
     if !clients_available() {
         return;
@@ -304,3 +303,8 @@ fn aria2_downloads_from_libtorrent_through_shoal() {
         "after libtorrent stopped",
     );
 }
+
+reactor_tests!(
+    libtorrent_downloads_from_aria2_through_shoal,
+    aria2_downloads_from_libtorrent_through_shoal,
+);

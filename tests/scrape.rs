@@ -1,10 +1,10 @@
 //! Black-box tests of `GET /scrape` (BEP 48).
 
+#[macro_use]
 mod common;
 
 use common::{Announce, Tracker, escape, get, id};
 
-#[test]
 fn scrape_reports_each_torrent_sorted_with_zeros_for_unknown() {
     let tracker = Tracker::start(&[]);
     tracker.announce(&Announce::new(id(5), 1).seeder());
@@ -40,7 +40,6 @@ fn scrape_reports_each_torrent_sorted_with_zeros_for_unknown() {
     );
 }
 
-#[test]
 fn scrape_counts_downloads() {
     let tracker = Tracker::start(&[]);
     tracker.announce(&Announce::new(id(1), 1));
@@ -48,7 +47,6 @@ fn scrape_counts_downloads() {
     assert_eq!(tracker.counts(id(1)), (1, 0, 1));
 }
 
-#[test]
 fn more_hashes_than_the_cap_answers_the_first_with_a_warning() {
     let tracker = Tracker::start(&["--max-scrape-hashes", "3"]);
     let hashes: Vec<[u8; 20]> = [9u8, 1, 7, 3, 5].iter().map(|&b| id(b)).collect();
@@ -66,7 +64,6 @@ fn more_hashes_than_the_cap_answers_the_first_with_a_warning() {
     assert!(!dict.has("warning message"));
 }
 
-#[test]
 fn default_cap_is_one_hundred() {
     let tracker = Tracker::start(&[]);
     let hashes: Vec<[u8; 20]> = (0..101u8).map(id).collect();
@@ -75,7 +72,6 @@ fn default_cap_is_one_hundred() {
     assert!(dict.has("warning message"));
 }
 
-#[test]
 fn scrape_without_info_hash_says_full_scrape_is_off() {
     let tracker = Tracker::start(&[]);
     for target in ["/scrape", "/scrape?", "/scrape?foo=bar"] {
@@ -88,7 +84,6 @@ fn scrape_without_info_hash_says_full_scrape_is_off() {
     }
 }
 
-#[test]
 fn malformed_scrape_hashes_are_refused() {
     let tracker = Tracker::start(&[]);
     let response = get(tracker.v6, "/scrape?info_hash=tooshort");
@@ -105,3 +100,12 @@ fn malformed_scrape_hashes_are_refused() {
         Some("info_hash has an invalid percent-escape (expected % followed by two hex digits)")
     );
 }
+
+reactor_tests!(
+    scrape_reports_each_torrent_sorted_with_zeros_for_unknown,
+    scrape_counts_downloads,
+    more_hashes_than_the_cap_answers_the_first_with_a_warning,
+    default_cap_is_one_hundred,
+    scrape_without_info_hash_says_full_scrape_is_off,
+    malformed_scrape_hashes_are_refused,
+);

@@ -1,19 +1,30 @@
-//! The reactor: listeners, runtime and connection tasks.
+//! The reactor: listeners, runtimes and connection tasks.
 //!
-//! Like Twisted's reactor, one event loop design drives all socket I/O and the
-//! operator picks which at start-up. A reactor is given bound listeners, a
-//! function that makes a hyper service for each accepted connection, and a
-//! [`Shutdown`]; it accepts, serves HTTP/1.1 through hyper's runtime traits,
-//! and on shutdown stops accepting and lets open connections finish. It knows
-//! nothing of BitTorrent: the service is opaque to it.
+//! Like Twisted's reactor, one event-loop design drives all socket I/O and
+//! the operator picks which at start-up (`--reactor`). A reactor is given the
+//! addresses to listen on, a function that makes a hyper service for each
+//! accepted connection, and a [`Shutdown`]. It binds, accepts, serves
+//! HTTP/1.1 through hyper's runtime traits, and on shutdown stops accepting
+//! and lets open connections finish. It knows nothing of BitTorrent: the
+//! service is opaque to it.
+//!
+//! - [`Kind::Tokio`]: one multi-threaded work-stealing tokio runtime.
+//! - [`Kind::PerCore`]: one single-threaded tokio runtime per worker, each
+//!   with its own `SO_REUSEPORT` listener: a connection lives on one thread.
+//! - [`Kind::IoUring`]: monoio on Linux io_uring, one thread per worker, also
+//!   with `SO_REUSEPORT` listeners.
 
 mod connection;
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+mod io_uring;
+mod per_core;
 mod tokio_rt;
 
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,20 +40,82 @@ use crate::shutdown::Shutdown;
 pub enum Kind {
     /// tokio's multi-threaded, work-stealing runtime (mio underneath).
     Tokio,
+    /// One current-thread tokio runtime per worker, `SO_REUSEPORT` listeners.
+    PerCore,
+    /// monoio on io_uring, one thread per worker, `SO_REUSEPORT` listeners.
+    IoUring,
+}
+
+/// What the operator asked for: a reactor by name, or the best usable one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Auto,
+    Named(Kind),
 }
 
 impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Tokio, Kind::PerCore, Kind::IoUring];
+    pub const DEFAULT: Kind = Kind::Tokio;
+    /// Preference order of `--reactor auto`, best first (from the
+    /// measurements in docs/reactors.md).
+    pub const AUTO_ORDER: [Kind; 3] = [Kind::PerCore, Kind::IoUring, Kind::Tokio];
+
+    /// The name `--reactor` takes.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Tokio => "tokio",
+            Kind::PerCore => "per-core",
+            Kind::IoUring => "io-uring",
         }
     }
 
-    /// The OS readiness API underneath, as the operator knows it.
+    /// The OS I/O interface underneath, as an operator knows it.
     pub fn poller(self) -> &'static str {
         match self {
-            Kind::Tokio => mio_poller(),
+            Kind::Tokio | Kind::PerCore => mio_poller(),
+            Kind::IoUring => "io_uring",
         }
+    }
+
+    /// One line on how it works, for `--list-reactors`.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Kind::Tokio => "tokio multi-thread runtime, work stealing across workers",
+            Kind::PerCore => {
+                "one single-threaded tokio runtime per worker, SO_REUSEPORT listener each"
+            }
+            Kind::IoUring => "monoio thread per worker on io_uring, SO_REUSEPORT listener each",
+        }
+    }
+
+    /// `Ok` when this reactor is compiled in and usable on this machine,
+    /// otherwise why not.
+    pub fn availability(self) -> Result<(), String> {
+        match self {
+            Kind::Tokio => Ok(()),
+            Kind::PerCore => {
+                if cfg!(unix) {
+                    Ok(())
+                } else {
+                    Err("needs SO_REUSEPORT (Unix only)".into())
+                }
+            }
+            Kind::IoUring => io_uring_availability(),
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+fn io_uring_availability() -> Result<(), String> {
+    io_uring::availability()
+}
+
+#[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+fn io_uring_availability() -> Result<(), String> {
+    if cfg!(target_os = "linux") {
+        Err("not compiled in (build with the `io-uring` cargo feature)".into())
+    } else {
+        Err("io_uring is Linux only".into())
     }
 }
 
@@ -61,6 +134,83 @@ fn mio_poller() -> &'static str {
     }
 }
 
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Choice {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        if name == "auto" {
+            return Ok(Choice::Auto);
+        }
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .map(Choice::Named)
+            .ok_or_else(|| {
+                format!(
+                    "unknown reactor {name:?}: choose auto, {} (see --list-reactors)",
+                    Kind::ALL.map(Kind::name).join(", ")
+                )
+            })
+    }
+}
+
+impl Choice {
+    /// The reactor to run: the named one if usable, or the best usable one
+    /// for `auto`. The error names the cause and the alternatives.
+    pub fn resolve(self) -> Result<Kind, String> {
+        match self {
+            Choice::Named(kind) => kind.availability().map(|()| kind).map_err(|why| {
+                let others: Vec<&str> = Kind::ALL
+                    .into_iter()
+                    .filter(|k| *k != kind && k.availability().is_ok())
+                    .map(Kind::name)
+                    .collect();
+                format!(
+                    "reactor {kind} cannot run here: {why}; use --reactor {} or --reactor auto",
+                    others.join(" or --reactor ")
+                )
+            }),
+            Choice::Auto => Ok(Kind::AUTO_ORDER
+                .into_iter()
+                .find(|k| k.availability().is_ok())
+                .unwrap_or(Kind::Tokio)),
+        }
+    }
+}
+
+/// The `--list-reactors` table.
+pub fn list() -> String {
+    let mut out = String::from("REACTOR   STATUS\n");
+    for kind in Kind::ALL {
+        let status = match kind.availability() {
+            Ok(()) => "usable".to_owned(),
+            Err(why) => format!("unusable: {why}"),
+        };
+        let default = if kind == Kind::DEFAULT {
+            " (default)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "{:<9} {status}{default}\n          {} ({})\n",
+            kind.name(),
+            kind.summary(),
+            kind.poller()
+        ));
+    }
+    let auto = Choice::Auto
+        .resolve()
+        .map_or_else(|e| e, |k| k.name().to_owned());
+    out.push_str(&format!("auto      picks {auto} on this machine\n"));
+    out
+}
+
 /// How a reactor runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -75,23 +225,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// The human description used at start-up, e.g.
-    /// `tokio multi-thread, epoll, 2 workers`.
+    /// The human description used at start-up and in stats, e.g.
+    /// `per-core (epoll), 2 workers`.
     pub fn describe(&self) -> String {
-        let flavour = match self.kind {
-            Kind::Tokio => "tokio multi-thread",
+        let poller = match self.kind {
+            Kind::Tokio => format!("multi-thread, {}", self.kind.poller()),
+            Kind::PerCore => self.kind.poller().to_owned(),
+            Kind::IoUring => format!("monoio, {}", self.kind.poller()),
         };
-        format!(
-            "{flavour}, {}, {} workers",
-            self.kind.poller(),
-            self.workers
-        )
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        format!("{} ({poller}), {} workers", self.kind, self.workers)
     }
 }
 
@@ -125,33 +267,100 @@ impl<S> ConnectionService for S where
 {
 }
 
+/// Listening sockets, bound and ready to serve.
+pub struct Bound {
+    options: Options,
+    /// One group per thread that accepts: a single group shared by the tokio
+    /// reactor's workers, or one group per worker with `SO_REUSEPORT`.
+    groups: Vec<Vec<TcpListener>>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Bound {
+    /// Binds every address (once per worker for the thread-per-core
+    /// reactors). An address with port 0 gets the same ephemeral port on
+    /// every worker.
+    pub fn bind(options: Options, addrs: &[SocketAddr]) -> Result<Self, BindError> {
+        let shared_nothing = matches!(options.kind, Kind::PerCore | Kind::IoUring);
+        let copies = if shared_nothing { options.workers } else { 1 };
+        let mut groups: Vec<Vec<TcpListener>> = (0..copies).map(|_| Vec::new()).collect();
+        let mut bound_addrs = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            let mut target = addr;
+            for group in &mut groups {
+                let listener =
+                    bind(target, shared_nothing).map_err(|source| BindError { addr, source })?;
+                // Later copies take the port the first one got.
+                target = listener
+                    .local_addr()
+                    .map_err(|source| BindError { addr, source })?;
+                group.push(listener);
+            }
+            bound_addrs.push(target);
+        }
+        Ok(Self {
+            options,
+            groups,
+            addrs: bound_addrs,
+        })
+    }
+
+    /// The addresses actually bound (ephemeral ports resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Serves until `shutdown` triggers and the open connections have
+    /// finished (or the grace period ends). Blocks the calling thread.
+    pub fn serve<M, S>(self, make_service: M, shutdown: Shutdown) -> io::Result<()>
+    where
+        M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
+        S: ConnectionService,
+    {
+        let Bound {
+            options, groups, ..
+        } = self;
+        match options.kind {
+            Kind::Tokio => tokio_rt::serve(&options, groups, make_service, shutdown),
+            Kind::PerCore => per_core::serve(&options, groups, make_service, shutdown),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Kind::IoUring => io_uring::serve(&options, groups, make_service, shutdown),
+            #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+            Kind::IoUring => Err(io::Error::other(
+                io_uring_availability().err().unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+/// An address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source} (in use, or not an address of this host?)")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
 /// Binds a listening TCP socket. IPv6 sockets are IPv6-only, so that
 /// `0.0.0.0:P` and `[::]:P` can both be bound, as the default does.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
-}
-
-/// Serves `listeners` until `shutdown` triggers and the open connections have
-/// finished (or the grace period ends). Blocks the calling thread.
-pub fn serve<M, S>(
-    options: &Options,
-    listeners: Vec<TcpListener>,
-    make_service: M,
-    shutdown: Shutdown,
-) -> io::Result<()>
-where
-    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: ConnectionService,
-{
-    match options.kind {
-        Kind::Tokio => tokio_rt::serve(options, listeners, make_service, shutdown),
-    }
 }

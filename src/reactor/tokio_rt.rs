@@ -1,4 +1,5 @@
 //! The `tokio` reactor: one multi-threaded, work-stealing tokio runtime.
+//! Its accept loop is shared with the `per-core` reactor.
 
 use std::io;
 use std::net::TcpListener as StdListener;
@@ -15,7 +16,7 @@ use crate::shutdown::Shutdown;
 
 pub(super) fn serve<M, S>(
     options: &Options,
-    listeners: Vec<StdListener>,
+    groups: Vec<Vec<StdListener>>,
     make_service: M,
     shutdown: Shutdown,
 ) -> io::Result<()>
@@ -29,22 +30,15 @@ where
         .enable_io()
         .enable_time()
         .build()?;
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .keep_alive(true);
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http1_builder(options));
     let make_service = Arc::new(make_service);
     let open = OpenConnections::default();
     let grace = options.shutdown_grace;
-
     runtime.block_on(async move {
         let mut accept_loops = Vec::new();
-        for listener in listeners {
-            let listener = TcpListener::from_std(listener)?;
+        for listener in groups.into_iter().flatten() {
             accept_loops.push(tokio::spawn(accept_loop(
-                listener,
+                TcpListener::from_std(listener)?,
                 builder.clone(),
                 make_service.clone(),
                 open.clone(),
@@ -54,16 +48,32 @@ where
         for accept_loop in accept_loops {
             let _ = accept_loop.await;
         }
-        // Listeners are closed; give open connections the grace period.
-        let deadline = Instant::now() + grace;
-        while open.count() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        drain(&open, grace).await;
         Ok(())
     })
 }
 
-async fn accept_loop<M, S>(
+/// hyper's HTTP/1.1 settings, on tokio's timer.
+pub(super) fn http1_builder(options: &Options) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    builder
+}
+
+/// Waits until the open connections have finished or `grace` has passed.
+pub(super) async fn drain(open: &OpenConnections, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while open.count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Accepts connections until shutdown, each served on its own task of the
+/// current runtime.
+pub(super) async fn accept_loop<M, S>(
     listener: TcpListener,
     builder: Arc<http1::Builder>,
     make_service: Arc<M>,
@@ -73,9 +83,8 @@ async fn accept_loop<M, S>(
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
     S: ConnectionService,
 {
-    let local = match listener.local_addr() {
-        Ok(local) => local,
-        Err(_) => return,
+    let Ok(local) = listener.local_addr() else {
+        return;
     };
     loop {
         let accepted = tokio::select! {

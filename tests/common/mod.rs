@@ -14,6 +14,52 @@ use serde_bencode::value::Value;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+thread_local! {
+    /// The reactor trackers started on this test thread run on.
+    static REACTOR: std::cell::Cell<&'static str> = const { std::cell::Cell::new("tokio") };
+}
+
+/// The reactor the current test runs against.
+pub fn reactor() -> &'static str {
+    REACTOR.with(|r| r.get())
+}
+
+/// Runs `test` with every tracker it starts on `reactor`. A reactor this
+/// machine cannot run is skipped with a note, except in CI where it fails.
+pub fn on_reactor(reactor: &'static str, test: fn()) {
+    let kind = match reactor.parse::<shoal::reactor::Choice>() {
+        Ok(shoal::reactor::Choice::Named(kind)) => kind,
+        other => panic!("not a reactor: {reactor} ({other:?})"),
+    };
+    if let Err(why) = kind.availability() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "reactor {reactor} unusable in CI: {why}"
+        );
+        eprintln!("skipping on reactor {reactor}: {why}");
+        return;
+    }
+    REACTOR.with(|r| r.set(reactor));
+    test();
+}
+
+/// Declares each listed test function once per reactor, as
+/// `tokio::name`, `per_core::name` and `io_uring::name`: the black-box suite
+/// is written once and runs against every reactor.
+macro_rules! reactor_tests {
+    ($($test:ident),* $(,)?) => {
+        mod tokio {
+            $( #[test] fn $test() { crate::common::on_reactor("tokio", super::$test) } )*
+        }
+        mod per_core {
+            $( #[test] fn $test() { crate::common::on_reactor("per-core", super::$test) } )*
+        }
+        mod io_uring {
+            $( #[test] fn $test() { crate::common::on_reactor("io-uring", super::$test) } )*
+        }
+    };
+}
+
 /// A running `shoal` process, killed when dropped.
 pub struct Tracker {
     child: Child,
@@ -23,7 +69,8 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Starts shoal on 127.0.0.1:0 and [::1]:0 with extra arguments.
+    /// Starts shoal on 127.0.0.1:0 and [::1]:0, on this test's reactor
+    /// (see [`on_reactor`]), with extra arguments.
     pub fn start(args: &[&str]) -> Self {
         Self::start_with_env(args, &[])
     }
@@ -32,6 +79,7 @@ impl Tracker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
         command
             .args(["--listen", "127.0.0.1:0", "--listen", "[::1]:0"])
+            .args(["--reactor", reactor(), "--workers", "2"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -47,14 +95,18 @@ impl Tracker {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                {
+                    // Logged before the address is announced, so a test that
+                    // has the address also has the line.
+                    let mut log = log_writer.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if let Some(rest) = line.split("listening on http://").nth(1)
                     && let Some(addr) = rest.split("/announce").next()
                 {
                     let _ = tx.send(addr.parse::<SocketAddr>().expect("listen address"));
                 }
-                let mut log = log_writer.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let mut addrs = Vec::new();

@@ -1,0 +1,164 @@
+//! The `io-uring` reactor: monoio on Linux io_uring, one thread per worker.
+//!
+//! Like `per-core`, each worker owns its listeners (`SO_REUSEPORT`) and its
+//! connections, but sockets are driven by io_uring completions instead of
+//! epoll readiness: accept, read and write are submitted to the ring and
+//! complete without a readiness round trip. hyper reads and writes through
+//! monoio-compat's buffered stream adaptor and sleeps on monoio's timer.
+
+use std::io;
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use monoio::net::TcpListener;
+use monoio_compat::TcpStreamCompat;
+use monoio_compat::hyper::MonoioTimer;
+
+use super::connection::{self, OpenConnections};
+use super::{ConnectionInfo, ConnectionService, Options};
+use crate::shutdown::Shutdown;
+
+/// Ring entries per worker.
+const RING_ENTRIES: u32 = 1024;
+
+/// Whether this kernel lets us create a ring with the operations monoio
+/// needs; the error names the cause (seccomp, `kernel.io_uring_disabled`,
+/// an old kernel).
+pub(super) fn availability() -> Result<(), String> {
+    if let Err(error) = ::io_uring::IoUring::new(2) {
+        let hint = match error.raw_os_error() {
+            Some(1) => " (forbidden: sysctl kernel.io_uring_disabled, or a seccomp sandbox)",
+            Some(38) => " (the kernel has no io_uring)",
+            _ => "",
+        };
+        return Err(format!("io_uring_setup failed: {error}{hint}"));
+    }
+    if !monoio::utils::detect_uring() {
+        return Err("the kernel lacks io_uring operations monoio needs".into());
+    }
+    Ok(())
+}
+
+pub(super) fn serve<M, S>(
+    options: &Options,
+    groups: Vec<Vec<StdListener>>,
+    make_service: M,
+    shutdown: Shutdown,
+) -> io::Result<()>
+where
+    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
+    S: ConnectionService,
+{
+    availability().map_err(io::Error::other)?;
+    let make_service = Arc::new(make_service);
+    let open = OpenConnections::default();
+    let mut workers = Vec::with_capacity(groups.len());
+    for (index, listeners) in groups.into_iter().enumerate() {
+        let (make_service, open, shutdown, options) = (
+            make_service.clone(),
+            open.clone(),
+            shutdown.clone(),
+            options.clone(),
+        );
+        let worker = thread::Builder::new()
+            .name(format!("shoal-uring-{index}"))
+            .spawn(move || -> io::Result<()> {
+                let mut runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(RING_ENTRIES)
+                    .enable_timer()
+                    .build()?;
+                runtime.block_on(worker(listeners, options, make_service, open, shutdown))
+            })?;
+        workers.push(worker);
+    }
+    let mut result = Ok(());
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => result = Err(error),
+            Err(_) => result = Err(io::Error::other("a reactor worker panicked")),
+        }
+    }
+    result
+}
+
+async fn worker<M, S>(
+    listeners: Vec<StdListener>,
+    options: Options,
+    make_service: Arc<M>,
+    open: OpenConnections,
+    shutdown: Shutdown,
+) -> io::Result<()>
+where
+    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
+    S: ConnectionService,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(MonoioTimer)
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    let builder = std::rc::Rc::new(builder);
+    let mut accept_loops = Vec::new();
+    for listener in listeners {
+        accept_loops.push(monoio::spawn(accept_loop(
+            TcpListener::from_std(listener)?,
+            builder.clone(),
+            make_service.clone(),
+            open.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for accept_loop in accept_loops {
+        accept_loop.await;
+    }
+    let deadline = Instant::now() + options.shutdown_grace;
+    while open.count() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+async fn accept_loop<M, S>(
+    listener: TcpListener,
+    builder: std::rc::Rc<http1::Builder>,
+    make_service: Arc<M>,
+    open: OpenConnections,
+    shutdown: Shutdown,
+) where
+    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
+    S: ConnectionService,
+{
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.wait() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = make_service(ConnectionInfo { remote, local });
+        let guard = open.open();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        monoio::spawn(async move {
+            let io = TokioIo::new(TcpStreamCompat::new(stream));
+            connection::serve(&builder, io, service, &shutdown).await;
+            drop(guard);
+        });
+    }
+}

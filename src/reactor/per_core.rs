@@ -1,0 +1,80 @@
+//! The `per-core` reactor: one single-threaded tokio runtime per worker.
+//!
+//! Each worker thread owns its runtime and its own `SO_REUSEPORT` listener
+//! for every address; the kernel spreads new connections across them, and a
+//! connection is accepted, served and closed on one thread with no work
+//! stealing and no cross-thread wake-ups. Only the store is shared.
+
+use std::io;
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::thread;
+
+use tokio::net::TcpListener;
+
+use super::connection::OpenConnections;
+use super::tokio_rt::{accept_loop, drain, http1_builder};
+use super::{ConnectionInfo, ConnectionService, Options};
+use crate::shutdown::Shutdown;
+
+pub(super) fn serve<M, S>(
+    options: &Options,
+    groups: Vec<Vec<StdListener>>,
+    make_service: M,
+    shutdown: Shutdown,
+) -> io::Result<()>
+where
+    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
+    S: ConnectionService,
+{
+    let builder = Arc::new(http1_builder(options));
+    let make_service = Arc::new(make_service);
+    let open = OpenConnections::default();
+    let grace = options.shutdown_grace;
+    let mut workers = Vec::with_capacity(groups.len());
+    for (index, listeners) in groups.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let (builder, make_service, open, shutdown) = (
+            builder.clone(),
+            make_service.clone(),
+            open.clone(),
+            shutdown.clone(),
+        );
+        let worker = thread::Builder::new()
+            .name(format!("shoal-core-{index}"))
+            .spawn(move || -> io::Result<()> {
+                runtime.block_on(async move {
+                    let mut accept_loops = Vec::new();
+                    for listener in listeners {
+                        accept_loops.push(tokio::spawn(accept_loop(
+                            TcpListener::from_std(listener)?,
+                            builder.clone(),
+                            make_service.clone(),
+                            open.clone(),
+                            shutdown.clone(),
+                        )));
+                    }
+                    for accept_loop in accept_loops {
+                        let _ = accept_loop.await;
+                    }
+                    // Connections of this thread run on this runtime, so it
+                    // must keep running until they are done.
+                    drain(&open, grace).await;
+                    Ok(())
+                })
+            })?;
+        workers.push(worker);
+    }
+    let mut result = Ok(());
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => result = Err(error),
+            Err(_) => result = Err(io::Error::other("a reactor worker panicked")),
+        }
+    }
+    result
+}
