@@ -15,11 +15,10 @@
 //! port (the client restarted with a new peer id). A peer id alone is not
 //! enough, or anyone could replace or stop someone else's entry by copying
 //! their id. Small lists are scanned; lists that grow past `INDEX_FROM` peers
-//! get an index from IP to positions so the cost stays flat in swarm size.
+//! get an [`Index`] by (IP, port) and by (IP, peer id), so the cost stays flat
+//! in swarm size even when many peers share one IP (NAT, or an attacker).
 
-use std::collections::HashMap;
-
-use smallvec::SmallVec;
+use hashbrown::HashTable;
 
 use crate::protocol::PeerId;
 
@@ -41,7 +40,71 @@ pub(crate) struct Peer<const N: usize> {
     pub completed: bool,
 }
 
-type IpIndex<const N: usize> = HashMap<[u8; N], SmallVec<[u32; 2]>, ahash::RandomState>;
+/// Positions of a large list's peers, findable by (IP, port) and by
+/// (IP, peer id). The tables hold bare `u32` positions and read keys from the
+/// peers themselves, so the index costs about 12 bytes per peer.
+#[derive(Debug)]
+struct Index {
+    hasher: ahash::RandomState,
+    by_addr: HashTable<u32>,
+    by_id: HashTable<u32>,
+}
+
+/// A position no peer has, used while two entries trade places.
+const MOVING: u32 = u32::MAX;
+
+impl Index {
+    fn addr_hash<const N: usize>(&self, addr: &[u8; N]) -> u64 {
+        self.hasher.hash_one(addr)
+    }
+
+    fn id_hash<const N: usize>(&self, addr: &[u8; N], id: &PeerId) -> u64 {
+        self.hasher.hash_one((&addr[..N - 2], &id.0))
+    }
+
+    fn insert<const N: usize>(&mut self, peers: &[Peer<N>], at: usize) {
+        let peer = &peers[at];
+        let (ha, hi) = (
+            self.addr_hash(&peer.addr),
+            self.id_hash(&peer.addr, &peer.id),
+        );
+        let hasher = &self.hasher;
+        self.by_addr
+            .insert_unique(ha, at as u32, |&p| hasher.hash_one(peers[p as usize].addr));
+        self.by_id.insert_unique(hi, at as u32, |&p| {
+            let peer = &peers[p as usize];
+            hasher.hash_one((&peer.addr[..N - 2], &peer.id.0))
+        });
+    }
+
+    /// Removes position `at`, whose peer is `peer`.
+    fn remove<const N: usize>(&mut self, peer: &Peer<N>, at: usize) {
+        let (ha, hi) = (
+            self.addr_hash(&peer.addr),
+            self.id_hash(&peer.addr, &peer.id),
+        );
+        if let Ok(entry) = self.by_addr.find_entry(ha, |&p| p as usize == at) {
+            entry.remove();
+        }
+        if let Ok(entry) = self.by_id.find_entry(hi, |&p| p as usize == at) {
+            entry.remove();
+        }
+    }
+
+    /// Changes the recorded position of `peer` from `from` to `to`.
+    fn relocate<const N: usize>(&mut self, peer: &Peer<N>, from: u32, to: u32) {
+        let (ha, hi) = (
+            self.addr_hash(&peer.addr),
+            self.id_hash(&peer.addr, &peer.id),
+        );
+        if let Some(p) = self.by_addr.find_mut(ha, |&p| p == from) {
+            *p = to;
+        }
+        if let Some(p) = self.by_id.find_mut(hi, |&p| p == from) {
+            *p = to;
+        }
+    }
+}
 
 /// What an announce did to a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,15 +120,8 @@ pub(crate) struct PeerList<const N: usize> {
     peers: Vec<Peer<N>>,
     /// `peers[..leechers]` are leechers, the rest seeders.
     leechers: usize,
-    /// IP (port bytes zeroed) to positions; present only for large lists.
-    index: Option<Box<IpIndex<N>>>,
-}
-
-fn ip_key<const N: usize>(addr: &[u8; N]) -> [u8; N] {
-    let mut key = *addr;
-    key[N - 2] = 0;
-    key[N - 1] = 0;
-    key
+    /// Present only for large lists.
+    index: Option<Box<Index>>,
 }
 
 fn same_ip<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
@@ -121,17 +177,40 @@ impl<const N: usize> PeerList<N> {
         self.index.is_some()
     }
 
-    /// Calls `f` with the position of every peer on the same IP as `addr`.
-    fn each_same_ip(&self, addr: &[u8; N], mut f: impl FnMut(usize)) {
+    /// The entries on the same IP as `addr` with the same peer id, and with
+    /// the same port but another id.
+    fn lookup(&self, addr: &[u8; N], id: &PeerId) -> (Option<usize>, Option<usize>) {
+        let peers = &self.peers;
         match &self.index {
             Some(index) => {
-                if let Some(positions) = index.get(&ip_key(addr)) {
-                    positions.iter().for_each(|&i| f(i as usize));
-                }
+                let by_id = index
+                    .by_id
+                    .find(index.id_hash(addr, id), |&p| {
+                        let peer = &peers[p as usize];
+                        peer.id == *id && same_ip(&peer.addr, addr)
+                    })
+                    .map(|&p| p as usize);
+                let by_port = index
+                    .by_addr
+                    .find(index.addr_hash(addr), |&p| peers[p as usize].addr == *addr)
+                    .map(|&p| p as usize)
+                    .filter(|&p| peers[p].id != *id);
+                (by_id, by_port)
             }
-            None => (0..self.peers.len())
-                .filter(|&i| same_ip(&self.peers[i].addr, addr))
-                .for_each(f),
+            None => {
+                let (mut by_id, mut by_port) = (None, None);
+                for (i, peer) in peers.iter().enumerate() {
+                    if !same_ip(&peer.addr, addr) {
+                        continue;
+                    }
+                    if peer.id == *id {
+                        by_id = Some(i);
+                    } else if peer.addr == *addr {
+                        by_port = Some(i);
+                    }
+                }
+                (by_id, by_port)
+            }
         }
     }
 
@@ -140,26 +219,11 @@ impl<const N: usize> PeerList<N> {
     /// matches by port is stale (its port now belongs to this peer) and is
     /// removed.
     pub fn find(&mut self, addr: &[u8; N], id: &PeerId) -> Option<usize> {
-        let (mut by_id, mut by_port) = (None, None);
-        self.each_same_ip(addr, |i| {
-            let peer = &self.peers[i];
-            if peer.id == *id {
-                by_id = Some(i);
-            } else if peer.addr == *addr {
-                by_port = Some(i);
-            }
-        });
-        match (by_id, by_port) {
+        match self.lookup(addr, id) {
             (Some(_), Some(stale)) => {
                 self.remove_at(stale);
                 // The removal moved entries around; look the peer up again.
-                let mut again = None;
-                self.each_same_ip(addr, |i| {
-                    if self.peers[i].id == *id {
-                        again = Some(i);
-                    }
-                });
-                again
+                self.lookup(addr, id).0
             }
             (found, None) | (None, found) => found,
         }
@@ -179,9 +243,17 @@ impl<const N: usize> PeerList<N> {
         let completes = completed && seeder;
         match self.find(&addr, &id) {
             Some(i) => {
+                let rekeyed = self.peers[i].addr != addr || self.peers[i].id != id;
+                if rekeyed && let Some(index) = &mut self.index {
+                    index.remove(&self.peers[i], i);
+                }
                 let peer = &mut self.peers[i];
-                peer.addr = addr; // same IP: the index key does not change
+                peer.addr = addr;
                 peer.id = id;
+                if rekeyed && let Some(index) = &mut self.index {
+                    index.insert(&self.peers, i);
+                }
+                let peer = &mut self.peers[i];
                 peer.last_seen = now;
                 let completed_now = completes && !peer.completed;
                 peer.completed |= completed_now;
@@ -278,10 +350,7 @@ impl<const N: usize> PeerList<N> {
         let at = self.peers.len();
         self.peers.push(peer);
         match &mut self.index {
-            Some(index) => index
-                .entry(ip_key(&self.peers[at].addr))
-                .or_default()
-                .push(at as u32),
+            Some(index) => index.insert(&self.peers, at),
             None if self.peers.len() > INDEX_FROM => self.build_index(),
             None => {}
         }
@@ -325,13 +394,7 @@ impl<const N: usize> PeerList<N> {
             self.swap(i, last);
         }
         if let Some(index) = &mut self.index {
-            let key = ip_key(&self.peers[last].addr);
-            if let Some(positions) = index.get_mut(&key) {
-                positions.retain(|p| *p as usize != last);
-                if positions.is_empty() {
-                    index.remove(&key);
-                }
-            }
+            index.remove(&self.peers[last], last);
         }
         self.peers.pop();
         if self.index.is_some() && self.peers.len() < INDEX_UNTIL {
@@ -350,24 +413,23 @@ impl<const N: usize> PeerList<N> {
         }
         self.peers.swap(i, j);
         if let Some(index) = &mut self.index {
-            // Each moved peer's position list swaps the old position for the
-            // new one. If both share an IP the list holds both and the two
-            // replacements leave it holding both again.
-            for (now_at, was_at) in [(i, j), (j, i)] {
-                if let Some(positions) = index.get_mut(&ip_key(&self.peers[now_at].addr))
-                    && let Some(p) = positions.iter_mut().find(|p| **p as usize == was_at)
-                {
-                    *p = now_at as u32;
-                }
-            }
+            // Park one entry on a position no peer has, so that no lookup
+            // below can confuse the two moving entries.
+            let (i32_, j32) = (i as u32, j as u32);
+            index.relocate(&self.peers[j], i32_, MOVING);
+            index.relocate(&self.peers[i], j32, i32_);
+            index.relocate(&self.peers[j], MOVING, j32);
         }
     }
 
     fn build_index(&mut self) {
-        let mut index =
-            IpIndex::<N>::with_capacity_and_hasher(self.peers.len() * 2, ahash::RandomState::new());
-        for (i, peer) in self.peers.iter().enumerate() {
-            index.entry(ip_key(&peer.addr)).or_default().push(i as u32);
+        let mut index = Index {
+            hasher: ahash::RandomState::new(),
+            by_addr: HashTable::with_capacity(self.peers.len() * 2),
+            by_id: HashTable::with_capacity(self.peers.len() * 2),
+        };
+        for at in 0..self.peers.len() {
+            index.insert(&self.peers, at);
         }
         self.index = Some(Box::new(index));
     }
@@ -377,12 +439,17 @@ impl<const N: usize> PeerList<N> {
     pub fn check(&self) {
         assert!(self.leechers <= self.peers.len());
         if let Some(index) = &self.index {
-            let total: usize = index.values().map(|v| v.len()).sum();
-            assert_eq!(total, self.peers.len(), "index size");
-            for (key, positions) in index.iter() {
-                for &p in positions {
-                    assert_eq!(ip_key(&self.peers[p as usize].addr), *key, "index entry");
-                }
+            assert_eq!(index.by_addr.len(), self.peers.len(), "by_addr size");
+            assert_eq!(index.by_id.len(), self.peers.len(), "by_id size");
+            for (at, peer) in self.peers.iter().enumerate() {
+                let found = index
+                    .by_addr
+                    .find(index.addr_hash(&peer.addr), |&p| p as usize == at);
+                assert!(found.is_some(), "by_addr misses {at}");
+                let found = index
+                    .by_id
+                    .find(index.id_hash(&peer.addr, &peer.id), |&p| p as usize == at);
+                assert!(found.is_some(), "by_id misses {at}");
             }
         }
     }
@@ -452,6 +519,30 @@ mod tests {
     }
 
     #[test]
+    fn many_peers_behind_one_ip_are_indexed_by_port_and_id() {
+        let mut list = PeerList::<6>::default();
+        for n in 0..500u16 {
+            let mut peer_id = [0u8; 20];
+            peer_id[..2].copy_from_slice(&n.to_be_bytes());
+            list.upsert(addr(1, 1000 + n), PeerId(peer_id), n % 2 == 0, false, 0);
+        }
+        assert!(list.is_indexed());
+        assert_eq!(list.len(), 500);
+        let mut peer_id = [0u8; 20];
+        peer_id[..2].copy_from_slice(&7u16.to_be_bytes());
+        // Same IP, peer 7's id, new port: found by id, port moves.
+        let at = list
+            .upsert(addr(1, 9999), PeerId(peer_id), false, false, 1)
+            .index;
+        assert_eq!(list.peers()[at].addr, addr(1, 9999));
+        assert_eq!(list.len(), 500);
+        // Peer 7 takes peer 8's port: peer 8's entry is stale and goes.
+        list.upsert(addr(1, 1008), PeerId(peer_id), false, false, 1);
+        assert_eq!(list.len(), 499);
+        list.check();
+    }
+
+    #[test]
     fn expire_removes_exactly_the_stale() {
         let mut list = PeerList::<6>::default();
         for i in 0..100u8 {
@@ -513,7 +604,7 @@ mod tests {
         /// Any sequence of announces, stops and expiries keeps the partition,
         /// the index and the counts consistent with a simple model.
         #[test]
-        fn behaves_like_a_model(ops in proptest::collection::vec((0u8..4, 0u8..6, 0u8..3, 0u8..6, proptest::bool::ANY), 1..400)) {
+        fn behaves_like_a_model(ops in proptest::collection::vec((0u8..5, 0u8..6, 0u8..3, 0u8..6, proptest::bool::ANY), 1..400)) {
             let mut list = PeerList::<6>::default();
             // Model: (ip, port, id, seeder), one per (ip,id) and per (ip,port).
             let mut model: Vec<(u8, u16, u8, bool)> = Vec::new();
@@ -543,15 +634,17 @@ mod tests {
                             (None, None) => {}
                         }
                     }
-                    _ => {
-                        // Many extra peers on other IPs push the list over the
-                        // index threshold and back.
+                    3 => {
+                        // Extra peers on other IPs push the list over the
+                        // index threshold, so later operations run indexed.
                         for k in 0..40u8 { list.upsert(addr(100 + k, 1), id(100 + k), k % 2 == 0, false, 0); }
+                    }
+                    _ => {
                         for k in 0..40u8 { list.remove(&addr(100 + k, 1), &id(100 + k)); }
                     }
                 }
                 list.check();
-                let mut got: Vec<(u8, u16, u8, bool)> = list.peers().iter().enumerate().map(|(i, p)| {
+                let mut got: Vec<(u8, u16, u8, bool)> = list.peers().iter().enumerate().filter(|(_, p)| p.addr[3] < 100).map(|(i, p)| {
                     (p.addr[3], u16::from_be_bytes([p.addr[4], p.addr[5]]), p.id.0[0], i >= list.leechers())
                 }).collect();
                 got.sort();

@@ -1,0 +1,474 @@
+//! shoal-load: a load generator for HTTP BitTorrent trackers.
+//!
+//! It sends realistic tracker traffic to one or more addresses for a fixed
+//! time and reports throughput, latency percentiles and errors, and, given
+//! the server's PID, the server's CPU seconds, responses per server
+//! CPU-second and resident memory. Every response is validated, so a
+//! tracker that answers fast with failures does not look fast.
+//!
+//! Traffic model: torrent popularity follows a Zipf law (a few torrents have
+//! most peers, as on real trackers); a quarter of announces come from
+//! seeders; events are mostly regular re-announces with some started,
+//! completed and stopped; a configurable share of requests are scrapes; IPv4
+//! and IPv6 targets are used in turn; connections are kept alive or opened
+//! per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// One request after another on each persistent connection.
+    KeepAlive,
+    /// A new TCP connection for every request, as most clients announce.
+    Close,
+}
+
+/// Load generator for HTTP BitTorrent trackers (loopback targets only).
+#[derive(Debug, Parser, Clone)]
+#[command(name = "shoal-load", version)]
+struct Args {
+    /// Tracker address; repeat to spread load (e.g. one IPv4, one IPv6).
+    #[arg(long, short = 't', required = true, value_name = "ADDR")]
+    target: Vec<SocketAddr>,
+    /// Seconds to run (after warm-up).
+    #[arg(long, short = 'd', default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of warm-up traffic not counted in the results.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Concurrent connections.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    connections: usize,
+    /// Client threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Keep connections alive, or open one per request.
+    #[arg(long, value_enum, default_value_t = Mode::KeepAlive)]
+    mode: Mode,
+    /// Distinct torrents.
+    #[arg(long, default_value_t = 10_000)]
+    torrents: u32,
+    /// Zipf exponent of torrent popularity (0 = uniform).
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Share of announces from seeders.
+    #[arg(long, default_value_t = 0.25)]
+    seeders: f64,
+    /// Share of requests that are scrapes.
+    #[arg(long, default_value_t = 0.0)]
+    scrape_share: f64,
+    /// Info hashes per scrape.
+    #[arg(long, default_value_t = 1)]
+    scrape_hashes: u32,
+    /// numwant sent with each announce.
+    #[arg(long, default_value_t = 50)]
+    numwant: u32,
+    /// Total requests per second across connections (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// The server's PID, to report its CPU time and memory.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Print the info hashes the run uses (hex, one per line) and exit: for
+    /// trackers that need a whitelist.
+    #[arg(long)]
+    print_hashes: bool,
+    /// Print the results as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// A label for the results (e.g. the server's name).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// The info hash of torrent `i`: fixed, so runs and whitelists agree.
+fn info_hash(i: u32) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    let mut x = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5348_4F41_4C21;
+    for chunk in h.chunks_mut(8) {
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    h
+}
+
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Samples torrent indices with Zipf-distributed popularity.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: u32, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n as usize);
+        let mut total = 0.0;
+        for k in 1..=n {
+            total += 1.0 / f64::from(k).powf(s);
+            cdf.push(total);
+        }
+        cdf.iter_mut().for_each(|c| *c /= total);
+        Zipf { cdf }
+    }
+
+    fn sample(&self, rng: &mut fastrand::Rng) -> u32 {
+        let u = rng.f64();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1) as u32
+    }
+}
+
+#[derive(Default, Clone)]
+struct Tally {
+    ok_announces: u64,
+    ok_scrapes: u64,
+    failures: u64,
+    bad_responses: u64,
+    io_errors: u64,
+    latencies_us: Vec<u32>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.ok_announces += other.ok_announces;
+        self.ok_scrapes += other.ok_scrapes;
+        self.failures += other.failures;
+        self.bad_responses += other.bad_responses;
+        self.io_errors += other.io_errors;
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
+enum Kind {
+    Announce,
+    Scrape,
+}
+
+/// Builds one request; returns its bytes and kind.
+fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -> (Vec<u8>, Kind) {
+    if args.scrape_share > 0.0 && rng.f64() < args.scrape_share {
+        let mut target = String::from("/scrape?");
+        for i in 0..args.scrape_hashes {
+            if i > 0 {
+                target.push('&');
+            }
+            target.push_str("info_hash=");
+            target.push_str(&escape(&info_hash(zipf.sample(rng))));
+        }
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        return (request.into_bytes(), Kind::Scrape);
+    }
+    let torrent = zipf.sample(rng);
+    let seeder = rng.f64() < args.seeders;
+    let event = match rng.u32(0..100) {
+        0..=7 => "&event=started",
+        8..=9 => "&event=completed",
+        10..=13 => "&event=stopped",
+        _ => "",
+    };
+    let (left, event) = match (seeder, event) {
+        (false, "&event=completed") => (0, event),
+        (true, _) => (0, event),
+        (false, _) => (1 + u64::from(rng.u32(..)), event),
+    };
+    let mut peer_id = *b"-SL0001-000000000000";
+    for b in &mut peer_id[8..] {
+        *b = b'a' + rng.u8(0..26);
+    }
+    let target = format!(
+        "/announce?info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left={left}&numwant={}&compact=1&key={:08X}{event}",
+        escape(&info_hash(torrent)),
+        escape(&peer_id),
+        rng.u16(1024..),
+        args.numwant,
+        rng.u32(..),
+    );
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    (request.into_bytes(), Kind::Announce)
+}
+
+/// Reads one HTTP response (Content-Length framed) from `stream` into `buf`;
+/// returns (status, body range, server closes).
+async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, std::ops::Range<usize>, bool)> {
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).map_err(std::io::Error::other)?;
+            let status = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| std::io::Error::other("bad status line"))?;
+            let lower = head.to_ascii_lowercase();
+            let length: usize = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| std::io::Error::other("no content-length"))?;
+            let closes = lower.contains("connection: close");
+            let body = end + 4..end + 4 + length;
+            while buf.len() < body.end {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok((status, body, closes));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 1 << 20 {
+            return Err(std::io::Error::other("response too large"));
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn connection_task(
+    args: Arc<Args>,
+    zipf: Arc<Zipf>,
+    index: usize,
+    start: Instant,
+    measure_from: Instant,
+    stop: Arc<AtomicBool>,
+) -> Tally {
+    let mut rng = fastrand::Rng::with_seed(index as u64 * 7919 + 1);
+    let target = args.target[index % args.target.len()];
+    let host = target.to_string();
+    let mut tally = Tally::default();
+    let mut stream: Option<TcpStream> = None;
+    let mut buf = Vec::with_capacity(4096);
+    let per_conn_interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
+    let mut next_at = start + Duration::from_micros(rng.u64(0..10_000));
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(interval) = per_conn_interval {
+            let now = Instant::now();
+            if next_at > now {
+                tokio::time::sleep(next_at - now).await;
+            }
+            next_at += interval;
+        }
+        let (request, kind) = next_request(&args, &zipf, &mut rng, &host);
+        let began = Instant::now();
+        let result = async {
+            let s = match stream.as_mut() {
+                Some(s) => s,
+                None => {
+                    let s = TcpStream::connect(target).await?;
+                    s.set_nodelay(true)?;
+                    stream.insert(s)
+                }
+            };
+            s.write_all(&request).await?;
+            read_response(s, &mut buf).await
+        }
+        .await;
+        let counted = began >= measure_from;
+        match result {
+            Ok((status, body, closes)) => {
+                let body = &buf[body];
+                if counted {
+                    tally
+                        .latencies_us
+                        .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    let valid_shape = body.first() == Some(&b'd') && body.last() == Some(&b'e');
+                    if status != 200 || !valid_shape {
+                        tally.bad_responses += 1;
+                    } else if contains(body, b"14:failure reason") {
+                        tally.failures += 1;
+                    } else {
+                        match kind {
+                            Kind::Announce if contains(body, b"8:intervali") => {
+                                tally.ok_announces += 1
+                            }
+                            Kind::Scrape if contains(body, b"5:filesd") => tally.ok_scrapes += 1,
+                            _ => tally.bad_responses += 1,
+                        }
+                    }
+                }
+                if closes || args.mode == Mode::Close {
+                    stream = None;
+                }
+            }
+            Err(_) => {
+                if counted {
+                    tally.io_errors += 1;
+                }
+                stream = None;
+            }
+        }
+    }
+    tally
+}
+
+/// (CPU seconds, RSS bytes) of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    // USER_HZ is 100 on every Linux ABI shoal targets.
+    Some((ticks / 100.0, rss_kb * 1024))
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[index]) / 1000.0
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for target in &args.target {
+        anyhow::ensure!(
+            target.ip().is_loopback(),
+            "{target} is not a loopback address: shoal-load only loads 127.0.0.0/8 and ::1"
+        );
+    }
+    if args.print_hashes {
+        for i in 0..args.torrents {
+            let hex: String = info_hash(i).iter().map(|b| format!("{b:02x}")).collect();
+            println!("{hex}");
+        }
+        return Ok(());
+    }
+    anyhow::ensure!(
+        args.torrents > 0 && args.connections > 0,
+        "need torrents and connections"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    let args = Arc::new(args);
+    let zipf = Arc::new(Zipf::new(args.torrents, args.zipf));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let (tally, elapsed, usage) = runtime.block_on(async {
+        let tasks: Vec<_> = (0..args.connections)
+            .map(|i| {
+                tokio::spawn(connection_task(
+                    args.clone(),
+                    zipf.clone(),
+                    i,
+                    start,
+                    measure_from,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = args.server_pid.and_then(process_usage);
+        let began = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+        let after = args.server_pid.and_then(process_usage);
+        let elapsed = began.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let mut tally = Tally::default();
+        for task in tasks {
+            if let Ok(t) = task.await {
+                tally.merge(t);
+            }
+        }
+        let usage = before.zip(after).map(|(b, a)| (a.0 - b.0, a.1));
+        (tally, elapsed, usage)
+    });
+    let mut latencies = tally.latencies_us.clone();
+    latencies.sort_unstable();
+    let ok = tally.ok_announces + tally.ok_scrapes;
+    let seconds = elapsed.as_secs_f64();
+    let rps = ok as f64 / seconds;
+    let (cpu, rss) = usage.map_or((None, None), |(c, r)| (Some(c), Some(r)));
+    let per_cpu = cpu.filter(|c| *c > 0.0).map(|c| ok as f64 / c);
+    if args.json {
+        println!(
+            "{{\"label\":\"{}\",\"mode\":\"{:?}\",\"connections\":{},\"seconds\":{seconds:.2},\"ok\":{ok},\"announces\":{},\"scrapes\":{},\"failures\":{},\"bad\":{},\"io_errors\":{},\"rps\":{rps:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"server_cpu_s\":{},\"per_cpu_s\":{},\"server_rss_bytes\":{}}}",
+            args.label,
+            args.mode,
+            args.connections,
+            tally.ok_announces,
+            tally.ok_scrapes,
+            tally.failures,
+            tally.bad_responses,
+            tally.io_errors,
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 0.999),
+            cpu.map_or("null".into(), |c| format!("{c:.2}")),
+            per_cpu.map_or("null".into(), |c| format!("{c:.0}")),
+            rss.map_or("null".into(), |r| r.to_string()),
+        );
+    } else {
+        println!(
+            "shoal-load {} ({:?}, {} connections, {seconds:.1} s)",
+            args.label, args.mode, args.connections
+        );
+        println!(
+            "  ok responses     {ok} ({} announces, {} scrapes)",
+            tally.ok_announces, tally.ok_scrapes
+        );
+        println!(
+            "  failures         {} failure reasons, {} bad responses, {} I/O errors",
+            tally.failures, tally.bad_responses, tally.io_errors
+        );
+        println!("  throughput       {rps:.0} responses/s");
+        println!(
+            "  latency ms       p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.90),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 0.999),
+            percentile(&latencies, 1.0)
+        );
+        if let (Some(cpu), Some(rss)) = (cpu, rss) {
+            println!(
+                "  server CPU       {cpu:.2} s ({:.0} responses per CPU-second)",
+                per_cpu.unwrap_or(0.0)
+            );
+            println!(
+                "  server RSS       {:.1} MiB",
+                rss as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    Ok(())
+}
