@@ -164,6 +164,12 @@ enum Kind {
 
 /// Builds one request; returns its bytes and kind.
 fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -> (Vec<u8>, Kind) {
+    // A client that opens a connection per request says so, as libtorrent
+    // does, so the server may close first.
+    let connection = match args.mode {
+        Mode::Close => "Connection: close\r\n",
+        Mode::KeepAlive => "",
+    };
     if args.scrape_share > 0.0 && rng.f64() < args.scrape_share {
         let mut target = String::from("/scrape?");
         for i in 0..args.scrape_hashes {
@@ -173,7 +179,7 @@ fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -
             target.push_str("info_hash=");
             target.push_str(&escape(&info_hash(zipf.sample(rng))));
         }
-        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n");
         return (request.into_bytes(), Kind::Scrape);
     }
     let torrent = zipf.sample(rng);
@@ -201,7 +207,7 @@ fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -
         args.numwant,
         rng.u32(..),
     );
-    let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n");
     (request.into_bytes(), Kind::Announce)
 }
 
@@ -248,6 +254,26 @@ async fn read_response(
     }
 }
 
+/// Sends one request on `stream` (connecting first if there is none) and
+/// reads the response into `buf`.
+async fn exchange(
+    stream: &mut Option<TcpStream>,
+    target: SocketAddr,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, std::ops::Range<usize>, bool)> {
+    let s = match stream.as_mut() {
+        Some(s) => s,
+        None => {
+            let s = TcpStream::connect(target).await?;
+            s.set_nodelay(true)?;
+            stream.insert(s)
+        }
+    };
+    s.write_all(request).await?;
+    read_response(s, buf).await
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -279,19 +305,15 @@ async fn connection_task(
         }
         let (request, kind) = next_request(&args, &zipf, &mut rng, &host);
         let began = Instant::now();
-        let result = async {
-            let s = match stream.as_mut() {
-                Some(s) => s,
-                None => {
-                    let s = TcpStream::connect(target).await?;
-                    s.set_nodelay(true)?;
-                    stream.insert(s)
-                }
-            };
-            s.write_all(&request).await?;
-            read_response(s, &mut buf).await
+        let reused = stream.is_some();
+        let mut result = exchange(&mut stream, target, &request, &mut buf).await;
+        if reused && result.is_err() {
+            // The server closed a kept-alive connection (some trackers close
+            // after every response without saying so): retry once on a new
+            // connection, as HTTP clients do for idempotent requests.
+            stream = None;
+            result = exchange(&mut stream, target, &request, &mut buf).await;
         }
-        .await;
         let counted = began >= measure_from;
         match result {
             Ok((status, body, closes)) => {
