@@ -117,6 +117,63 @@ fn start_up_names_each_listener_and_the_reactor() {
 }
 
 #[test]
+fn list_reactors_says_which_can_run_and_marks_the_default() {
+    let output = shoal(&["--list-reactors"]);
+    assert!(output.status.success());
+    let list = String::from_utf8(output.stdout).unwrap();
+    assert!(list.contains("tokio     usable (default)"), "{list}");
+    assert!(list.contains("per-core  usable"), "{list}");
+    assert!(list.contains("io-uring  "), "{list}");
+    assert!(list.contains("auto      picks "), "{list}");
+
+    let forced = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("--list-reactors")
+        .env("MONOIO_FORCE_LEGACY_DRIVER", "1")
+        .output()
+        .unwrap();
+    let list = String::from_utf8(forced.stdout).unwrap();
+    assert!(
+        list.contains("io-uring  unusable: disabled by MONOIO_FORCE_LEGACY_DRIVER"),
+        "{list}"
+    );
+}
+
+#[test]
+fn an_unusable_reactor_fails_with_the_cause_and_auto_falls_back() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["--reactor", "io-uring", "--listen", "127.0.0.1:0"])
+        .env("MONOIO_FORCE_LEGACY_DRIVER", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("reactor io-uring cannot run here: disabled by MONOIO_FORCE_LEGACY_DRIVER"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--reactor auto"), "{stderr}");
+
+    let tracker = Tracker::start_with_env(
+        &["--reactor", "auto"],
+        &[("MONOIO_FORCE_LEGACY_DRIVER", "1")],
+    );
+    assert!(
+        !tracker.log().contains("reactor: io-uring"),
+        "{}",
+        tracker.log()
+    );
+    let dict = tracker.announce(&Announce::new(id(1), 1));
+    assert_eq!(dict.int("incomplete"), 1);
+
+    let output = shoal(&["--reactor", "epoll"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown reactor \"epoll\": choose auto, tokio, per-core, io-uring"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_busy_port_is_a_clear_error() {
     let tracker = Tracker::start(&[]);
     let busy = tracker.v4.to_string();

@@ -29,6 +29,11 @@ const RING_ENTRIES: u32 = 1024;
 /// needs; the error names the cause (seccomp, `kernel.io_uring_disabled`,
 /// an old kernel).
 pub(super) fn availability() -> Result<(), String> {
+    if std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    {
+        return Err("disabled by MONOIO_FORCE_LEGACY_DRIVER".into());
+    }
     if let Err(error) = ::io_uring::IoUring::new(2) {
         let hint = match error.raw_os_error() {
             Some(1) => " (forbidden: sysctl kernel.io_uring_disabled, or a seccomp sandbox)",

@@ -79,11 +79,14 @@ impl Tracker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
         command
             .args(["--listen", "127.0.0.1:0", "--listen", "[::1]:0"])
-            .args(["--reactor", reactor(), "--workers", "2"])
+            .args(["--workers", "2"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if !args.contains(&"--reactor") {
+            command.args(["--reactor", reactor()]);
+        }
         for (key, value) in env {
             command.env(key, value);
         }
