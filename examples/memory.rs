@@ -60,12 +60,15 @@ fn main() {
         );
     }
     let grown = rss_bytes().saturating_sub(before);
+    // The target: at most 64 bytes per peer and 200 per torrent.
+    let budget = 64 * u64::from(peers) + 200 * u64::from(torrents);
     println!(
-        "{peers} peers over {torrents} torrents: RSS grew {:.1} MiB = {:.1} bytes per peer \
-         (or {:.1} bytes per torrent + 32 per peer)",
+        "{peers} peers over {torrents} torrents: RSS grew {:.1} MiB = {:.1} bytes per peer; \
+         budget (64 B/peer + 200 B/torrent) {:.1} MiB, used {:.0}%",
         grown as f64 / (1 << 20) as f64,
         grown as f64 / f64::from(peers),
-        (grown as f64 - 32.0 * f64::from(peers)) / f64::from(torrents),
+        budget as f64 / (1 << 20) as f64,
+        100.0 * grown as f64 / budget as f64,
     );
     println!(
         "torrents in store: {}, peers: {}",

@@ -5,10 +5,12 @@ use std::net::IpAddr;
 use super::peers::PeerList;
 use crate::protocol::{AnnounceRequest, Event, PeerSet, SwarmCounts};
 
+/// 56 bytes plus the peers: most torrents have a few IPv4 peers and no
+/// IPv6 ones, so the IPv6 list is allocated only when needed.
 #[derive(Debug, Default)]
 pub(crate) struct Swarm {
     v4: PeerList<6>,
-    v6: PeerList<18>,
+    v6: Option<Box<PeerList<18>>>,
     /// Completed downloads ever seen for this torrent.
     pub downloaded: u64,
 }
@@ -34,18 +36,29 @@ impl Swarm {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
+        self.v4.is_empty() && self.v6.is_none()
     }
 
     pub fn peer_count(&self) -> usize {
-        self.v4.len() + self.v6.len()
+        self.v4.len() + self.v6.as_ref().map_or(0, |v6| v6.len())
     }
 
     pub fn counts(&self) -> SwarmCounts {
+        let (seeders6, leechers6) = self
+            .v6
+            .as_ref()
+            .map_or((0, 0), |v6| (v6.seeders(), v6.leechers()));
         SwarmCounts {
-            complete: (self.v4.seeders() + self.v6.seeders()) as u32,
-            incomplete: (self.v4.leechers() + self.v6.leechers()) as u32,
+            complete: (self.v4.seeders() + seeders6) as u32,
+            incomplete: (self.v4.leechers() + leechers6) as u32,
             downloaded: self.downloaded,
+        }
+    }
+
+    /// Frees the IPv6 list once it is empty.
+    fn tidy_v6(&mut self) {
+        if self.v6.as_ref().is_some_and(|v6| v6.is_empty()) {
+            self.v6 = None;
         }
     }
 
@@ -70,30 +83,21 @@ impl Swarm {
         };
         let upsert = match ip {
             IpAddr::V4(ip) => {
-                let up = self.v4.upsert(
-                    compact_v4(ip.octets(), port),
-                    req.peer_id,
-                    seeder,
-                    completed,
-                    now,
-                );
+                let addr = compact_v4(ip.octets(), port);
+                let up = self.v4.upsert(addr, req.peer_id, seeder, completed, now);
                 let got = self
                     .v4
                     .sample(seeder, Some(up.index), want, &mut out.v4, ids4);
-                self.v6.sample(seeder, None, want - got, &mut out.v6, ids6);
+                if let Some(v6) = &self.v6 {
+                    v6.sample(seeder, None, want - got, &mut out.v6, ids6);
+                }
                 up
             }
             IpAddr::V6(ip) => {
-                let up = self.v6.upsert(
-                    compact_v6(ip.octets(), port),
-                    req.peer_id,
-                    seeder,
-                    completed,
-                    now,
-                );
-                let got = self
-                    .v6
-                    .sample(seeder, Some(up.index), want, &mut out.v6, ids6);
+                let addr = compact_v6(ip.octets(), port);
+                let v6 = self.v6.get_or_insert_with(Box::default);
+                let up = v6.upsert(addr, req.peer_id, seeder, completed, now);
+                let got = v6.sample(seeder, Some(up.index), want, &mut out.v6, ids6);
                 self.v4.sample(seeder, None, want - got, &mut out.v4, ids4);
                 up
             }
@@ -107,14 +111,22 @@ impl Swarm {
     /// Removes the peer an `event=stopped` announce refers to.
     pub fn stop(&mut self, req: &AnnounceRequest, ip: IpAddr) -> bool {
         let port = req.port.get();
-        match ip {
+        let removed = match ip {
             IpAddr::V4(ip) => self.v4.remove(&compact_v4(ip.octets(), port), &req.peer_id),
-            IpAddr::V6(ip) => self.v6.remove(&compact_v6(ip.octets(), port), &req.peer_id),
-        }
+            IpAddr::V6(ip) => self
+                .v6
+                .as_mut()
+                .is_some_and(|v6| v6.remove(&compact_v6(ip.octets(), port), &req.peer_id)),
+        };
+        self.tidy_v6();
+        removed
     }
 
     /// Removes peers last seen before `deadline`; returns how many.
     pub fn expire(&mut self, deadline: u32) -> usize {
-        self.v4.expire(deadline) + self.v6.expire(deadline)
+        let expired =
+            self.v4.expire(deadline) + self.v6.as_mut().map_or(0, |v6| v6.expire(deadline));
+        self.tidy_v6();
+        expired
     }
 }
