@@ -26,13 +26,13 @@ fn ip(peer: u32) -> IpAddr {
 
 /// A store holding one torrent with `size` peers, a quarter of them seeders.
 fn swarm_of(size: u32) -> (Store, [u8; 20]) {
-    let store = Store::new(StoreConfig { peer_ttl: 3600 });
+    let store = Store::new(StoreConfig::unlimited(3600));
     let hash = [7u8; 20];
     let mut out = PeerSet::default();
     for peer in 0..size {
         let left = if peer % 4 == 0 { 0 } else { 1 };
         out.clear();
-        store.announce(&request(hash, peer, left), ip(peer), 0, &mut out);
+        let _ = store.announce(&request(hash, peer, left), ip(peer), 0, &mut out);
     }
     (store, hash)
 }
@@ -48,7 +48,7 @@ fn announce(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
             b.iter(|| {
                 out.clear();
-                black_box(store.announce(black_box(&req), addr, 1, &mut out));
+                let _ = black_box(store.announce(black_box(&req), addr, 1, &mut out));
             })
         });
     }
@@ -56,14 +56,14 @@ fn announce(c: &mut Criterion) {
 }
 
 fn scrape(c: &mut Criterion) {
-    let store = Store::new(StoreConfig { peer_ttl: 3600 });
+    let store = Store::new(StoreConfig::unlimited(3600));
     let mut out = PeerSet::default();
     let hashes: Vec<InfoHash> = (0..100u32)
         .map(|i| {
             let mut h = [0u8; 20];
             h[..4].copy_from_slice(&i.to_be_bytes());
             out.clear();
-            store.announce(&request(h, i, 1), ip(i), 0, &mut out);
+            let _ = store.announce(&request(h, i, 1), ip(i), 0, &mut out);
             InfoHash(h)
         })
         .collect();

@@ -34,6 +34,8 @@ fn main() -> anyhow::Result<()> {
         kind: choice.resolve().map_err(anyhow::Error::msg)?,
         workers,
         header_read_timeout: Duration::from_secs(10),
+        max_request_bytes: 8192,
+        max_connections: 50_000,
         shutdown_grace: Duration::from_secs(1),
     };
     let bound = Bound::bind(options, &[addr])?;

@@ -26,7 +26,7 @@ fn main() {
     let torrents: u32 = args
         .next()
         .map_or(100_000, |a| a.parse().expect("TORRENTS"));
-    let store = Store::new(StoreConfig { peer_ttl: 3600 });
+    let store = Store::new(StoreConfig::unlimited(3600));
     let mut out = PeerSet::default();
     let before = rss_bytes();
     for i in 0..peers {
@@ -52,7 +52,7 @@ fn main() {
             ipv6: None,
         };
         out.clear();
-        store.announce(
+        let _ = store.announce(
             &request,
             IpAddr::V4(Ipv4Addr::from(0x0B00_0000 + i)),
             0,

@@ -34,6 +34,17 @@ pub struct Config {
     pub max_scrape_hashes: usize,
     /// Honour the `ip`/`ipv4`/`ipv6` parameters.
     pub allow_ip_param: bool,
+    /// Torrents with peers held at most; announces for new ones are refused.
+    pub max_torrents: usize,
+    /// Peers per torrent at most; new peers beyond it are refused.
+    pub max_peers_per_torrent: usize,
+    /// Open connections at most; more are closed as soon as accepted.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes, at least 8192.
+    pub max_request_bytes: usize,
+    /// Seconds a client has to send a complete request head; also how long
+    /// an idle keep-alive connection stays open.
+    pub header_timeout: u64,
     /// Sent as `tracker id` in announce responses when set.
     pub tracker_id: Option<String>,
     /// The socket I/O runtime: tokio, per-core, io-uring or auto.
@@ -58,6 +69,11 @@ impl Default for Config {
             max_numwant: 200,
             max_scrape_hashes: 100,
             allow_ip_param: false,
+            max_torrents: 10_000_000,
+            max_peers_per_torrent: 1_000_000,
+            max_connections: 50_000,
+            max_request_bytes: 8192,
+            header_timeout: 10,
             tracker_id: None,
             reactor: crate::reactor::Kind::DEFAULT.name().into(),
             workers: None,
@@ -110,6 +126,36 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
         "allow_ip_param",
         "Honour the ip/ipv4/ipv6 announce parameters. Off by default: they let\n\
          anyone point a swarm at a third party (BEP 7).",
+        None,
+    ),
+    (
+        "max_torrents",
+        "Torrents with peers held at most. An announce that would create one more\n\
+         gets the failure reason \"tracker is full\"; torrents already held go on.",
+        None,
+    ),
+    (
+        "max_peers_per_torrent",
+        "Peers one torrent holds at most. A new peer beyond it gets the failure\n\
+         reason \"this torrent's swarm is full\"; peers already in keep announcing.",
+        None,
+    ),
+    (
+        "max_connections",
+        "Open connections at most; a connection beyond it is closed as soon as it\n\
+         is accepted, without touching the open ones.",
+        None,
+    ),
+    (
+        "max_request_bytes",
+        "Largest request head (request line and headers), in bytes; a larger one\n\
+         gets 431 and the connection is closed. At least 8192.",
+        None,
+    ),
+    (
+        "header_timeout",
+        "Seconds a client has to send a complete request head (slowloris); an idle\n\
+         keep-alive connection is closed after the same time.",
         None,
     ),
     (
@@ -186,6 +232,18 @@ impl Config {
             "max_scrape_hashes must be at least 1"
         );
         anyhow::ensure!(self.workers != Some(0), "workers must be at least 1");
+        anyhow::ensure!(
+            self.max_request_bytes >= 8192,
+            "max_request_bytes must be at least 8192 (hyper's smallest buffer)"
+        );
+        anyhow::ensure!(
+            self.header_timeout > 0,
+            "header_timeout must be at least 1 second"
+        );
+        anyhow::ensure!(
+            self.max_torrents > 0 && self.max_peers_per_torrent > 0 && self.max_connections > 0,
+            "max_torrents, max_peers_per_torrent and max_connections must be at least 1"
+        );
         self.reactor_choice()?;
         if let Some(id) = &self.tracker_id {
             anyhow::ensure!(
@@ -308,6 +366,26 @@ pub struct Cli {
     )]
     pub allow_ip_param: Option<bool>,
 
+    /// Torrents held at most; new ones are refused beyond. [default: 10000000]
+    #[arg(long, env = "SHOAL_MAX_TORRENTS", value_name = "N")]
+    pub max_torrents: Option<usize>,
+
+    /// Peers per torrent at most; new peers are refused beyond. [default: 1000000]
+    #[arg(long, env = "SHOAL_MAX_PEERS_PER_TORRENT", value_name = "N")]
+    pub max_peers_per_torrent: Option<usize>,
+
+    /// Open connections at most; more are closed on accept. [default: 50000]
+    #[arg(long, env = "SHOAL_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest request head in bytes (431 beyond). [default: 8192]
+    #[arg(long, env = "SHOAL_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+
+    /// Seconds to send a request head; also the keep-alive idle limit. [default: 10]
+    #[arg(long, env = "SHOAL_HEADER_TIMEOUT", value_name = "SECS")]
+    pub header_timeout: Option<u64>,
+
     /// Send this as `tracker id` in announce responses.
     #[arg(long, env = "SHOAL_TRACKER_ID", value_name = "ID")]
     pub tracker_id: Option<String>,
@@ -352,6 +430,11 @@ impl Cli {
             max_numwant,
             max_scrape_hashes,
             allow_ip_param,
+            max_torrents,
+            max_peers_per_torrent,
+            max_connections,
+            max_request_bytes,
+            header_timeout,
             reactor,
             log_level
         );

@@ -42,6 +42,8 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let clock = Clock::new();
     let store = Arc::new(Store::new(StoreConfig {
         peer_ttl: config.effective_peer_ttl(),
+        max_torrents: config.max_torrents,
+        max_peers_per_torrent: config.max_peers_per_torrent,
     }));
     let tracker = Arc::new(Tracker::new(
         store.clone(),
@@ -65,7 +67,9 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let options = reactor::Options {
         kind,
         workers: config.effective_workers(),
-        header_read_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_secs(config.header_timeout),
+        max_request_bytes: config.max_request_bytes,
+        max_connections: config.max_connections,
         shutdown_grace: Duration::from_secs(5),
     };
     let bound = reactor::Bound::bind(options, &config.listen)?;

@@ -6,6 +6,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use shoal::config::{Cli, Config};
+
 use shoal::shutdown::{self, Shutdown};
 
 fn main() -> std::process::ExitCode {

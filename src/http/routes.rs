@@ -18,9 +18,11 @@ impl Tracker {
             .claimed_ip(client.is_ipv6())
             .map_or(client, |ip| ip.to_canonical());
         peers.clear();
-        let counts = self
-            .store
-            .announce(&request, peer_ip, self.clock.now(), peers);
+        let now = self.clock.now();
+        let counts = match self.store.announce(&request, peer_ip, now, peers) {
+            Ok(counts) => counts,
+            Err(refusal) => return encode_failure(&refusal.to_string()),
+        };
         let mut body = Vec::new();
         AnnounceResponse {
             interval: self.jittered_interval(),

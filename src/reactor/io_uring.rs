@@ -106,6 +106,7 @@ where
     builder
         .timer(MonoioTimer)
         .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(options.max_request_bytes)
         .keep_alive(true);
     let builder = std::rc::Rc::new(builder);
     let mut accept_loops = Vec::new();
@@ -115,6 +116,7 @@ where
             builder.clone(),
             make_service.clone(),
             open.clone(),
+            options.max_connections,
             shutdown.clone(),
         )));
     }
@@ -133,6 +135,7 @@ async fn accept_loop<M, S>(
     builder: std::rc::Rc<http1::Builder>,
     make_service: Arc<M>,
     open: OpenConnections,
+    max_connections: usize,
     shutdown: Shutdown,
 ) where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
@@ -155,7 +158,15 @@ async fn accept_loop<M, S>(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        if super::SET_NODELAY_ON_ACCEPT {
+            let _ = stream.set_nodelay(true);
+        }
+        if open.count() >= max_connections {
+            // Over the cap: close at once; open connections are untouched.
+            tracing::debug!(%remote, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        }
         let service = make_service(ConnectionInfo { remote, local });
         let guard = open.open();
         let builder = builder.clone();

@@ -219,8 +219,13 @@ pub struct Options {
     /// Worker threads.
     pub workers: usize,
     /// A connection that has not sent a complete request head within this
-    /// time is closed (slowloris).
+    /// time is closed (slowloris); hyper applies it to idle keep-alive
+    /// connections too.
     pub header_read_timeout: Duration,
+    /// Largest request head; hyper answers 431 beyond it (minimum 8192).
+    pub max_request_bytes: usize,
+    /// Open connections at most; more are closed as soon as accepted.
+    pub max_connections: usize,
     /// Open connections get this long to finish after shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -338,6 +343,12 @@ impl Bound {
     }
 }
 
+/// Whether accepted sockets need `TCP_NODELAY` set one by one: not on Linux,
+/// where they inherit it from the listener. (Responses are written in one
+/// `writev`, so Nagle would only add delay.)
+pub(crate) const SET_NODELAY_ON_ACCEPT: bool =
+    !cfg!(any(target_os = "linux", target_os = "android"));
+
 /// An address that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source} (in use, or not an address of this host?)")]
@@ -354,6 +365,9 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
+    // saves a setsockopt per connection (see `SET_NODELAY_ON_ACCEPT`).
+    socket.set_tcp_nodelay(true)?;
     #[cfg(unix)]
     if reuse_port {
         socket.set_reuse_port(true)?;

@@ -30,6 +30,7 @@ where
     let builder = Arc::new(http1_builder(options));
     let make_service = Arc::new(make_service);
     let open = OpenConnections::default();
+    let max_connections = options.max_connections;
     let grace = options.shutdown_grace;
     let mut workers = Vec::with_capacity(groups.len());
     for (index, listeners) in groups.into_iter().enumerate() {
@@ -54,6 +55,7 @@ where
                             builder.clone(),
                             make_service.clone(),
                             open.clone(),
+                            max_connections,
                             shutdown.clone(),
                         )));
                     }

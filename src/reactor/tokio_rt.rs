@@ -33,6 +33,7 @@ where
     let builder = Arc::new(http1_builder(options));
     let make_service = Arc::new(make_service);
     let open = OpenConnections::default();
+    let max_connections = options.max_connections;
     let grace = options.shutdown_grace;
     runtime.block_on(async move {
         let mut accept_loops = Vec::new();
@@ -42,6 +43,7 @@ where
                 builder.clone(),
                 make_service.clone(),
                 open.clone(),
+                max_connections,
                 shutdown.clone(),
             )));
         }
@@ -59,6 +61,7 @@ pub(super) fn http1_builder(options: &Options) -> http1::Builder {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(options.max_request_bytes)
         .keep_alive(true);
     builder
 }
@@ -78,6 +81,7 @@ pub(super) async fn accept_loop<M, S>(
     builder: Arc<http1::Builder>,
     make_service: Arc<M>,
     open: OpenConnections,
+    max_connections: usize,
     shutdown: Shutdown,
 ) where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
@@ -101,7 +105,15 @@ pub(super) async fn accept_loop<M, S>(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        if super::SET_NODELAY_ON_ACCEPT {
+            let _ = stream.set_nodelay(true);
+        }
+        if open.count() >= max_connections {
+            // Over the cap: close at once; open connections are untouched.
+            tracing::debug!(%remote, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        }
         let service = make_service(ConnectionInfo { remote, local });
         let guard = open.open();
         let builder = builder.clone();

@@ -18,6 +18,7 @@ mod peers;
 mod swarm;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -36,6 +37,32 @@ const SHARDS: usize = 64;
 pub struct StoreConfig {
     /// Seconds after its last announce that a peer is forgotten.
     pub peer_ttl: u32,
+    /// Torrents with peers the store holds at most; announces that would
+    /// create another are refused. Bounds memory under a flood of hashes.
+    pub max_torrents: usize,
+    /// Peers one torrent holds at most; new peers beyond it are refused
+    /// (peers already in the swarm keep announcing).
+    pub max_peers_per_torrent: usize,
+}
+
+impl StoreConfig {
+    /// No limits but the TTL: for tests and benchmarks.
+    pub fn unlimited(peer_ttl: u32) -> Self {
+        Self {
+            peer_ttl,
+            max_torrents: usize::MAX,
+            max_peers_per_torrent: usize::MAX,
+        }
+    }
+}
+
+/// Why the store turned an announce away; `Display` is the failure reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("tracker is full: it takes no new torrents now, try again later")]
+    TrackerFull,
+    #[error("this torrent's swarm is full: try again later")]
+    SwarmFull,
 }
 
 /// What one expiry sweep removed.
@@ -49,6 +76,9 @@ pub struct Store {
     swarms: DashMap<InfoHash, Swarm, Hasher>,
     /// Snatch counts of torrents that currently have no peers.
     retired: DashMap<InfoHash, u64, Hasher>,
+    /// Entries in `swarms`, kept beside the map because `DashMap::len`
+    /// locks every shard.
+    torrent_count: AtomicUsize,
     config: StoreConfig,
 }
 
@@ -57,28 +87,44 @@ impl Store {
         Self {
             swarms: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
             retired: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
+            torrent_count: AtomicUsize::new(0),
             config,
         }
     }
 
     /// Records an announce from `ip` at coarse time `now` and fills `out`
     /// with peers for the client. `ip` must be canonical (IPv4-mapped IPv6
-    /// folded to IPv4). Returns the swarm's counts, announcing peer included.
+    /// folded to IPv4). Returns the swarm's counts, announcing peer included,
+    /// or why the announce was refused (a limit is reached).
     pub fn announce(
         &self,
         req: &AnnounceRequest,
         ip: IpAddr,
         now: u32,
         out: &mut PeerSet,
-    ) -> SwarmCounts {
+    ) -> Result<SwarmCounts, Refusal> {
         if req.event == Event::Stopped {
-            return self.stop(req, ip);
+            return Ok(self.stop(req, ip));
         }
-        let mut swarm = self.swarms.entry(req.info_hash).or_insert_with(|| {
-            let downloaded = self.retired.remove(&req.info_hash).map_or(0, |(_, d)| d);
-            Swarm::with_downloaded(downloaded)
-        });
-        swarm.announce(req, ip, now, out)
+        let max_peers = self.config.max_peers_per_torrent;
+        match self.swarms.entry(req.info_hash) {
+            Entry::Occupied(mut entry) => entry.get_mut().announce(req, ip, now, max_peers, out),
+            Entry::Vacant(entry) => {
+                if self.torrent_count.load(Ordering::Relaxed) >= self.config.max_torrents {
+                    return Err(Refusal::TrackerFull);
+                }
+                let downloaded = self.retired.remove(&req.info_hash).map_or(0, |(_, d)| d);
+                let mut swarm = Swarm::with_downloaded(downloaded);
+                let result = swarm.announce(req, ip, now, max_peers, out);
+                if result.is_ok() {
+                    entry.insert(swarm);
+                    self.torrent_count.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.retire(req.info_hash, downloaded);
+                }
+                result
+            }
+        }
     }
 
     /// `event=stopped`: removes the peer; creates nothing for an unknown torrent.
@@ -89,6 +135,7 @@ impl Store {
                 let counts = entry.get().counts();
                 if entry.get().is_empty() {
                     let swarm = entry.remove();
+                    self.torrent_count.fetch_sub(1, Ordering::Relaxed);
                     self.retire(req.info_hash, swarm.downloaded);
                 }
                 counts
@@ -135,6 +182,7 @@ impl Store {
             expired.peers += swarm.expire(deadline);
             if swarm.is_empty() {
                 expired.torrents += 1;
+                self.torrent_count.fetch_sub(1, Ordering::Relaxed);
                 self.retire(*hash, swarm.downloaded);
                 false
             } else {
@@ -146,7 +194,7 @@ impl Store {
 
     /// Torrents that currently have peers.
     pub fn torrents(&self) -> usize {
-        self.swarms.len()
+        self.torrent_count.load(Ordering::Relaxed)
     }
 
     /// Peers across all torrents (walks every shard: for stats, not the hot path).
@@ -170,7 +218,25 @@ mod tests {
     }
 
     fn store(ttl: u32) -> Store {
-        Store::new(StoreConfig { peer_ttl: ttl })
+        Store::new(StoreConfig::unlimited(ttl))
+    }
+
+    /// `Store::announce` for tests that expect no refusal.
+    trait Announce {
+        fn ok(&self, req: &AnnounceRequest, ip: IpAddr, now: u32, out: &mut PeerSet)
+        -> SwarmCounts;
+    }
+
+    impl Announce for Store {
+        fn ok(
+            &self,
+            req: &AnnounceRequest,
+            ip: IpAddr,
+            now: u32,
+            out: &mut PeerSet,
+        ) -> SwarmCounts {
+            self.announce(req, ip, now, out).unwrap()
+        }
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
@@ -181,11 +247,11 @@ mod tests {
     fn counts_include_the_announcer_and_peers_exclude_it() {
         let s = store(60);
         let mut out = PeerSet::default();
-        let c = s.announce(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        let c = s.ok(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
         assert_eq!((c.complete, c.incomplete), (0, 1));
         assert!(out.is_empty());
         out.clear();
-        let c = s.announce(&req(1, 2, 2000, 0, "started"), B, 0, &mut out);
+        let c = s.ok(&req(1, 2, 2000, 0, "started"), B, 0, &mut out);
         assert_eq!((c.complete, c.incomplete), (1, 1));
         assert_eq!(out.v4, vec![[10, 0, 0, 1, 0x03, 0xE8]]);
     }
@@ -194,15 +260,15 @@ mod tests {
     fn both_families_are_served_own_family_first() {
         let s = store(60);
         let mut out = PeerSet::default();
-        s.announce(&req(1, 1, 1000, 5, ""), A, 0, &mut out);
-        s.announce(&req(1, 3, 3000, 5, ""), C, 0, &mut out);
+        s.ok(&req(1, 1, 1000, 5, ""), A, 0, &mut out);
+        s.ok(&req(1, 3, 3000, 5, ""), C, 0, &mut out);
         out.clear();
-        s.announce(&req(1, 2, 2000, 5, ""), B, 0, &mut out);
+        s.ok(&req(1, 2, 2000, 5, ""), B, 0, &mut out);
         assert_eq!((out.v4.len(), out.v6.len()), (1, 1));
         out.clear();
         let mut one = req(1, 2, 2000, 5, "");
         one.numwant = 1;
-        s.announce(&one, B, 0, &mut out);
+        s.ok(&one, B, 0, &mut out);
         assert_eq!((out.v4.len(), out.v6.len()), (1, 0));
     }
 
@@ -210,12 +276,12 @@ mod tests {
     fn stop_removes_and_unknown_stop_creates_nothing() {
         let s = store(60);
         let mut out = PeerSet::default();
-        let c = s.announce(&req(9, 1, 1000, 5, "stopped"), A, 0, &mut out);
+        let c = s.ok(&req(9, 1, 1000, 5, "stopped"), A, 0, &mut out);
         assert_eq!(c, SwarmCounts::default());
         assert_eq!(s.torrents(), 0);
-        s.announce(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        s.ok(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
         assert_eq!(s.torrents(), 1);
-        let c = s.announce(&req(1, 1, 1000, 5, "stopped"), A, 0, &mut out);
+        let c = s.ok(&req(1, 1, 1000, 5, "stopped"), A, 0, &mut out);
         assert_eq!((c.complete, c.incomplete), (0, 0));
         assert_eq!(s.torrents(), 0);
     }
@@ -224,9 +290,9 @@ mod tests {
     fn a_stranger_cannot_stop_someone_elses_peer() {
         let s = store(60);
         let mut out = PeerSet::default();
-        s.announce(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        s.ok(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
         // Same peer id and port, other IP.
-        s.announce(&req(1, 1, 1000, 5, "stopped"), B, 0, &mut out);
+        s.ok(&req(1, 1, 1000, 5, "stopped"), B, 0, &mut out);
         assert_eq!(s.counts(&InfoHash([1; 20])).incomplete, 1);
     }
 
@@ -234,9 +300,9 @@ mod tests {
     fn downloads_survive_the_torrent_being_dropped() {
         let s = store(10);
         let mut out = PeerSet::default();
-        s.announce(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
-        s.announce(&req(1, 1, 1000, 0, "completed"), A, 1, &mut out);
-        s.announce(&req(1, 1, 1000, 0, "completed"), A, 2, &mut out);
+        s.ok(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        s.ok(&req(1, 1, 1000, 0, "completed"), A, 1, &mut out);
+        s.ok(&req(1, 1, 1000, 0, "completed"), A, 2, &mut out);
         assert_eq!(s.counts(&InfoHash([1; 20])).downloaded, 1);
         assert_eq!(s.expire(12), Expired::default());
         assert_eq!(
@@ -256,17 +322,45 @@ mod tests {
             }
         );
         // The torrent comes back with its count.
-        let c = s.announce(&req(1, 2, 1000, 5, "started"), B, 20, &mut out);
+        let c = s.ok(&req(1, 2, 1000, 5, "started"), B, 20, &mut out);
         assert_eq!((c.incomplete, c.downloaded), (1, 1));
-        s.announce(&req(1, 2, 1000, 0, "completed"), B, 20, &mut out);
+        s.ok(&req(1, 2, 1000, 0, "completed"), B, 20, &mut out);
         assert_eq!(s.counts(&InfoHash([1; 20])).downloaded, 2);
+    }
+
+    #[test]
+    fn limits_refuse_new_torrents_and_new_peers_only() {
+        let s = Store::new(StoreConfig {
+            peer_ttl: 60,
+            max_torrents: 2,
+            max_peers_per_torrent: 2,
+        });
+        let mut out = PeerSet::default();
+        s.ok(&req(1, 1, 1000, 5, ""), A, 0, &mut out);
+        s.ok(&req(2, 1, 1000, 5, ""), A, 0, &mut out);
+        assert_eq!(
+            s.announce(&req(3, 1, 1000, 5, ""), A, 0, &mut out),
+            Err(Refusal::TrackerFull)
+        );
+        assert_eq!(s.torrents(), 2);
+        s.ok(&req(1, 2, 1000, 5, ""), B, 0, &mut out);
+        assert_eq!(
+            s.announce(&req(1, 3, 1000, 5, ""), C, 0, &mut out),
+            Err(Refusal::SwarmFull)
+        );
+        // Peers already in the swarm keep announcing.
+        assert_eq!(s.ok(&req(1, 2, 1000, 0, ""), B, 1, &mut out).complete, 1);
+        // A freed torrent slot can be taken again.
+        s.ok(&req(2, 1, 1000, 5, "stopped"), A, 1, &mut out);
+        s.ok(&req(3, 1, 1000, 5, ""), A, 1, &mut out);
+        assert_eq!(s.torrents(), 2);
     }
 
     #[test]
     fn scrape_answers_in_order_with_zeros_for_unknown() {
         let s = store(60);
         let mut out = PeerSet::default();
-        s.announce(&req(2, 1, 1000, 0, ""), A, 0, &mut out);
+        s.ok(&req(2, 1, 1000, 0, ""), A, 0, &mut out);
         let mut files = Vec::new();
         s.scrape(&[InfoHash([1; 20]), InfoHash([2; 20])], &mut files);
         assert_eq!(files[0], (InfoHash([1; 20]), SwarmCounts::default()));

@@ -210,16 +210,23 @@ impl<const N: usize> PeerList<N> {
     /// Adds or refreshes the announcing peer and returns where it now is.
     /// `completed` is an `event=completed` announce; it counts as a download
     /// once per entry, and only with nothing left to download.
-    pub fn upsert(
+    /// When the peer is new and `room` is false, nothing changes and `None`
+    /// is returned (the swarm is at its peer cap).
+    pub fn upsert_if_room(
         &mut self,
         addr: [u8; N],
         id: PeerId,
         seeder: bool,
         completed: bool,
         now: u32,
-    ) -> Upsert {
+        room: bool,
+    ) -> Option<Upsert> {
         let completes = completed && seeder;
-        match self.find(&addr, &id) {
+        let found = self.find(&addr, &id);
+        if found.is_none() && !room {
+            return None;
+        }
+        Some(match found {
             Some(i) => {
                 let rekeyed = self.peers[i].addr != addr || self.peers[i].id != id;
                 if rekeyed && let Some(index) = &mut self.index {
@@ -252,6 +259,22 @@ impl<const N: usize> PeerList<N> {
                 ),
                 completed_now: completes,
             },
+        })
+    }
+
+    /// `upsert_if_room` with room: for tests.
+    #[cfg(test)]
+    pub fn upsert(
+        &mut self,
+        addr: [u8; N],
+        id: PeerId,
+        seeder: bool,
+        completed: bool,
+        now: u32,
+    ) -> Upsert {
+        match self.upsert_if_room(addr, id, seeder, completed, now, true) {
+            Some(upsert) => upsert,
+            None => unreachable!("there is always room"),
         }
     }
 

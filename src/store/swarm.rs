@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use super::Refusal;
 use super::peers::PeerList;
 use crate::protocol::{AnnounceRequest, Event, PeerSet, SwarmCounts};
 
@@ -69,8 +70,10 @@ impl Swarm {
         req: &AnnounceRequest,
         ip: IpAddr,
         now: u32,
+        max_peers: usize,
         out: &mut PeerSet,
-    ) -> SwarmCounts {
+    ) -> Result<SwarmCounts, Refusal> {
+        let room = self.peer_count() < max_peers;
         let seeder = req.is_seeder();
         let completed = req.event == Event::Completed;
         let want = req.numwant as usize;
@@ -84,7 +87,10 @@ impl Swarm {
         let upsert = match ip {
             IpAddr::V4(ip) => {
                 let addr = compact_v4(ip.octets(), port);
-                let up = self.v4.upsert(addr, req.peer_id, seeder, completed, now);
+                let up = self
+                    .v4
+                    .upsert_if_room(addr, req.peer_id, seeder, completed, now, room)
+                    .ok_or(Refusal::SwarmFull)?;
                 let got = self
                     .v4
                     .sample(seeder, Some(up.index), want, &mut out.v4, ids4);
@@ -96,7 +102,11 @@ impl Swarm {
             IpAddr::V6(ip) => {
                 let addr = compact_v6(ip.octets(), port);
                 let v6 = self.v6.get_or_insert_with(Box::default);
-                let up = v6.upsert(addr, req.peer_id, seeder, completed, now);
+                let up = v6.upsert_if_room(addr, req.peer_id, seeder, completed, now, room);
+                let Some(up) = up else {
+                    self.tidy_v6();
+                    return Err(Refusal::SwarmFull);
+                };
                 let got = v6.sample(seeder, Some(up.index), want, &mut out.v6, ids6);
                 self.v4.sample(seeder, None, want - got, &mut out.v4, ids4);
                 up
@@ -105,7 +115,7 @@ impl Swarm {
         if upsert.completed_now {
             self.downloaded += 1;
         }
-        self.counts()
+        Ok(self.counts())
     }
 
     /// Removes the peer an `event=stopped` announce refers to.

@@ -366,7 +366,10 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> HttpResponse {
                 return parse_response(&bytes);
             }
         }
-        let n = stream.read(&mut buf).expect("read response");
+        let n = match stream.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other.expect("read response"),
+        };
         assert!(
             n > 0,
             "connection closed mid-response: {:?}",
