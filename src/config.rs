@@ -47,6 +47,13 @@ pub struct Config {
     pub header_timeout: u64,
     /// Sent as `tracker id` in announce responses when set.
     pub tracker_id: Option<String>,
+    /// File the snatch counts are kept in across restarts; unset: none.
+    pub state_file: Option<std::path::PathBuf>,
+    /// Seconds between state file snapshots (one is also written at shutdown).
+    pub snapshot_interval: u64,
+    /// Start with empty counts when the state file is corrupt, instead of
+    /// refusing to start.
+    pub ignore_bad_state: bool,
     /// The socket I/O runtime: tokio, per-core, io-uring or auto.
     pub reactor: String,
     /// Worker threads of the reactor. Unset: one per CPU core.
@@ -75,6 +82,9 @@ impl Default for Config {
             max_request_bytes: 8192,
             header_timeout: 10,
             tracker_id: None,
+            state_file: None,
+            snapshot_interval: 300,
+            ignore_bad_state: false,
             reactor: crate::reactor::Kind::DEFAULT.name().into(),
             workers: None,
             log_level: "info".into(),
@@ -164,6 +174,24 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
         Some("\"shoal-1\""),
     ),
     (
+        "state_file",
+        "File the per-torrent snatch counts (downloaded) are kept in across restarts:\n\
+         written atomically every snapshot_interval seconds and at shutdown, read at\n\
+         start. Unset: counts live in memory only.",
+        Some("\"/var/lib/shoal/state.bin\""),
+    ),
+    (
+        "snapshot_interval",
+        "Seconds between state file snapshots.",
+        None,
+    ),
+    (
+        "ignore_bad_state",
+        "Start with empty counts when the state file is corrupt, instead of refusing\n\
+         to start (the bad file is kept as STATE_FILE.bad).",
+        None,
+    ),
+    (
         "reactor",
         "The socket I/O runtime: tokio (multi-thread, work stealing), per-core\n\
          (a single-threaded runtime per worker), io-uring (Linux), or auto (the\n\
@@ -245,6 +273,10 @@ impl Config {
             "max_torrents, max_peers_per_torrent and max_connections must be at least 1"
         );
         self.reactor_choice()?;
+        anyhow::ensure!(
+            self.snapshot_interval > 0,
+            "snapshot_interval must be at least 1 second"
+        );
         if let Some(id) = &self.tracker_id {
             anyhow::ensure!(
                 !id.is_empty() && id.len() <= 100,
@@ -390,6 +422,24 @@ pub struct Cli {
     #[arg(long, env = "SHOAL_TRACKER_ID", value_name = "ID")]
     pub tracker_id: Option<String>,
 
+    /// Keep snatch counts in FILE across restarts (written atomically).
+    #[arg(long, env = "SHOAL_STATE_FILE", value_name = "FILE")]
+    pub state_file: Option<std::path::PathBuf>,
+
+    /// Seconds between state file snapshots. [default: 300]
+    #[arg(long, env = "SHOAL_SNAPSHOT_INTERVAL", value_name = "SECS")]
+    pub snapshot_interval: Option<u64>,
+
+    /// Start empty when the state file is corrupt instead of refusing to start.
+    #[arg(
+        long,
+        env = "SHOAL_IGNORE_BAD_STATE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub ignore_bad_state: Option<bool>,
+
     /// Socket I/O runtime: tokio, per-core, io-uring, or auto (the best
     /// usable one; see --list-reactors). [default: tokio]
     #[arg(long, env = "SHOAL_REACTOR", value_name = "NAME")]
@@ -435,9 +485,14 @@ impl Cli {
             max_connections,
             max_request_bytes,
             header_timeout,
+            snapshot_interval,
+            ignore_bad_state,
             reactor,
             log_level
         );
+        if self.state_file.is_some() {
+            config.state_file = self.state_file;
+        }
         if self.peer_ttl.is_some() {
             config.peer_ttl = self.peer_ttl;
         }
@@ -480,6 +535,7 @@ mod tests {
             peer_ttl: Some(1),
             tracker_id: Some("x".into()),
             workers: Some(1),
+            state_file: Some("/tmp/state.bin".into()),
             ..Config::default()
         };
         let table = toml::Table::try_from(&full).unwrap();

@@ -10,21 +10,22 @@
 //! - [`http`]: routes and headers; knows nothing of how peers are kept.
 //! - [`protocol`]: pure parsing and bencoding.
 //! - [`store`]: the sharded swarm store; knows nothing of HTTP.
+//! - [`state`]: the state file that keeps snatch counts across restarts.
 //! - [`config`], [`clock`], [`shutdown`]: what every part shares.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
 pub mod clock;
 pub mod config;
+mod housekeeping;
 pub mod http;
 pub mod protocol;
 pub mod reactor;
 pub mod shutdown;
+pub mod state;
 pub mod store;
 
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -45,6 +46,9 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         max_torrents: config.max_torrents,
         max_peers_per_torrent: config.max_peers_per_torrent,
     }));
+    if let Some(path) = &config.state_file {
+        restore_state(&store, path, config.ignore_bad_state)?;
+    }
     let tracker = Arc::new(Tracker::new(
         store.clone(),
         clock.clone(),
@@ -78,53 +82,63 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!("listening on http://{addr}/announce (reactor: {described})");
     }
 
-    let housekeeping = start_housekeeping(store, clock, config.effective_peer_ttl())?;
+    let snapshots = config
+        .state_file
+        .clone()
+        .map(|path| (path, config.snapshot_interval));
+    let housekeeping =
+        housekeeping::start(store.clone(), clock, config.effective_peer_ttl(), snapshots)?;
     let served = bound.serve(
         move |conn| TrackerService::new(tracker.clone(), conn.remote),
         shutdown,
     );
-    drop(housekeeping.stop);
-    let _ = housekeeping.thread.join();
+    housekeeping.stop();
+    // The last snapshot, after the last announce.
+    if let Some(path) = &config.state_file {
+        let counts = store.downloads();
+        state::save(path, &counts)?;
+        tracing::info!(
+            "state saved to {} ({} torrents with downloads)",
+            path.display(),
+            counts.len()
+        );
+    }
     served.context("the reactor failed")?;
     tracing::info!("stopped");
     Ok(())
 }
 
-struct Housekeeping {
-    /// Dropping this ends the thread.
-    stop: mpsc::Sender<()>,
-    thread: thread::JoinHandle<()>,
-}
-
-/// Ticks the coarse clock every second and sweeps expired peers a few times
-/// per TTL, on a plain thread so that it runs under any reactor.
-fn start_housekeeping(
-    store: Arc<Store>,
-    clock: Clock,
-    peer_ttl: u32,
-) -> anyhow::Result<Housekeeping> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let sweep_every = (peer_ttl / 4).clamp(1, 60);
-    let thread = thread::Builder::new()
-        .name("housekeeping".into())
-        .spawn(move || {
-            let mut last_sweep = 0;
-            while let Err(mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(Duration::from_secs(1))
-            {
-                let now = clock.tick();
-                if now - last_sweep >= sweep_every {
-                    last_sweep = now;
-                    let expired = store.expire(now);
-                    if expired.peers > 0 {
-                        tracing::debug!(
-                            peers = expired.peers,
-                            torrents = expired.torrents,
-                            "expired"
-                        );
-                    }
-                }
-            }
-        })?;
-    Ok(Housekeeping { stop, thread })
+/// Loads the state file into the store. A missing file is a first start; a
+/// corrupt one stops the start-up unless `ignore_bad` (then it is kept aside
+/// as `PATH.bad` and the counts start empty).
+fn restore_state(store: &Store, path: &std::path::Path, ignore_bad: bool) -> anyhow::Result<()> {
+    match state::load(path) {
+        Ok(Some(counts)) => {
+            store.restore(&counts);
+            tracing::info!(
+                "restored download counts of {} torrents from {}",
+                counts.len(),
+                path.display()
+            );
+        }
+        Ok(None) => tracing::info!("no state file at {} yet: starting empty", path.display()),
+        Err(error @ state::StateError::Corrupt { .. }) if ignore_bad => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".bad");
+            std::fs::rename(path, &aside)
+                .with_context(|| format!("cannot move {} aside", path.display()))?;
+            tracing::warn!(
+                "{error}; starting with empty counts as asked, the file is kept as {}",
+                std::path::Path::new(&aside).display()
+            );
+        }
+        Err(error @ state::StateError::Corrupt { .. }) => {
+            return Err(anyhow::anyhow!(
+                "{error}. Refusing to start with empty counts: restore a backup, move the \
+                 file away, or start with --ignore-bad-state"
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
 }

@@ -192,6 +192,31 @@ impl Store {
         expired
     }
 
+    /// Every non-zero snatch count, held or retired, sorted by hash: what
+    /// the state file keeps. Locks one shard at a time.
+    pub fn downloads(&self) -> Vec<(InfoHash, u64)> {
+        let mut counts: Vec<(InfoHash, u64)> = self
+            .swarms
+            .iter()
+            .filter(|s| s.downloaded > 0)
+            .map(|s| (*s.key(), s.downloaded))
+            .collect();
+        counts.extend(self.retired.iter().map(|r| (*r.key(), *r.value())));
+        counts.sort_unstable();
+        counts
+    }
+
+    /// Takes snatch counts back from a state file (at start, before any
+    /// announce: a torrent already held keeps the larger count).
+    pub fn restore(&self, counts: &[(InfoHash, u64)]) {
+        for &(hash, downloaded) in counts {
+            match self.swarms.get_mut(&hash) {
+                Some(mut swarm) => swarm.downloaded = swarm.downloaded.max(downloaded),
+                None => self.retire(hash, downloaded),
+            }
+        }
+    }
+
     /// Torrents that currently have peers.
     pub fn torrents(&self) -> usize {
         self.torrent_count.load(Ordering::Relaxed)
@@ -354,6 +379,21 @@ mod tests {
         s.ok(&req(2, 1, 1000, 5, "stopped"), A, 1, &mut out);
         s.ok(&req(3, 1, 1000, 5, ""), A, 1, &mut out);
         assert_eq!(s.torrents(), 2);
+    }
+
+    #[test]
+    fn downloads_and_restore_round_trip() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        s.ok(&req(1, 1, 1000, 0, "completed"), A, 0, &mut out);
+        s.ok(&req(2, 1, 1000, 0, "completed"), A, 0, &mut out);
+        s.ok(&req(2, 1, 1000, 0, "stopped"), A, 0, &mut out);
+        let counts = s.downloads();
+        assert_eq!(counts, vec![(InfoHash([1; 20]), 1), (InfoHash([2; 20]), 1)]);
+        let fresh = store(60);
+        fresh.restore(&counts);
+        assert_eq!(fresh.counts(&InfoHash([2; 20])).downloaded, 1);
+        assert_eq!(fresh.downloads(), counts);
     }
 
     #[test]
