@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         bound.options().describe()
     );
     let shutdown = Shutdown::new();
-    shutdown::on_signals(shutdown.clone())?;
+    shutdown::on_signals(shutdown.clone(), shutdown::Reload::new())?;
     bound.serve(
         |_| {
             service_fn(|_| {

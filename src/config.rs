@@ -47,6 +47,10 @@ pub struct Config {
     pub header_timeout: u64,
     /// Sent as `tracker id` in announce responses when set.
     pub tracker_id: Option<String>,
+    /// File of hex info hashes for access control; unset: every torrent.
+    pub access_list: Option<std::path::PathBuf>,
+    /// `allow`: only listed torrents; `deny`: all but listed torrents.
+    pub access_mode: crate::access::Mode,
     /// File the snatch counts are kept in across restarts; unset: none.
     pub state_file: Option<std::path::PathBuf>,
     /// Seconds between state file snapshots (one is also written at shutdown).
@@ -82,6 +86,8 @@ impl Default for Config {
             max_request_bytes: 8192,
             header_timeout: 10,
             tracker_id: None,
+            access_list: None,
+            access_mode: crate::access::Mode::Allow,
             state_file: None,
             snapshot_interval: 300,
             ignore_bad_state: false,
@@ -172,6 +178,18 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
         "tracker_id",
         "Sent as `tracker id` in every announce response when set.",
         Some("\"shoal-1\""),
+    ),
+    (
+        "access_list",
+        "File of info hashes (40 hex digits a line, # comments) for access control;\n\
+         re-read on SIGHUP, when peers of torrents no longer allowed are dropped.\n\
+         Unset: every torrent is served.",
+        Some("\"/etc/shoal/torrents.txt\""),
+    ),
+    (
+        "access_mode",
+        "allow: serve only the listed torrents; deny: serve all but the listed ones.",
+        None,
     ),
     (
         "state_file",
@@ -422,6 +440,14 @@ pub struct Cli {
     #[arg(long, env = "SHOAL_TRACKER_ID", value_name = "ID")]
     pub tracker_id: Option<String>,
 
+    /// Serve only (or all but) the info hashes listed in FILE; SIGHUP re-reads it.
+    #[arg(long, env = "SHOAL_ACCESS_LIST", value_name = "FILE")]
+    pub access_list: Option<std::path::PathBuf>,
+
+    /// allow: only the listed torrents; deny: all but them. [default: allow]
+    #[arg(long, env = "SHOAL_ACCESS_MODE", value_name = "MODE", value_parser = ["allow", "deny"])]
+    pub access_mode: Option<String>,
+
     /// Keep snatch counts in FILE across restarts (written atomically).
     #[arg(long, env = "SHOAL_STATE_FILE", value_name = "FILE")]
     pub state_file: Option<std::path::PathBuf>,
@@ -493,6 +519,12 @@ impl Cli {
         if self.state_file.is_some() {
             config.state_file = self.state_file;
         }
+        if self.access_list.is_some() {
+            config.access_list = self.access_list;
+        }
+        if let Some(mode) = self.access_mode {
+            config.access_mode = mode.parse().map_err(anyhow::Error::msg)?;
+        }
         if self.peer_ttl.is_some() {
             config.peer_ttl = self.peer_ttl;
         }
@@ -536,6 +568,7 @@ mod tests {
             tracker_id: Some("x".into()),
             workers: Some(1),
             state_file: Some("/tmp/state.bin".into()),
+            access_list: Some("/tmp/list.txt".into()),
             ..Config::default()
         };
         let table = toml::Table::try_from(&full).unwrap();

@@ -15,6 +15,7 @@
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
 
+pub mod access;
 pub mod clock;
 pub mod config;
 mod housekeeping;
@@ -34,11 +35,12 @@ use clock::Clock;
 use config::Config;
 use http::{HttpConfig, Tracker, TrackerService};
 use protocol::AnnounceOptions;
-use shutdown::Shutdown;
+use shutdown::{Reload, Shutdown};
 use store::{Store, StoreConfig};
 
-/// Runs the tracker until `shutdown` triggers. Blocks the calling thread.
-pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Runs the tracker until `shutdown` triggers; `reload` (SIGHUP) re-reads
+/// the access list. Blocks the calling thread.
+pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result<()> {
     config.validate()?;
     let clock = Clock::new();
     let store = Arc::new(Store::new(StoreConfig {
@@ -48,6 +50,33 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }));
     if let Some(path) = &config.state_file {
         restore_state(&store, path, config.ignore_bad_state)?;
+    }
+    let access = match &config.access_list {
+        Some(path) => Some(Arc::new(access::AccessList::load(
+            path,
+            config.access_mode,
+        )?)),
+        None => None,
+    };
+    if let Some(list) = &access {
+        tracing::info!(
+            "access list {}: {} torrents ({:?} mode)",
+            config
+                .access_list
+                .as_deref()
+                .unwrap_or_else(|| std::path::Path::new(""))
+                .display(),
+            list.len(),
+            list.mode()
+        );
+        let (list, store) = (list.clone(), store.clone());
+        reload.subscribe(move || match list.reload() {
+            Ok(count) => {
+                let purged = store.purge(|hash| list.allows(hash));
+                tracing::info!("access list reloaded: {count} torrents; {purged} torrents purged");
+            }
+            Err(error) => tracing::error!("{error:#}; the previous list stays in force"),
+        });
     }
     let tracker = Arc::new(Tracker::new(
         store.clone(),
@@ -63,6 +92,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             max_scrape_hashes: config.max_scrape_hashes,
             tracker_id: config.tracker_id.clone().map(String::into_bytes),
         },
+        access,
     ));
     let kind = config
         .reactor_choice()?

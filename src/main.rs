@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 use shoal::config::{Cli, Config};
 
-use shoal::shutdown::{self, Shutdown};
+use shoal::shutdown::{self, Reload, Shutdown};
 
 fn main() -> std::process::ExitCode {
     match try_main() {
@@ -39,6 +39,7 @@ fn try_main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let shutdown = Shutdown::new();
-    shutdown::on_signals(shutdown.clone())?;
-    shoal::run(config, shutdown)
+    let reload = Reload::new();
+    shutdown::on_signals(shutdown.clone(), reload.clone())?;
+    shoal::run(config, shutdown, reload)
 }

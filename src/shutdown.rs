@@ -50,16 +50,51 @@ impl Shutdown {
     }
 }
 
-/// Triggers `shutdown` on the first SIGINT or SIGTERM; another one more
+/// One thing to do on reload.
+type Handler = Box<dyn Fn() + Send>;
+
+/// Things to do again on SIGHUP (re-read access lists, ...). Handlers run on
+/// the signal thread, one after another.
+#[derive(Clone, Default)]
+pub struct Reload {
+    handlers: Arc<std::sync::Mutex<Vec<Handler>>>,
+}
+
+impl Reload {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `handler` on every reload.
+    pub fn subscribe(&self, handler: impl Fn() + Send + 'static) {
+        if let Ok(mut handlers) = self.handlers.lock() {
+            handlers.push(Box::new(handler));
+        }
+    }
+
+    /// Runs every handler now.
+    pub fn trigger(&self) {
+        if let Ok(handlers) = self.handlers.lock() {
+            handlers.iter().for_each(|handler| handler());
+        }
+    }
+}
+
+/// Triggers `reload` on SIGHUP, and `shutdown` on the first SIGINT or SIGTERM; another one more
 /// than a second later exits at once (for an operator whose shutdown is stuck).
-pub fn on_signals(shutdown: Shutdown) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+pub fn on_signals(shutdown: Shutdown, reload: Reload) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut first: Option<std::time::Instant> = None;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    tracing::info!("SIGHUP: reloading");
+                    reload.trigger();
+                    continue;
+                }
                 match first {
                     // A signal sent to a whole process group can arrive
                     // twice at once; only a deliberate second one counts.

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::access::AccessList;
 use crate::clock::Clock;
 use crate::protocol::{AnnounceOptions, PeerSet, encode_failure};
 use crate::store::Store;
@@ -49,6 +50,7 @@ pub struct Tracker {
     store: Arc<Store>,
     clock: Clock,
     config: HttpConfig,
+    access: Option<Arc<AccessList>>,
 }
 
 thread_local! {
@@ -57,12 +59,23 @@ thread_local! {
 }
 
 impl Tracker {
-    pub fn new(store: Arc<Store>, clock: Clock, config: HttpConfig) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        clock: Clock,
+        config: HttpConfig,
+        access: Option<Arc<AccessList>>,
+    ) -> Self {
         Self {
             store,
             clock,
             config,
+            access,
         }
+    }
+
+    /// Whether the access list (if any) lets `hash` through.
+    fn allowed(&self, hash: &crate::protocol::InfoHash) -> bool {
+        self.access.as_ref().is_none_or(|list| list.allows(hash))
     }
 
     /// Answers one request from `client` (a canonical address: an IPv4-mapped

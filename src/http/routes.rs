@@ -3,6 +3,9 @@
 use std::net::IpAddr;
 
 use super::Tracker;
+
+/// The failure reason for a torrent the access list refuses.
+pub(super) const NOT_ALLOWED: &str = "torrent not allowed on this tracker";
 use crate::protocol::{
     AnnounceRequest, AnnounceResponse, PeerSet, ScrapeRequest, ScrapeResponse, encode_failure,
 };
@@ -18,6 +21,9 @@ impl Tracker {
             .claimed_ip(client.is_ipv6())
             .map_or(client, |ip| ip.to_canonical());
         peers.clear();
+        if !self.allowed(&request.info_hash) {
+            return encode_failure(NOT_ALLOWED);
+        }
         let now = self.clock.now();
         let counts = match self.store.announce(&request, peer_ip, now, peers) {
             Ok(counts) => counts,
@@ -56,6 +62,12 @@ impl Tracker {
         };
         let mut files = Vec::with_capacity(request.info_hashes.len());
         self.store.scrape(&request.info_hashes, &mut files);
+        // A torrent the access list refuses looks unknown.
+        for (hash, counts) in &mut files {
+            if !self.allowed(hash) {
+                *counts = Default::default();
+            }
+        }
         let warning = request.truncated.then(|| {
             format!(
                 "only the first {} info hashes were scraped",

@@ -217,6 +217,22 @@ impl Store {
         }
     }
 
+    /// Drops the peers of every torrent `keep` says no to (their snatch
+    /// counts are kept); returns how many torrents were purged.
+    pub fn purge(&self, keep: impl Fn(&InfoHash) -> bool) -> usize {
+        let mut purged = 0;
+        self.swarms.retain(|hash, swarm| {
+            if keep(hash) {
+                return true;
+            }
+            purged += 1;
+            self.torrent_count.fetch_sub(1, Ordering::Relaxed);
+            self.retire(*hash, swarm.downloaded);
+            false
+        });
+        purged
+    }
+
     /// Torrents that currently have peers.
     pub fn torrents(&self) -> usize {
         self.torrent_count.load(Ordering::Relaxed)
