@@ -47,6 +47,12 @@ pub struct Config {
     pub header_timeout: u64,
     /// Sent as `tracker id` in announce responses when set.
     pub tracker_id: Option<String>,
+    /// Networks (CIDR) of reverse proxies whose client-address header is
+    /// believed; empty: the socket address is always the client's.
+    pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies report the client in: X-Forwarded-For,
+    /// X-Real-IP or Forwarded.
+    pub client_ip_header: String,
     /// File of hex info hashes for access control; unset: every torrent.
     pub access_list: Option<std::path::PathBuf>,
     /// `allow`: only listed torrents; `deny`: all but listed torrents.
@@ -86,6 +92,8 @@ impl Default for Config {
             max_request_bytes: 8192,
             header_timeout: 10,
             tracker_id: None,
+            trusted_proxies: Vec::new(),
+            client_ip_header: "X-Forwarded-For".into(),
             access_list: None,
             access_mode: crate::access::Mode::Allow,
             state_file: None,
@@ -180,6 +188,19 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
         Some("\"shoal-1\""),
     ),
     (
+        "trusted_proxies",
+        "Networks (CIDR) of reverse proxies in front of shoal. Only on connections\n\
+         from these is client_ip_header believed, and then its rightmost address\n\
+         outside these networks is the client. Empty: the socket address is used.",
+        None,
+    ),
+    (
+        "client_ip_header",
+        "The header trusted proxies report the client in: X-Forwarded-For,\n\
+         X-Real-IP or Forwarded (RFC 7239).",
+        None,
+    ),
+    (
         "access_list",
         "File of info hashes (40 hex digits a line, # comments) for access control;\n\
          re-read on SIGHUP, when peers of torrents no longer allowed are dropped.\n\
@@ -265,6 +286,24 @@ impl Config {
         self.reactor.parse().map_err(anyhow::Error::msg)
     }
 
+    /// The reverse-proxy policy, if any proxies are trusted.
+    pub fn proxy(&self) -> anyhow::Result<Option<crate::http::client_addr::ProxyConfig>> {
+        if self.trusted_proxies.is_empty() {
+            return Ok(None);
+        }
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .map(|net| net.parse())
+            .collect::<Result<_, String>>()
+            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+        let header = self.client_ip_header.parse().map_err(anyhow::Error::msg)?;
+        Ok(Some(crate::http::client_addr::ProxyConfig {
+            trusted,
+            header,
+        }))
+    }
+
     /// Refuses settings that cannot work, saying which and why.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.listen.is_empty(), "listen: give at least one address");
@@ -291,6 +330,7 @@ impl Config {
             "max_torrents, max_peers_per_torrent and max_connections must be at least 1"
         );
         self.reactor_choice()?;
+        self.proxy()?;
         anyhow::ensure!(
             self.snapshot_interval > 0,
             "snapshot_interval must be at least 1 second"
@@ -440,6 +480,21 @@ pub struct Cli {
     #[arg(long, env = "SHOAL_TRACKER_ID", value_name = "ID")]
     pub tracker_id: Option<String>,
 
+    /// Believe the client-address header on connections from CIDR (a
+    /// reverse proxy); repeat, or give the environment a comma list.
+    #[arg(
+        long,
+        env = "SHOAL_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<String>,
+
+    /// Header trusted proxies put the client in: X-Forwarded-For, X-Real-IP
+    /// or Forwarded. [default: X-Forwarded-For]
+    #[arg(long, env = "SHOAL_CLIENT_IP_HEADER", value_name = "NAME")]
+    pub client_ip_header: Option<String>,
+
     /// Serve only (or all but) the info hashes listed in FILE; SIGHUP re-reads it.
     #[arg(long, env = "SHOAL_ACCESS_LIST", value_name = "FILE")]
     pub access_list: Option<std::path::PathBuf>,
@@ -514,8 +569,12 @@ impl Cli {
             snapshot_interval,
             ignore_bad_state,
             reactor,
+            client_ip_header,
             log_level
         );
+        if !self.trusted_proxy.is_empty() {
+            config.trusted_proxies = self.trusted_proxy;
+        }
         if self.state_file.is_some() {
             config.state_file = self.state_file;
         }

@@ -91,6 +91,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             min_interval: config.effective_min_interval(),
             max_scrape_hashes: config.max_scrape_hashes,
             tracker_id: config.tracker_id.clone().map(String::into_bytes),
+            proxy: config.proxy()?,
         },
         access,
     ));

@@ -9,6 +9,7 @@
 //!
 //! [`protocol`]: crate::protocol
 
+pub mod client_addr;
 mod routes;
 
 use std::cell::RefCell;
@@ -43,6 +44,8 @@ pub struct HttpConfig {
     pub max_scrape_hashes: usize,
     /// Sent as `tracker id` in every announce response when set.
     pub tracker_id: Option<Vec<u8>>,
+    /// Reverse proxies whose client-address header is believed.
+    pub proxy: Option<client_addr::ProxyConfig>,
 }
 
 /// The shared request handler: store, clock and settings.
@@ -168,13 +171,20 @@ impl hyper::service::Service<Request<Incoming>> for TrackerService {
     type Future = Ready<Result<HttpResponse, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let client = match &self.tracker.config.proxy {
+            None => self.client,
+            Some(proxy) => match proxy.client(self.client, request.headers()) {
+                Ok(client) => client,
+                Err(reason) => return ready(Ok(failure(StatusCode::OK, &reason))),
+            },
+        };
         let uri = request.uri();
         let query = uri.query().unwrap_or("").as_bytes();
         ready(Ok(self.tracker.handle(
             request.method(),
             uri.path(),
             query,
-            self.client,
+            client,
         )))
     }
 }
