@@ -53,6 +53,9 @@ pub struct Config {
     /// The header trusted proxies report the client in: X-Forwarded-For,
     /// X-Real-IP or Forwarded.
     pub client_ip_header: String,
+    /// Private mode: file of passkeys (one per line, optional expiry in Unix
+    /// seconds); clients announce to /announce/<passkey>. Unset: public.
+    pub passkeys: Option<std::path::PathBuf>,
     /// File of hex info hashes for access control; unset: every torrent.
     pub access_list: Option<std::path::PathBuf>,
     /// `allow`: only listed torrents; `deny`: all but listed torrents.
@@ -94,6 +97,7 @@ impl Default for Config {
             tracker_id: None,
             trusted_proxies: Vec::new(),
             client_ip_header: "X-Forwarded-For".into(),
+            passkeys: None,
             access_list: None,
             access_mode: crate::access::Mode::Allow,
             state_file: None,
@@ -199,6 +203,14 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
         "The header trusted proxies report the client in: X-Forwarded-For,\n\
          X-Real-IP or Forwarded (RFC 7239).",
         None,
+    ),
+    (
+        "passkeys",
+        "Private mode (BEP 27): a file of passkeys, one per line, each optionally\n\
+         followed by an expiry in Unix seconds. Clients announce to\n\
+         /announce/<passkey> and scrape /scrape/<passkey>; the file is re-read on\n\
+         SIGHUP. Unset: a public tracker.",
+        Some("\"/etc/shoal/passkeys.txt\""),
     ),
     (
         "access_list",
@@ -495,6 +507,10 @@ pub struct Cli {
     #[arg(long, env = "SHOAL_CLIENT_IP_HEADER", value_name = "NAME")]
     pub client_ip_header: Option<String>,
 
+    /// Private mode: passkeys from FILE, used as /announce/<passkey>; SIGHUP re-reads it.
+    #[arg(long, env = "SHOAL_PASSKEYS", value_name = "FILE")]
+    pub passkeys: Option<std::path::PathBuf>,
+
     /// Serve only (or all but) the info hashes listed in FILE; SIGHUP re-reads it.
     #[arg(long, env = "SHOAL_ACCESS_LIST", value_name = "FILE")]
     pub access_list: Option<std::path::PathBuf>,
@@ -581,6 +597,9 @@ impl Cli {
         if self.access_list.is_some() {
             config.access_list = self.access_list;
         }
+        if self.passkeys.is_some() {
+            config.passkeys = self.passkeys;
+        }
         if let Some(mode) = self.access_mode {
             config.access_mode = mode.parse().map_err(anyhow::Error::msg)?;
         }
@@ -628,6 +647,7 @@ mod tests {
             workers: Some(1),
             state_file: Some("/tmp/state.bin".into()),
             access_list: Some("/tmp/list.txt".into()),
+            passkeys: Some("/tmp/keys.txt".into()),
             ..Config::default()
         };
         let table = toml::Table::try_from(&full).unwrap();

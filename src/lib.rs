@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 mod housekeeping;
 pub mod http;
+pub mod passkeys;
 pub mod protocol;
 pub mod reactor;
 pub mod shutdown;
@@ -78,7 +79,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             Err(error) => tracing::error!("{error:#}; the previous list stays in force"),
         });
     }
-    let tracker = Arc::new(Tracker::new(
+    let mut tracker = Tracker::new(
         store.clone(),
         clock.clone(),
         HttpConfig {
@@ -93,8 +94,25 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             tracker_id: config.tracker_id.clone().map(String::into_bytes),
             proxy: config.proxy()?,
         },
-        access,
-    ));
+    );
+    if let Some(list) = access {
+        tracker = tracker.with_access_list(list);
+    }
+    if let Some(path) = &config.passkeys {
+        let keys = Arc::new(passkeys::Passkeys::load(path)?);
+        tracing::info!(
+            "private mode: {} passkeys from {}; announce at /announce/<passkey>",
+            keys.len(),
+            path.display()
+        );
+        let reloaded = keys.clone();
+        reload.subscribe(move || match reloaded.reload() {
+            Ok(count) => tracing::info!("passkeys reloaded: {count} keys"),
+            Err(error) => tracing::error!("{error:#}; the previous keys stay in force"),
+        });
+        tracker = tracker.with_passkeys(keys);
+    }
+    let tracker = Arc::new(tracker);
     let kind = config
         .reactor_choice()?
         .resolve()

@@ -26,6 +26,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::access::AccessList;
 use crate::clock::Clock;
+use crate::passkeys::Passkeys;
 use crate::protocol::{AnnounceOptions, PeerSet, encode_failure};
 use crate::store::Store;
 
@@ -54,6 +55,7 @@ pub struct Tracker {
     clock: Clock,
     config: HttpConfig,
     access: Option<Arc<AccessList>>,
+    passkeys: Option<Arc<Passkeys>>,
 }
 
 thread_local! {
@@ -62,18 +64,26 @@ thread_local! {
 }
 
 impl Tracker {
-    pub fn new(
-        store: Arc<Store>,
-        clock: Clock,
-        config: HttpConfig,
-        access: Option<Arc<AccessList>>,
-    ) -> Self {
+    pub fn new(store: Arc<Store>, clock: Clock, config: HttpConfig) -> Self {
         Self {
             store,
             clock,
             config,
-            access,
+            access: None,
+            passkeys: None,
         }
+    }
+
+    /// Serves only the torrents `list` allows.
+    pub fn with_access_list(mut self, list: Arc<AccessList>) -> Self {
+        self.access = Some(list);
+        self
+    }
+
+    /// Private mode: requests must carry one of `keys` in the path.
+    pub fn with_passkeys(mut self, keys: Arc<Passkeys>) -> Self {
+        self.passkeys = Some(keys);
+        self
     }
 
     /// Whether the access list (if any) lets `hash` through.
@@ -90,14 +100,31 @@ impl Tracker {
         query: &[u8],
         client: IpAddr,
     ) -> HttpResponse {
-        let route = match path {
-            "/announce" => Route::Announce,
-            "/scrape" => Route::Scrape,
-            _ => {
+        let (route, passkey) = match (&self.passkeys, path) {
+            (None, "/announce") => (Route::Announce, None),
+            (None, "/scrape") => (Route::Scrape, None),
+            (None, _) => {
                 return failure(
                     StatusCode::NOT_FOUND,
                     "not found: this tracker answers /announce and /scrape",
                 );
+            }
+            (Some(keys), _) => {
+                if let Some(key) = path.strip_prefix("/announce/") {
+                    (Route::Announce, Some((keys, key)))
+                } else if let Some(key) = path.strip_prefix("/scrape/") {
+                    (Route::Scrape, Some((keys, key)))
+                } else if path == "/announce" || path == "/scrape" {
+                    return failure(
+                        StatusCode::OK,
+                        "this tracker is private: use the announce URL with your passkey",
+                    );
+                } else {
+                    return failure(
+                        StatusCode::NOT_FOUND,
+                        "not found: this tracker answers /announce/<passkey> and /scrape/<passkey>",
+                    );
+                }
             }
         };
         if method != Method::GET && method != Method::HEAD {
@@ -109,6 +136,11 @@ impl Tracker {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
+        }
+        if let Some((keys, key)) = passkey
+            && let Err(refused) = keys.check(key.as_bytes())
+        {
+            return failure(StatusCode::OK, &refused.to_string());
         }
         let body = match route {
             Route::Announce => PEERS.with_borrow_mut(|peers| self.announce(query, client, peers)),
