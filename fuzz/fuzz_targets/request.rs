@@ -1,0 +1,62 @@
+//! The whole request path below HTTP framing: routing, parsing, the store
+//! and the encoders, on one long-lived tracker so that state builds up
+//! across inputs. The first byte picks the method, the client address and
+//! whether the path is announce, scrape or something else.
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, OnceLock};
+
+use hyper::Method;
+use libfuzzer_sys::fuzz_target;
+use shoal::clock::Clock;
+use shoal::http::{HttpConfig, Tracker};
+use shoal::protocol::AnnounceOptions;
+use shoal::store::{Store, StoreConfig};
+
+fn tracker() -> &'static Tracker {
+    static TRACKER: OnceLock<Tracker> = OnceLock::new();
+    TRACKER.get_or_init(|| {
+        let store = Arc::new(Store::new(StoreConfig {
+            peer_ttl: 60,
+            max_torrents: 10_000,
+            max_peers_per_torrent: 1_000,
+        }));
+        Tracker::new(
+            store,
+            Clock::new(),
+            HttpConfig {
+                announce: AnnounceOptions {
+                    accept_ip_param: true,
+                    ..AnnounceOptions::default()
+                },
+                interval: 1800,
+                min_interval: 900,
+                max_scrape_hashes: 100,
+                tracker_id: Some(b"fuzz".to_vec()),
+                proxy: None,
+            },
+        )
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let method = if selector & 1 == 0 { Method::GET } else { Method::POST };
+    let client = match (selector >> 1) & 3 {
+        0 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, selector)),
+        1 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        _ => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(selector))),
+    };
+    let path = match (selector >> 3) & 3 {
+        0 | 1 => "/announce",
+        2 => "/scrape",
+        _ => "/elsewhere",
+    };
+    let response = tracker().handle(&method, path, rest, client);
+    let status = response.status().as_u16();
+    assert!(matches!(status, 200 | 404 | 405), "status {status}");
+});
