@@ -33,7 +33,8 @@ fn main() -> anyhow::Result<()> {
     let options = Options {
         kind: choice.resolve().map_err(anyhow::Error::msg)?,
         workers,
-        header_read_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
         max_request_bytes: 8192,
         max_connections: 50_000,
         shutdown_grace: Duration::from_secs(1),

@@ -42,9 +42,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest request head (request line and headers) in bytes, at least 8192.
     pub max_request_bytes: usize,
-    /// Seconds a client has to send a complete request head; also how long
-    /// an idle keep-alive connection stays open.
+    /// Seconds a request may take from its first byte to its response (a
+    /// slow request head is cut off).
     pub header_timeout: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub idle_timeout: u64,
     /// Sent as `tracker id` in announce responses when set.
     pub tracker_id: Option<String>,
     /// Networks (CIDR) of reverse proxies whose client-address header is
@@ -94,6 +96,7 @@ impl Default for Config {
             max_connections: 50_000,
             max_request_bytes: 8192,
             header_timeout: 10,
+            idle_timeout: 30,
             tracker_id: None,
             trusted_proxies: Vec::new(),
             client_ip_header: "X-Forwarded-For".into(),
@@ -182,8 +185,14 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
     ),
     (
         "header_timeout",
-        "Seconds a client has to send a complete request head (slowloris); an idle\n\
-         keep-alive connection is closed after the same time.",
+        "Seconds a request may take from its first byte to its response: a client\n\
+         that sends its request head slowly (slowloris) is cut off.",
+        None,
+    ),
+    (
+        "idle_timeout",
+        "Seconds a keep-alive connection may stay silent after a response (or after\n\
+         connecting) before it is closed.",
         None,
     ),
     (
@@ -334,8 +343,8 @@ impl Config {
             "max_request_bytes must be at least 8192 (hyper's smallest buffer)"
         );
         anyhow::ensure!(
-            self.header_timeout > 0,
-            "header_timeout must be at least 1 second"
+            self.header_timeout > 0 && self.idle_timeout > 0,
+            "header_timeout and idle_timeout must be at least 1 second"
         );
         anyhow::ensure!(
             self.max_torrents > 0 && self.max_peers_per_torrent > 0 && self.max_connections > 0,
@@ -484,9 +493,13 @@ pub struct Cli {
     #[arg(long, env = "SHOAL_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
 
-    /// Seconds to send a request head; also the keep-alive idle limit. [default: 10]
+    /// Seconds from a request's first byte to its response (slowloris). [default: 10]
     #[arg(long, env = "SHOAL_HEADER_TIMEOUT", value_name = "SECS")]
     pub header_timeout: Option<u64>,
+
+    /// Seconds an idle keep-alive connection stays open. [default: 30]
+    #[arg(long, env = "SHOAL_IDLE_TIMEOUT", value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
 
     /// Send this as `tracker id` in announce responses.
     #[arg(long, env = "SHOAL_TRACKER_ID", value_name = "ID")]
@@ -582,6 +595,7 @@ impl Cli {
             max_connections,
             max_request_bytes,
             header_timeout,
+            idle_timeout,
             snapshot_interval,
             ignore_bad_state,
             reactor,

@@ -120,7 +120,8 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
     let options = reactor::Options {
         kind,
         workers: config.effective_workers(),
-        header_read_timeout: Duration::from_secs(config.header_timeout),
+        request_timeout: Duration::from_secs(config.header_timeout),
+        idle_timeout: Duration::from_secs(config.idle_timeout),
         max_request_bytes: config.max_request_bytes,
         max_connections: config.max_connections,
         shutdown_grace: Duration::from_secs(5),

@@ -116,7 +116,7 @@ fn wait_closed(stream: &mut TcpStream, limit: Duration) -> Duration {
 }
 
 fn slow_request_heads_are_cut_off() {
-    let tracker = Tracker::start(&["--header-timeout", "1"]);
+    let tracker = Tracker::start(&["--header-timeout", "1", "--idle-timeout", "30"]);
     let mut slow = TcpStream::connect(tracker.v4).unwrap();
     slow.write_all(b"GET /announce?info_hash=").unwrap();
     let took = wait_closed(&mut slow, Duration::from_secs(5));
@@ -124,29 +124,66 @@ fn slow_request_heads_are_cut_off() {
         took >= Duration::from_millis(500),
         "closed too early: {took:?}"
     );
+    // Trickling more bytes does not buy more time: the limit runs from the
+    // request's first byte.
+    let mut trickle = TcpStream::connect(tracker.v4).unwrap();
+    trickle.write_all(b"G").unwrap();
+    let writer = {
+        let mut trickle = trickle.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for byte in b"ET /announce?info_hash=aaaaaaaaaaaaaaaaaaaa"
+                .iter()
+                .cycle()
+                .take(40)
+            {
+                if trickle.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let took = wait_closed(&mut trickle, Duration::from_secs(5));
+    assert!(
+        took < Duration::from_secs(3),
+        "trickling kept it open {took:?}"
+    );
+    let _ = writer.join();
     still_serving(&tracker);
 }
 
-fn idle_keep_alive_connections_are_closed() {
-    let tracker = Tracker::start(&["--header-timeout", "1"]);
-    let mut stream = TcpStream::connect(tracker.v4).unwrap();
-    let target = Announce::new(id(4), 1).target();
-    stream
-        .write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-        .unwrap();
-    // Read the one response, then stay silent.
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 4096];
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    while !bytes.ends_with(b"e") {
-        let n = read_some(&mut stream, &mut buf);
-        assert!(n > 0);
-        bytes.extend_from_slice(&buf[..n]);
+fn idle_keep_alive_connections_are_closed_and_busy_ones_kept() {
+    let tracker = Tracker::start(&["--idle-timeout", "1", "--header-timeout", "10"]);
+    let request = |stream: &mut TcpStream, peer: u8| {
+        let target = Announce::new(id(4), peer).target();
+        stream
+            .write_all(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !bytes.ends_with(b"e") {
+            let n = read_some(stream, &mut buf);
+            assert!(n > 0, "closed while busy");
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(parse_one(&bytes).0.status, 200);
+    };
+    // A connection that keeps asking stays open well past the idle limit.
+    let mut busy = TcpStream::connect(tracker.v4).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..8 {
+        request(&mut busy, 1);
+        std::thread::sleep(Duration::from_millis(400));
     }
-    assert_eq!(parse_one(&bytes).0.status, 200);
-    wait_closed(&mut stream, Duration::from_secs(5));
+    // Then falls silent and is closed.
+    let took = wait_closed(&mut busy, Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed too early: {took:?}"
+    );
+    // A connection that never says anything is closed too.
+    let mut silent = TcpStream::connect(tracker.v4).unwrap();
+    wait_closed(&mut silent, Duration::from_secs(5));
 }
 
 fn connections_over_the_cap_are_closed_and_the_rest_served() {
@@ -251,7 +288,7 @@ reactor_tests!(
     garbage_nul_bytes_and_http09_are_refused_cleanly,
     http_1_0_without_host_is_answered,
     slow_request_heads_are_cut_off,
-    idle_keep_alive_connections_are_closed,
+    idle_keep_alive_connections_are_closed_and_busy_ones_kept,
     connections_over_the_cap_are_closed_and_the_rest_served,
     pipelined_announces_are_all_answered_in_order,
     floods_past_the_caps_are_refused_and_memory_stays_bounded,

@@ -5,21 +5,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ConnectionService;
+use super::deadline::{self, Limits, Phase, Timed};
 use crate::shutdown::Shutdown;
 
-/// Serves requests on `io` until the client closes, an error or timeout ends
-/// the connection, or shutdown asks it to finish its current request.
-pub(super) async fn serve<I, S>(builder: &http1::Builder, io: I, service: S, shutdown: &Shutdown)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+/// Serves requests on `stream` until the client closes, an error ends the
+/// connection, it overstays a deadline (`limits`, measured on `timer`), or
+/// shutdown asks it to finish its current request.
+pub(super) async fn serve<St, S>(
+    builder: &http1::Builder,
+    stream: St,
+    service: S,
+    shutdown: &Shutdown,
+    limits: Limits,
+    timer: &impl hyper::rt::Timer,
+) where
+    St: AsyncRead + AsyncWrite + Unpin + 'static,
     S: ConnectionService,
 {
+    let phase = Phase::new();
+    let io = TokioIo::new(Timed::new(stream, phase.clone()));
     let mut connection = pin!(builder.serve_connection(io, service));
     let result = tokio::select! {
         biased;
         result = connection.as_mut() => result,
+        () = deadline::watchdog(phase, limits, timer) => {
+            tracing::debug!("connection closed: request or idle timeout");
+            Ok(())
+        }
         () = shutdown.wait() => {
             connection.as_mut().graceful_shutdown();
             connection.await

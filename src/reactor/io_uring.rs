@@ -13,12 +13,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use monoio::net::TcpListener;
 use monoio_compat::TcpStreamCompat;
 use monoio_compat::hyper::MonoioTimer;
 
 use super::connection::{self, OpenConnections};
+use super::deadline::Limits;
 use super::{ConnectionInfo, ConnectionService, Options};
 use crate::shutdown::Shutdown;
 
@@ -104,8 +104,6 @@ where
 {
     let mut builder = http1::Builder::new();
     builder
-        .timer(MonoioTimer)
-        .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_request_bytes)
         .keep_alive(true);
     let builder = std::rc::Rc::new(builder);
@@ -117,6 +115,7 @@ where
             make_service.clone(),
             open.clone(),
             options.max_connections,
+            options.limits(),
             shutdown.clone(),
         )));
     }
@@ -136,6 +135,7 @@ async fn accept_loop<M, S>(
     make_service: Arc<M>,
     open: OpenConnections,
     max_connections: usize,
+    limits: Limits,
     shutdown: Shutdown,
 ) where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
@@ -172,8 +172,8 @@ async fn accept_loop<M, S>(
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         monoio::spawn(async move {
-            let io = TokioIo::new(TcpStreamCompat::new(stream));
-            connection::serve(&builder, io, service, &shutdown).await;
+            let stream = TcpStreamCompat::new(stream);
+            connection::serve(&builder, stream, service, &shutdown, limits, &MonoioTimer).await;
             drop(guard);
         });
     }

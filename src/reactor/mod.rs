@@ -15,6 +15,7 @@
 //!   with `SO_REUSEPORT` listeners.
 
 mod connection;
+mod deadline;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 mod io_uring;
 mod per_core;
@@ -218,10 +219,12 @@ pub struct Options {
     pub kind: Kind,
     /// Worker threads.
     pub workers: usize,
-    /// A connection that has not sent a complete request head within this
-    /// time is closed (slowloris); hyper applies it to idle keep-alive
-    /// connections too.
-    pub header_read_timeout: Duration,
+    /// A request must be answered within this time of its first byte, so a
+    /// client sending its request head slowly (slowloris) is cut off.
+    pub request_timeout: Duration,
+    /// A keep-alive connection silent this long after a response (or after
+    /// connecting) is closed.
+    pub idle_timeout: Duration,
     /// Largest request head; hyper answers 431 beyond it (minimum 8192).
     pub max_request_bytes: usize,
     /// Open connections at most; more are closed as soon as accepted.
@@ -231,6 +234,13 @@ pub struct Options {
 }
 
 impl Options {
+    fn limits(&self) -> deadline::Limits {
+        deadline::Limits {
+            request: self.request_timeout,
+            idle: self.idle_timeout,
+        }
+    }
+
     /// The human description used at start-up and in stats, e.g.
     /// `per-core (epoll), 2 workers`.
     pub fn describe(&self) -> String {

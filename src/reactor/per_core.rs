@@ -31,6 +31,7 @@ where
     let make_service = Arc::new(make_service);
     let open = OpenConnections::default();
     let max_connections = options.max_connections;
+    let limits = options.limits();
     let grace = options.shutdown_grace;
     let mut workers = Vec::with_capacity(groups.len());
     for (index, listeners) in groups.into_iter().enumerate() {
@@ -56,6 +57,7 @@ where
                             make_service.clone(),
                             open.clone(),
                             max_connections,
+                            limits,
                             shutdown.clone(),
                         )));
                     }

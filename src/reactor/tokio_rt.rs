@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
 use super::connection::{self, OpenConnections};
+use super::deadline::Limits;
 use super::{ConnectionInfo, ConnectionService, Options};
 use crate::shutdown::Shutdown;
 
@@ -34,6 +35,7 @@ where
     let make_service = Arc::new(make_service);
     let open = OpenConnections::default();
     let max_connections = options.max_connections;
+    let limits = options.limits();
     let grace = options.shutdown_grace;
     runtime.block_on(async move {
         let mut accept_loops = Vec::new();
@@ -44,6 +46,7 @@ where
                 make_service.clone(),
                 open.clone(),
                 max_connections,
+                limits,
                 shutdown.clone(),
             )));
         }
@@ -59,8 +62,6 @@ where
 pub(super) fn http1_builder(options: &Options) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
         .max_buf_size(options.max_request_bytes)
         .keep_alive(true);
     builder
@@ -82,6 +83,7 @@ pub(super) async fn accept_loop<M, S>(
     make_service: Arc<M>,
     open: OpenConnections,
     max_connections: usize,
+    limits: Limits,
     shutdown: Shutdown,
 ) where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
@@ -119,7 +121,8 @@ pub(super) async fn accept_loop<M, S>(
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            connection::serve(&builder, TokioIo::new(stream), service, &shutdown).await;
+            let timer = TokioTimer::new();
+            connection::serve(&builder, stream, service, &shutdown, limits, &timer).await;
             drop(guard);
         });
     }

@@ -1,0 +1,161 @@
+//! Per-connection deadlines: how long a client may stay silent between
+//! requests (idle keep-alive) and how long one request may take from its
+//! first byte to its response (slow request heads, slowloris).
+//!
+//! [`Timed`] wraps a stream and records the phase the connection is in: a
+//! read that brings bytes while idle starts a request; a write (the
+//! response) makes it idle again. [`watchdog`] sleeps on the runtime's hyper
+//! timer until the current phase's deadline and returns once it has passed
+//! without the phase changing; the connection is then dropped.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The two limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// From a request's first byte to its response.
+    pub request: Duration,
+    /// From a response (or the connection's start) to the next request's
+    /// first byte.
+    pub idle: Duration,
+}
+
+/// The phase a connection is in, shared by the stream and the watchdog.
+#[derive(Debug)]
+pub(super) struct Phase {
+    epoch: Instant,
+    /// Nanoseconds after `epoch` when the phase began.
+    since: AtomicU64,
+    in_request: AtomicBool,
+    /// Wakes the watchdog when a request starts, so it re-arms on the
+    /// (usually shorter) request deadline.
+    changed: tokio::sync::Notify,
+}
+
+impl Phase {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            since: AtomicU64::new(0),
+            in_request: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn enter(&self, in_request: bool) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.since.store(nanos, Ordering::Relaxed);
+        self.in_request.store(in_request, Ordering::Relaxed);
+    }
+
+    /// When the current phase runs out, and a token that changes with it.
+    fn deadline(&self, limits: Limits) -> (Instant, u64, bool) {
+        let since = self.since.load(Ordering::Relaxed);
+        let in_request = self.in_request.load(Ordering::Relaxed);
+        let limit = if in_request {
+            limits.request
+        } else {
+            limits.idle
+        };
+        (
+            self.epoch + Duration::from_nanos(since) + limit,
+            since,
+            in_request,
+        )
+    }
+}
+
+/// A stream that reports request starts and responses to its [`Phase`].
+pub(super) struct Timed<S> {
+    inner: S,
+    phase: Arc<Phase>,
+}
+
+impl<S> Timed<S> {
+    pub fn new(inner: S, phase: Arc<Phase>) -> Self {
+        Self { inner, phase }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let phase = &self.phase;
+            if !phase.in_request.load(Ordering::Relaxed) {
+                phase.enter(true);
+                phase.changed.notify_one();
+            }
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.phase.enter(false);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.phase.enter(false);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Completes once the connection has stayed in one phase past its limit.
+pub(super) async fn watchdog(phase: Arc<Phase>, limits: Limits, timer: &impl hyper::rt::Timer) {
+    loop {
+        let (deadline, since, in_request) = phase.deadline(limits);
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            biased;
+            () = timer.sleep_until(deadline) => {}
+            () = phase.changed.notified() => continue,
+        }
+        let (_, since_now, in_request_now) = phase.deadline(limits);
+        if since_now == since && in_request_now == in_request && Instant::now() >= deadline {
+            return;
+        }
+    }
+}
