@@ -34,9 +34,6 @@ pub(super) struct Phase {
     /// Nanoseconds after `epoch` when the phase began.
     since: AtomicU64,
     in_request: AtomicBool,
-    /// Wakes the watchdog when a request starts, so it re-arms on the
-    /// (usually shorter) request deadline.
-    changed: tokio::sync::Notify,
 }
 
 impl Phase {
@@ -45,7 +42,6 @@ impl Phase {
             epoch: Instant::now(),
             since: AtomicU64::new(0),
             in_request: AtomicBool::new(false),
-            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -96,7 +92,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
             let phase = &self.phase;
             if !phase.in_request.load(Ordering::Relaxed) {
                 phase.enter(true);
-                phase.changed.notify_one();
             }
         }
         result
@@ -142,17 +137,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
 }
 
 /// Completes once the connection has stayed in one phase past its limit.
+///
+/// It wakes at the phase's deadline or one request limit from now, whichever
+/// is sooner. A request that starts while it sleeps has its deadline one
+/// request limit after it started, so never before that wake-up: no deadline
+/// is missed, and a busy connection re-arms its timer once per request limit
+/// rather than once per request.
 pub(super) async fn watchdog(phase: Arc<Phase>, limits: Limits, timer: &impl hyper::rt::Timer) {
     loop {
         let (deadline, since, in_request) = phase.deadline(limits);
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return;
         }
-        tokio::select! {
-            biased;
-            () = timer.sleep_until(deadline) => {}
-            () = phase.changed.notified() => continue,
-        }
+        timer.sleep_until(deadline.min(now + limits.request)).await;
         let (_, since_now, in_request_now) = phase.deadline(limits);
         if since_now == since && in_request_now == in_request && Instant::now() >= deadline {
             return;
