@@ -359,6 +359,20 @@ impl Bound {
 pub(crate) const SET_NODELAY_ON_ACCEPT: bool =
     !cfg!(any(target_os = "linux", target_os = "android"));
 
+/// Waits for every worker thread of a thread-per-core reactor; the error of
+/// any that failed (or panicked) is the result.
+fn join_workers(workers: Vec<std::thread::JoinHandle<io::Result<()>>>) -> io::Result<()> {
+    let mut result = Ok(());
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => result = Err(error),
+            Err(_) => result = Err(io::Error::other("a reactor worker panicked")),
+        }
+    }
+    result
+}
+
 /// An address that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source} (in use, or not an address of this host?)")]

@@ -72,13 +72,5 @@ where
             })?;
         workers.push(worker);
     }
-    let mut result = Ok(());
-    for worker in workers {
-        match worker.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => result = Err(error),
-            Err(_) => result = Err(io::Error::other("a reactor worker panicked")),
-        }
-    }
-    result
+    super::join_workers(workers)
 }
