@@ -75,6 +75,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive.
     pub log_level: String,
+    /// Log line format: `human` or `json` (one JSON object per line).
+    pub log_format: String,
 }
 
 impl Default for Config {
@@ -109,6 +111,7 @@ impl Default for Config {
             reactor: crate::reactor::Kind::DEFAULT.name().into(),
             workers: None,
             log_level: "info".into(),
+            log_format: "human".into(),
         }
     }
 }
@@ -269,6 +272,13 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
          such as \"shoal=debug\".",
         None,
     ),
+    (
+        "log_format",
+        "Log line format: human, or json (one object per line, for log shippers).\n\
+         Logs go to standard error: one line per start, listener, reload, stop and\n\
+         error; requests are logged only at debug level.",
+        None,
+    ),
 ];
 
 impl Config {
@@ -351,6 +361,11 @@ impl Config {
             "max_torrents, max_peers_per_torrent and max_connections must be at least 1"
         );
         self.reactor_choice()?;
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "human" | "json"),
+            "log_format must be human or json, not {:?}",
+            self.log_format
+        );
         self.proxy()?;
         anyhow::ensure!(
             self.snapshot_interval > 0,
@@ -563,6 +578,10 @@ pub struct Cli {
     /// shoal=debug. [default: info]
     #[arg(long, env = "SHOAL_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Log line format: human or json. [default: human]
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT", value_parser = ["human", "json"])]
+    pub log_format: Option<String>,
 }
 
 impl Cli {
@@ -600,7 +619,8 @@ impl Cli {
             ignore_bad_state,
             reactor,
             client_ip_header,
-            log_level
+            log_level,
+            log_format
         );
         if !self.trusted_proxy.is_empty() {
             config.trusted_proxies = self.trusted_proxy;

@@ -33,11 +33,14 @@ fn try_main() -> anyhow::Result<()> {
     }
     let filter = EnvFilter::try_new(&config.log_level)
         .map_err(|error| anyhow::anyhow!("invalid log level {:?}: {error}", config.log_level))?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let shutdown = Shutdown::new();
     let reload = Reload::new();
     shutdown::on_signals(shutdown.clone(), reload.clone())?;

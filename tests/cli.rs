@@ -44,6 +44,52 @@ fn help_teaches_options_environment_and_examples() {
 }
 
 #[test]
+fn configuration_doc_matches_print_config() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block in docs/configuration.md");
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("--print-config")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        block,
+        String::from_utf8(output.stdout).unwrap(),
+        "docs/configuration.md is stale: regenerate it (see the page)"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut tracker = Tracker::start(&["--log-format", "json"]);
+    tracker.signal_and_wait("TERM");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let log = tracker.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        assert!(
+            line.starts_with("{\"timestamp\":\"") && line.ends_with('}'),
+            "{line}"
+        );
+        assert!(line.contains("\"level\":\"INFO\""), "{line}");
+    }
+    assert!(
+        log.contains("\"message\":\"listening on http://127.0.0.1:"),
+        "{log}"
+    );
+    assert!(log.contains("\"message\":\"stopped\""), "{log}");
+}
+
+#[test]
 fn print_config_round_trips_through_config() {
     let output = shoal(&["--print-config", "--interval", "77", "--peer-ttl", "99"]);
     assert!(output.status.success());
