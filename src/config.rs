@@ -49,6 +49,12 @@ pub struct Config {
     pub idle_timeout: u64,
     /// Sent as `tracker id` in announce responses when set.
     pub tracker_id: Option<String>,
+    /// Path of the announce route.
+    pub announce_path: String,
+    /// Path of the scrape route.
+    pub scrape_path: String,
+    /// Where `GET /` redirects, if anywhere.
+    pub root_redirect: Option<String>,
     /// Networks (CIDR) of reverse proxies whose client-address header is
     /// believed; empty: the socket address is always the client's.
     pub trusted_proxies: Vec<String>,
@@ -100,6 +106,9 @@ impl Default for Config {
             header_timeout: 10,
             idle_timeout: 30,
             tracker_id: None,
+            announce_path: "/announce".into(),
+            scrape_path: "/scrape".into(),
+            root_redirect: None,
             trusted_proxies: Vec::new(),
             client_ip_header: "X-Forwarded-For".into(),
             passkeys: None,
@@ -262,6 +271,23 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
         None,
     ),
     (
+        "announce_path",
+        "Path of the announce route (e.g. /announce.php for clients of an old\n\
+         tracker); in private mode clients add /<passkey>.",
+        None,
+    ),
+    (
+        "scrape_path",
+        "Path of the scrape route (BEP 48 clients derive it from the announce URL by\n\
+         replacing the last \"announce\" with \"scrape\").",
+        None,
+    ),
+    (
+        "root_redirect",
+        "Where GET / redirects (302), e.g. the tracker's web page. Unset: 404.",
+        Some("\"https://tracker.example/\""),
+    ),
+    (
         "workers",
         "Worker threads of the reactor. Default: one per CPU core.",
         Some("2"),
@@ -371,6 +397,26 @@ impl Config {
             self.snapshot_interval > 0,
             "snapshot_interval must be at least 1 second"
         );
+        for (key, path) in [
+            ("announce_path", &self.announce_path),
+            ("scrape_path", &self.scrape_path),
+        ] {
+            anyhow::ensure!(
+                path.starts_with('/') && path.len() > 1 && !path.contains(['?', '#', ' ']),
+                "{key} must be a path such as /announce, not {path:?}"
+            );
+        }
+        anyhow::ensure!(
+            !self.announce_path.starts_with(self.scrape_path.as_str())
+                && !self.scrape_path.starts_with(self.announce_path.as_str()),
+            "announce_path and scrape_path must not be prefixes of each other"
+        );
+        if let Some(url) = &self.root_redirect {
+            anyhow::ensure!(
+                hyper::header::HeaderValue::from_str(url).is_ok(),
+                "root_redirect is not a valid URL: {url:?}"
+            );
+        }
         if let Some(id) = &self.tracker_id {
             anyhow::ensure!(
                 !id.is_empty() && id.len() <= 100,
@@ -570,6 +616,18 @@ pub struct Cli {
     #[arg(long, env = "SHOAL_REACTOR", value_name = "NAME")]
     pub reactor: Option<String>,
 
+    /// Path of the announce route. [default: /announce]
+    #[arg(long, env = "SHOAL_ANNOUNCE_PATH", value_name = "PATH")]
+    pub announce_path: Option<String>,
+
+    /// Path of the scrape route. [default: /scrape]
+    #[arg(long, env = "SHOAL_SCRAPE_PATH", value_name = "PATH")]
+    pub scrape_path: Option<String>,
+
+    /// Redirect GET / to URL (302).
+    #[arg(long, env = "SHOAL_ROOT_REDIRECT", value_name = "URL")]
+    pub root_redirect: Option<String>,
+
     /// Reactor worker threads. [default: one per CPU core]
     #[arg(long, env = "SHOAL_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
@@ -619,6 +677,8 @@ impl Cli {
             ignore_bad_state,
             reactor,
             client_ip_header,
+            announce_path,
+            scrape_path,
             log_level,
             log_format
         );
@@ -633,6 +693,9 @@ impl Cli {
         }
         if self.passkeys.is_some() {
             config.passkeys = self.passkeys;
+        }
+        if self.root_redirect.is_some() {
+            config.root_redirect = self.root_redirect;
         }
         if let Some(mode) = self.access_mode {
             config.access_mode = mode.parse().map_err(anyhow::Error::msg)?;
@@ -682,6 +745,7 @@ mod tests {
             state_file: Some("/tmp/state.bin".into()),
             access_list: Some("/tmp/list.txt".into()),
             passkeys: Some("/tmp/keys.txt".into()),
+            root_redirect: Some("https://x/".into()),
             ..Config::default()
         };
         let table = toml::Table::try_from(&full).unwrap();

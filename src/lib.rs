@@ -93,6 +93,9 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             max_scrape_hashes: config.max_scrape_hashes,
             tracker_id: config.tracker_id.clone().map(String::into_bytes),
             proxy: config.proxy()?,
+            announce_path: config.announce_path.clone(),
+            scrape_path: config.scrape_path.clone(),
+            root_redirect: config.root_redirect.clone(),
         },
     );
     if let Some(list) = access {
@@ -101,9 +104,10 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
     if let Some(path) = &config.passkeys {
         let keys = Arc::new(passkeys::Passkeys::load(path)?);
         tracing::info!(
-            "private mode: {} passkeys from {}; announce at /announce/<passkey>",
+            "private mode: {} passkeys from {}; announce at {}/<passkey>",
             keys.len(),
-            path.display()
+            path.display(),
+            config.announce_path
         );
         let reloaded = keys.clone();
         reload.subscribe(move || match reloaded.reload() {
@@ -129,7 +133,10 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
     let bound = reactor::Bound::bind(options, &config.listen)?;
     let described = bound.options().describe();
     for addr in bound.local_addrs() {
-        tracing::info!("listening on http://{addr}/announce (reactor: {described})");
+        tracing::info!(
+            "listening on http://{addr}{} (reactor: {described})",
+            config.announce_path
+        );
     }
 
     let snapshots = config

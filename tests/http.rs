@@ -92,10 +92,60 @@ fn http_1_0_is_answered() {
     assert_eq!(response.dict().int("incomplete"), 1);
 }
 
+fn announce_and_scrape_paths_are_configurable_and_root_redirects() {
+    let tracker = Tracker::start(&[
+        "--announce-path",
+        "/announce.php",
+        "--scrape-path",
+        "/scrape.php",
+        "--root-redirect",
+        "https://tracker.example/about",
+    ]);
+    let target = Announce::new(id(7), 1)
+        .target()
+        .replacen("/announce", "/announce.php", 1);
+    let response = get(tracker.v4, &target);
+    assert_eq!(response.dict().int("incomplete"), 1);
+    let scrape = get(
+        tracker.v4,
+        &format!("/scrape.php?info_hash={}", common::escape(&id(7))),
+    );
+    assert_eq!(
+        scrape
+            .dict()
+            .dict("files")
+            .dict_bytes(&id(7))
+            .int("incomplete"),
+        1
+    );
+    let old = get(tracker.v4, &Announce::new(id(7), 2).target());
+    assert_eq!(old.status, 404);
+    assert_eq!(
+        old.failure().as_deref(),
+        Some("not found: this tracker answers /announce.php and /scrape.php")
+    );
+    let root = get(tracker.v4, "/");
+    assert_eq!(root.status, 302);
+    assert_eq!(
+        root.header("location"),
+        Some("https://tracker.example/about")
+    );
+    assert!(
+        tracker.log().contains("/announce.php (reactor:"),
+        "{}",
+        tracker.log()
+    );
+    // Without a redirect, / is a 404 like any unknown path.
+    drop(tracker);
+    let tracker = Tracker::start(&[]);
+    assert_eq!(get(tracker.v4, "/").status, 404);
+}
+
 reactor_tests!(
     unknown_paths_get_404_with_a_bencoded_reason,
     methods_other_than_get_and_head_get_405,
     head_gets_the_headers_without_a_body,
     keep_alive_serves_many_requests_on_one_connection,
     http_1_0_is_answered,
+    announce_and_scrape_paths_are_configurable_and_root_redirects,
 );

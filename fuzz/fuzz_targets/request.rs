@@ -35,6 +35,9 @@ fn tracker() -> &'static Tracker {
                 max_scrape_hashes: 100,
                 tracker_id: Some(b"fuzz".to_vec()),
                 proxy: None,
+                announce_path: "/announce".into(),
+                scrape_path: "/scrape".into(),
+                root_redirect: Some("https://tracker.example/".into()),
             },
         )
     })

@@ -47,6 +47,12 @@ pub struct HttpConfig {
     pub tracker_id: Option<Vec<u8>>,
     /// Reverse proxies whose client-address header is believed.
     pub proxy: Option<client_addr::ProxyConfig>,
+    /// Path of the announce route, e.g. `/announce` or `/announce.php`.
+    pub announce_path: String,
+    /// Path of the scrape route.
+    pub scrape_path: String,
+    /// Where `GET /` redirects (302), if anywhere.
+    pub root_redirect: Option<String>,
 }
 
 /// The shared request handler: store, clock and settings.
@@ -100,32 +106,9 @@ impl Tracker {
         query: &[u8],
         client: IpAddr,
     ) -> HttpResponse {
-        let (route, passkey) = match (&self.passkeys, path) {
-            (None, "/announce") => (Route::Announce, None),
-            (None, "/scrape") => (Route::Scrape, None),
-            (None, _) => {
-                return failure(
-                    StatusCode::NOT_FOUND,
-                    "not found: this tracker answers /announce and /scrape",
-                );
-            }
-            (Some(keys), _) => {
-                if let Some(key) = path.strip_prefix("/announce/") {
-                    (Route::Announce, Some((keys, key)))
-                } else if let Some(key) = path.strip_prefix("/scrape/") {
-                    (Route::Scrape, Some((keys, key)))
-                } else if path == "/announce" || path == "/scrape" {
-                    return failure(
-                        StatusCode::OK,
-                        "this tracker is private: use the announce URL with your passkey",
-                    );
-                } else {
-                    return failure(
-                        StatusCode::NOT_FOUND,
-                        "not found: this tracker answers /announce/<passkey> and /scrape/<passkey>",
-                    );
-                }
-            }
+        let (route, passkey) = match self.route(path) {
+            Ok(found) => found,
+            Err(response) => return response,
         };
         if method != Method::GET && method != Method::HEAD {
             let mut response = failure(
@@ -137,7 +120,7 @@ impl Tracker {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
-        if let Some((keys, key)) = passkey
+        if let (Some(keys), Some(key)) = (&self.passkeys, passkey)
             && let Err(refused) = keys.check(key.as_bytes())
         {
             return failure(StatusCode::OK, &refused.to_string());
@@ -153,6 +136,53 @@ impl Tracker {
 enum Route {
     Announce,
     Scrape,
+}
+
+impl Tracker {
+    /// Which route `path` is, and the passkey in it in private mode; or the
+    /// response for a path that is neither (404, the root redirect, or the
+    /// private-mode reminder).
+    fn route<'p>(&self, path: &'p str) -> Result<(Route, Option<&'p str>), HttpResponse> {
+        let config = &self.config;
+        if path == "/"
+            && let Some(url) = &config.root_redirect
+            && let Ok(location) = HeaderValue::from_str(url)
+        {
+            let mut response = with_status(StatusCode::FOUND, Vec::new());
+            response.headers_mut().insert(header::LOCATION, location);
+            return Err(response);
+        }
+        let not_found = || {
+            let (announce, scrape) = (&config.announce_path, &config.scrape_path);
+            let reason = if self.passkeys.is_some() {
+                format!(
+                    "not found: this tracker answers {announce}/<passkey> and {scrape}/<passkey>"
+                )
+            } else {
+                format!("not found: this tracker answers {announce} and {scrape}")
+            };
+            failure(StatusCode::NOT_FOUND, &reason)
+        };
+        let (route, rest) = if let Some(rest) = path.strip_prefix(config.announce_path.as_str()) {
+            (Route::Announce, rest)
+        } else if let Some(rest) = path.strip_prefix(config.scrape_path.as_str()) {
+            (Route::Scrape, rest)
+        } else {
+            return Err(not_found());
+        };
+        match (&self.passkeys, rest) {
+            (None, "") => Ok((route, None)),
+            (Some(_), "") => Err(failure(
+                StatusCode::OK,
+                "this tracker is private: use the announce URL with your passkey",
+            )),
+            (Some(_), rest) => match rest.strip_prefix('/') {
+                Some(key) if !key.is_empty() => Ok((route, Some(key))),
+                _ => Err(not_found()),
+            },
+            (None, _) => Err(not_found()),
+        }
+    }
 }
 
 /// A tracker response: always `text/plain`, also for failures (clients read
