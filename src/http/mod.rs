@@ -107,8 +107,8 @@ impl Tracker {
         client: IpAddr,
     ) -> HttpResponse {
         let (route, passkey) = match self.route(path) {
-            Ok(found) => found,
-            Err(response) => return response,
+            Routing::To(route, passkey) => (route, passkey),
+            Routing::Answer(response) => return response,
         };
         if method != Method::GET && method != Method::HEAD {
             let mut response = failure(
@@ -138,11 +138,18 @@ enum Route {
     Scrape,
 }
 
+/// Where a path leads: a route (with the passkey in it, in private mode), or
+/// straight to an answer.
+enum Routing<'p> {
+    To(Route, Option<&'p str>),
+    Answer(HttpResponse),
+}
+
 impl Tracker {
     /// Which route `path` is, and the passkey in it in private mode; or the
     /// response for a path that is neither (404, the root redirect, or the
     /// private-mode reminder).
-    fn route<'p>(&self, path: &'p str) -> Result<(Route, Option<&'p str>), HttpResponse> {
+    fn route<'p>(&self, path: &'p str) -> Routing<'p> {
         let config = &self.config;
         if path == "/"
             && let Some(url) = &config.root_redirect
@@ -150,7 +157,7 @@ impl Tracker {
         {
             let mut response = with_status(StatusCode::FOUND, Vec::new());
             response.headers_mut().insert(header::LOCATION, location);
-            return Err(response);
+            return Routing::Answer(response);
         }
         let not_found = || {
             let (announce, scrape) = (&config.announce_path, &config.scrape_path);
@@ -168,19 +175,19 @@ impl Tracker {
         } else if let Some(rest) = path.strip_prefix(config.scrape_path.as_str()) {
             (Route::Scrape, rest)
         } else {
-            return Err(not_found());
+            return Routing::Answer(not_found());
         };
         match (&self.passkeys, rest) {
-            (None, "") => Ok((route, None)),
-            (Some(_), "") => Err(failure(
+            (None, "") => Routing::To(route, None),
+            (Some(_), "") => Routing::Answer(failure(
                 StatusCode::OK,
                 "this tracker is private: use the announce URL with your passkey",
             )),
             (Some(_), rest) => match rest.strip_prefix('/') {
-                Some(key) if !key.is_empty() => Ok((route, Some(key))),
-                _ => Err(not_found()),
+                Some(key) if !key.is_empty() => Routing::To(route, Some(key)),
+                _ => Routing::Answer(not_found()),
             },
-            (None, _) => Err(not_found()),
+            (None, _) => Routing::Answer(not_found()),
         }
     }
 }
