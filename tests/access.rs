@@ -6,9 +6,8 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Announce, Tracker, id};
+use common::{Announce, Tracker, id, wait_until};
 
 const NOT_ALLOWED: &str = "torrent not allowed on this tracker";
 
@@ -85,20 +84,14 @@ fn sighup_reloads_and_purges_torrents_no_longer_allowed() {
     assert_eq!(tracker.counts(id(1)), (1, 1, 1));
     write_list(&path, &[id(2)]);
     hup(&tracker);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tracker
-        .announce(&Announce::new(id(2), 1))
-        .failure()
-        .is_some()
-    {
-        assert!(Instant::now() < deadline, "the list was not reloaded");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the list reloaded", || {
+        tracker
+            .announce(&Announce::new(id(2), 1))
+            .failure()
+            .is_none()
+    });
     // The purge follows the reload on the signal thread.
-    while !tracker.log().contains("1 torrents purged") {
-        assert!(Instant::now() < deadline, "no purge: {}", tracker.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the purge", || tracker.log().contains("1 torrents purged"));
     assert_eq!(
         tracker
             .announce(&Announce::new(id(1), 1))
@@ -110,15 +103,12 @@ fn sighup_reloads_and_purges_torrents_no_longer_allowed() {
     // Allowed again: the peers are gone, the snatch count is not.
     write_list(&path, &[id(1), id(2)]);
     hup(&tracker);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tracker
-        .announce(&Announce::new(id(1), 3))
-        .failure()
-        .is_some()
-    {
-        assert!(Instant::now() < deadline, "the list was not reloaded");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the list reloaded", || {
+        tracker
+            .announce(&Announce::new(id(1), 3))
+            .failure()
+            .is_none()
+    });
     assert_eq!(tracker.counts(id(1)), (0, 1, 1));
 }
 
@@ -142,11 +132,9 @@ fn a_bad_list_stops_the_start_and_a_bad_reload_keeps_the_old_list() {
     let tracker = Tracker::start(&["--access-list", path.to_str().unwrap()]);
     std::fs::write(&path, "zzz\n").unwrap();
     hup(&tracker);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !tracker.log().contains("the previous list stays in force") {
-        assert!(Instant::now() < deadline, "no reload error logged");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the reload error logged", || {
+        tracker.log().contains("the previous list stays in force")
+    });
     assert_eq!(tracker.announce(&Announce::new(id(1), 1)).failure(), None);
 }
 

@@ -6,9 +6,8 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Announce, Tracker, get, id};
+use common::{Announce, Tracker, get, id, wait_until};
 
 const ALICE: &str = "alice-6b1c0d9e2f";
 const OLD: &str = "expired-7a8b9c0d1e";
@@ -87,11 +86,9 @@ fn sighup_reloads_the_passkeys() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while announce_as(&tracker, LATER, &Announce::new(id(2), 1)).is_some() {
-        assert!(Instant::now() < deadline, "passkeys not reloaded");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the passkeys reloaded", || {
+        announce_as(&tracker, LATER, &Announce::new(id(2), 1)).is_none()
+    });
     // The removed key no longer works.
     assert_eq!(
         announce_as(&tracker, ALICE, &Announce::new(id(2), 2)).as_deref(),

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Announce, Tracker, id};
+use common::{Announce, Tracker, id, wait_until};
 
 fn state_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -66,15 +66,12 @@ fn counts_survive_sigkill_after_a_snapshot() {
     let mut tracker = start_with_state(&path, &["--snapshot-interval", "1"]);
     complete(&tracker, id(3), 1);
     // Wait (bounded) until a snapshot holding the count is on disk.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while shoal::state::load(&path)
-        .ok()
-        .flatten()
-        .is_none_or(|c| c.is_empty())
-    {
-        assert!(Instant::now() < deadline, "no snapshot written");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("a snapshot with the count", || {
+        shoal::state::load(&path)
+            .ok()
+            .flatten()
+            .is_some_and(|counts| !counts.is_empty())
+    });
     tracker.signal_and_wait("KILL");
     let tracker = start_with_state(&path, &[]);
     assert_eq!(tracker.counts(id(3)), (0, 0, 1));

@@ -202,6 +202,16 @@ impl Drop for Tracker {
     }
 }
 
+/// Polls `done` every 50 ms until it holds; fails the test with `what` after
+/// TIMEOUT.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Percent-encodes every byte that is not alphanumeric.
 pub fn escape(bytes: &[u8]) -> String {
     percent_encode(bytes, NON_ALPHANUMERIC).to_string()
