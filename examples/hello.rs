@@ -9,7 +9,7 @@ use std::future::ready;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::Response;
 use hyper::service::service_fn;
 
@@ -38,8 +38,9 @@ fn main() -> anyhow::Result<()> {
         max_request_bytes: 8192,
         max_connections: 50_000,
         shutdown_grace: Duration::from_secs(1),
+        tls: None,
     };
-    let bound = Bound::bind(options, &[addr])?;
+    let bound = Bound::bind(options, &[addr], &[])?;
     eprintln!(
         "hello listening on {} ({})",
         bound.local_addrs()[0],
@@ -50,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     bound.serve(
         |_| {
             service_fn(|_| {
-                let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
+                let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(BODY))));
                 response.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
                     hyper::header::HeaderValue::from_static("text/plain"),

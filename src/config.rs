@@ -83,6 +83,21 @@ pub struct Config {
     pub log_level: String,
     /// Log line format: `human` or `json` (one JSON object per line).
     pub log_format: String,
+    /// Networks (CIDR) that may read /metrics, /stats and /stats.json.
+    pub stats_allow: Vec<String>,
+    /// Addresses that serve only /metrics, /stats and /stats.json; empty:
+    /// the tracker's listeners serve them too.
+    pub metrics_listen: Vec<SocketAddr>,
+    /// Answer a scrape without info_hash with every torrent.
+    pub full_scrape: bool,
+    /// Seconds between two full scrapes from one client address (0: no limit).
+    pub full_scrape_interval: u32,
+    /// Addresses to accept HTTPS on (needs tls_cert and tls_key).
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for the HTTPS listeners.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the HTTPS listeners.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -121,6 +136,13 @@ impl Default for Config {
             workers: None,
             log_level: "info".into(),
             log_format: "human".into(),
+            stats_allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            metrics_listen: Vec::new(),
+            full_scrape: false,
+            full_scrape_interval: 60,
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -288,6 +310,49 @@ const KEY_DOCS: &[(&str, &str, Option<&str>)] = &[
         Some("\"https://tracker.example/\""),
     ),
     (
+        "stats_allow",
+        "Networks (CIDR) whose clients may read /metrics (Prometheus), /stats.json\n\
+         and the /stats page; others get 403. Behind trusted_proxies, the client\n\
+         address is the one the proxy reports. [\"0.0.0.0/0\", \"::/0\"] opens them to all.",
+        None,
+    ),
+    (
+        "metrics_listen",
+        "Addresses that serve only /metrics, /stats and /stats.json (e.g. an\n\
+         internal interface). Empty: the tracker's own listeners serve them; set:\n\
+         only these do.",
+        Some("[\"127.0.0.1:9100\"]"),
+    ),
+    (
+        "full_scrape",
+        "Answer a scrape without info_hash with the counts of every torrent with\n\
+         peers (streamed, gzip-compressed when the client accepts gzip). Off: such\n\
+         a scrape gets a failure reason.",
+        None,
+    ),
+    (
+        "full_scrape_interval",
+        "Seconds a client address (an IPv6 client: its /64) must wait between two\n\
+         full scrapes; sooner ones get 429 and a failure reason. 0: no limit.",
+        None,
+    ),
+    (
+        "tls_listen",
+        "Addresses to accept HTTPS on, with tls_cert and tls_key. Both files are\n\
+         re-read on SIGHUP; new connections then get the new certificate.",
+        Some("[\"0.0.0.0:443\", \"[::]:443\"]"),
+    ),
+    (
+        "tls_cert",
+        "PEM file with the certificate chain for tls_listen, leaf first.",
+        Some("\"/etc/shoal/cert.pem\""),
+    ),
+    (
+        "tls_key",
+        "PEM file with the private key (PKCS#8, PKCS#1 or SEC1) for tls_listen.",
+        Some("\"/etc/shoal/key.pem\""),
+    ),
+    (
         "workers",
         "Worker threads of the reactor. Default: one per CPU core.",
         Some("2"),
@@ -423,7 +488,40 @@ impl Config {
                 "tracker_id must be 1 to 100 bytes"
             );
         }
+        self.stats_allow()?;
+        match (&self.tls_cert, &self.tls_key, self.tls_listen.is_empty()) {
+            (Some(_), Some(_), false) | (None, None, true) => {}
+            (_, _, false) => anyhow::bail!(
+                "tls_listen needs both tls_cert and tls_key (PEM files of the certificate chain \
+                 and its private key)"
+            ),
+            (_, _, true) => anyhow::bail!(
+                "tls_cert and tls_key are used only with tls_listen: give the HTTPS \
+                 addresses, e.g. --tls-listen 0.0.0.0:443"
+            ),
+        }
+        let mut seen = std::collections::HashSet::new();
+        for addr in self
+            .listen
+            .iter()
+            .chain(&self.tls_listen)
+            .chain(&self.metrics_listen)
+        {
+            anyhow::ensure!(
+                addr.port() == 0 || seen.insert(*addr),
+                "{addr} is given twice among listen, tls_listen and metrics_listen"
+            );
+        }
         Ok(())
+    }
+
+    /// The networks that may read the statistics.
+    pub fn stats_allow(&self) -> anyhow::Result<Vec<crate::http::client_addr::Cidr>> {
+        self.stats_allow
+            .iter()
+            .map(|net| net.parse())
+            .collect::<Result<_, String>>()
+            .map_err(|e| anyhow::anyhow!("stats_allow: {e}"))
     }
 
     /// The configuration as commented TOML that [`Config::from_file`] reads
@@ -476,6 +574,8 @@ impl Config {
         shoal --config shoal.toml               run with it\n  \
         shoal --list-reactors                   which socket runtimes can run here\n  \
         shoal --reactor per-core --workers 4    a single-threaded runtime per core\n  \
+        shoal --metrics-listen 127.0.0.1:9100   Prometheus /metrics and /stats there only\n  \
+        shoal --tls-listen [::]:443 --tls-cert c.pem --tls-key k.pem   HTTPS too\n  \
         SHOAL_INTERVAL=900 shoal                settings from the environment",
     next_line_help = false
 )]
@@ -640,6 +740,56 @@ pub struct Cli {
     /// Log line format: human or json. [default: human]
     #[arg(long, env = "SHOAL_LOG_FORMAT", value_name = "FORMAT", value_parser = ["human", "json"])]
     pub log_format: Option<String>,
+
+    /// Let clients in CIDR read /metrics, /stats and /stats.json; repeat, or
+    /// give the environment a comma list. [default: 127.0.0.0/8, ::1/128]
+    #[arg(
+        long,
+        env = "SHOAL_STATS_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub stats_allow: Vec<String>,
+
+    /// Serve /metrics, /stats and /stats.json only on ADDR (repeatable).
+    #[arg(
+        long,
+        env = "SHOAL_METRICS_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub metrics_listen: Vec<SocketAddr>,
+
+    /// Answer scrapes without info_hash with every torrent. [default: false]
+    #[arg(
+        long,
+        env = "SHOAL_FULL_SCRAPE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub full_scrape: Option<bool>,
+
+    /// Seconds between full scrapes from one address (0: no limit). [default: 60]
+    #[arg(long, env = "SHOAL_FULL_SCRAPE_INTERVAL", value_name = "SECS")]
+    pub full_scrape_interval: Option<u32>,
+
+    /// Accept HTTPS on ADDR (repeatable; needs --tls-cert and --tls-key).
+    #[arg(
+        long,
+        env = "SHOAL_TLS_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub tls_listen: Vec<SocketAddr>,
+
+    /// PEM certificate chain for --tls-listen (re-read on SIGHUP).
+    #[arg(long, env = "SHOAL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-listen (re-read on SIGHUP).
+    #[arg(long, env = "SHOAL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Cli {
@@ -680,8 +830,27 @@ impl Cli {
             announce_path,
             scrape_path,
             log_level,
-            log_format
+            log_format,
+            full_scrape,
+            full_scrape_interval
         );
+        for (given, key) in [
+            (self.metrics_listen, &mut config.metrics_listen),
+            (self.tls_listen, &mut config.tls_listen),
+        ] {
+            if !given.is_empty() {
+                *key = given;
+            }
+        }
+        if !self.stats_allow.is_empty() {
+            config.stats_allow = self.stats_allow;
+        }
+        if self.tls_cert.is_some() {
+            config.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            config.tls_key = self.tls_key;
+        }
         if !self.trusted_proxy.is_empty() {
             config.trusted_proxies = self.trusted_proxy;
         }
@@ -746,6 +915,8 @@ mod tests {
             access_list: Some("/tmp/list.txt".into()),
             passkeys: Some("/tmp/keys.txt".into()),
             root_redirect: Some("https://x/".into()),
+            tls_cert: Some("/tmp/cert.pem".into()),
+            tls_key: Some("/tmp/key.pem".into()),
             ..Config::default()
         };
         let table = toml::Table::try_from(&full).unwrap();

@@ -1,6 +1,7 @@
 //! Background chores on one plain thread, so they run under any reactor:
 //! ticking the coarse clock every second, sweeping expired peers a few times
-//! per TTL, and writing the state file every snapshot interval.
+//! per TTL, writing the state file every snapshot interval, and sampling
+//! the request totals for the stats page.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
+use crate::metrics::{self, Metrics};
 use crate::state;
 use crate::store::Store;
 
@@ -31,6 +33,7 @@ impl Housekeeping {
 pub(crate) fn start(
     store: Arc<Store>,
     clock: Clock,
+    metrics: Arc<Metrics>,
     peer_ttl: u32,
     snapshots: Option<(PathBuf, u64)>,
 ) -> std::io::Result<Housekeeping> {
@@ -41,13 +44,18 @@ pub(crate) fn start(
         .spawn(move || {
             let mut last_sweep = 0;
             let mut last_snapshot = 0;
+            metrics.sample();
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(Duration::from_secs(1))
             {
                 let now = clock.tick();
+                if u64::from(now) % metrics::SAMPLE_EVERY == 0 {
+                    metrics.sample();
+                }
                 if now - last_sweep >= sweep_every {
                     last_sweep = now;
                     let expired = store.expire(now);
+                    metrics.peers_expired(expired.peers);
                     if expired.peers > 0 {
                         tracing::debug!(
                             peers = expired.peers,
@@ -63,13 +71,20 @@ pub(crate) fn start(
                     let started = Instant::now();
                     let counts = store.downloads();
                     match state::save(path, &counts) {
-                        Ok(()) => tracing::debug!(
-                            torrents = counts.len(),
-                            took_ms = started.elapsed().as_millis() as u64,
-                            "state snapshot written"
-                        ),
+                        Ok(()) => {
+                            let took = started.elapsed();
+                            metrics.snapshot_written(took);
+                            tracing::debug!(
+                                torrents = counts.len(),
+                                took_ms = took.as_millis() as u64,
+                                "state snapshot written"
+                            );
+                        }
                         // Keep serving; the next snapshot tries again.
-                        Err(error) => tracing::error!("{error}"),
+                        Err(error) => {
+                            metrics.snapshot_failed();
+                            tracing::error!("{error}");
+                        }
                     }
                 }
             }

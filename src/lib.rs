@@ -11,6 +11,7 @@
 //! - [`protocol`]: pure parsing and bencoding.
 //! - [`store`]: the sharded swarm store; knows nothing of HTTP.
 //! - [`state`]: the state file that keeps snatch counts across restarts.
+//! - [`metrics`]: the tracker's counters and their Prometheus rendering.
 //! - [`config`], [`clock`], [`shutdown`]: what every part shares.
 //!
 //! [`run`] wires them together; `main.rs` only parses the command line.
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod config;
 mod housekeeping;
 pub mod http;
+pub mod metrics;
 pub mod passkeys;
 pub mod protocol;
 pub mod reactor;
@@ -35,12 +37,14 @@ use anyhow::Context;
 use clock::Clock;
 use config::Config;
 use http::{HttpConfig, Tracker, TrackerService};
+use metrics::{BuildInfo, Metrics};
 use protocol::AnnounceOptions;
 use shutdown::{Reload, Shutdown};
 use store::{Store, StoreConfig};
 
 /// Runs the tracker until `shutdown` triggers; `reload` (SIGHUP) re-reads
-/// the access list. Blocks the calling thread.
+/// the access list, the passkeys and the TLS certificate. Blocks the
+/// calling thread.
 pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result<()> {
     config.validate()?;
     let clock = Clock::new();
@@ -79,6 +83,52 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             Err(error) => tracing::error!("{error:#}; the previous list stays in force"),
         });
     }
+    // Bind first: a port in use should stop the start before anything else.
+    let kind = config
+        .reactor_choice()?
+        .resolve()
+        .map_err(anyhow::Error::msg)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) if !config.tls_listen.is_empty() => {
+            let tls = Arc::new(reactor::TlsConfig::load(cert, key)?);
+            let reloaded = tls.clone();
+            reload.subscribe(move || match reloaded.reload() {
+                Ok(()) => tracing::info!(
+                    "TLS certificate reloaded from {}",
+                    reloaded.cert_path().display()
+                ),
+                Err(error) => tracing::error!("{error}; the previous certificate stays in force"),
+            });
+            Some(tls)
+        }
+        _ => None,
+    };
+    let options = reactor::Options {
+        kind,
+        workers: config.effective_workers(),
+        request_timeout: Duration::from_secs(config.header_timeout),
+        idle_timeout: Duration::from_secs(config.idle_timeout),
+        max_request_bytes: config.max_request_bytes,
+        max_connections: config.max_connections,
+        shutdown_grace: Duration::from_secs(5),
+        tls,
+    };
+    let plain: Vec<_> = config
+        .listen
+        .iter()
+        .chain(&config.metrics_listen)
+        .copied()
+        .collect();
+    let bound = reactor::Bound::bind(options, &plain, &config.tls_listen)?;
+    let (tracker_addrs, admin_addrs) = bound.local_addrs().split_at(config.listen.len());
+    let described = bound.options().describe();
+    let metrics = Arc::new(Metrics::new(BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        reactor: kind.name(),
+        reactor_detail: described.clone(),
+        workers: bound.options().workers,
+    }));
+
     let mut tracker = Tracker::new(
         store.clone(),
         clock.clone(),
@@ -97,7 +147,23 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             scrape_path: config.scrape_path.clone(),
             root_redirect: config.root_redirect.clone(),
         },
+        metrics.clone(),
+    )
+    .with_admin(
+        http::admin::Admin::new(
+            metrics.clone(),
+            store.clone(),
+            bound.connections(),
+            config.stats_allow()?,
+            config.full_scrape,
+        ),
+        admin_addrs.to_vec(),
     );
+    if config.full_scrape {
+        tracker = tracker.with_full_scrape(http::full_scrape::RateLimit::new(
+            config.full_scrape_interval,
+        ));
+    }
     if let Some(list) = access {
         tracker = tracker.with_access_list(list);
     }
@@ -117,36 +183,35 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         tracker = tracker.with_passkeys(keys);
     }
     let tracker = Arc::new(tracker);
-    let kind = config
-        .reactor_choice()?
-        .resolve()
-        .map_err(anyhow::Error::msg)?;
-    let options = reactor::Options {
-        kind,
-        workers: config.effective_workers(),
-        request_timeout: Duration::from_secs(config.header_timeout),
-        idle_timeout: Duration::from_secs(config.idle_timeout),
-        max_request_bytes: config.max_request_bytes,
-        max_connections: config.max_connections,
-        shutdown_grace: Duration::from_secs(5),
-    };
-    let bound = reactor::Bound::bind(options, &config.listen)?;
-    let described = bound.options().describe();
-    for addr in bound.local_addrs() {
+    for addr in tracker_addrs {
         tracing::info!(
             "listening on http://{addr}{} (reactor: {described})",
             config.announce_path
         );
+    }
+    for addr in bound.tls_addrs() {
+        tracing::info!(
+            "listening on https://{addr}{} (reactor: {described})",
+            config.announce_path
+        );
+    }
+    for addr in admin_addrs {
+        tracing::info!("metrics on http://{addr}/metrics, stats on http://{addr}/stats");
     }
 
     let snapshots = config
         .state_file
         .clone()
         .map(|path| (path, config.snapshot_interval));
-    let housekeeping =
-        housekeeping::start(store.clone(), clock, config.effective_peer_ttl(), snapshots)?;
+    let housekeeping = housekeeping::start(
+        store.clone(),
+        clock,
+        metrics,
+        config.effective_peer_ttl(),
+        snapshots,
+    )?;
     let served = bound.serve(
-        move |conn| TrackerService::new(tracker.clone(), conn.remote),
+        move |conn| TrackerService::new(tracker.clone(), conn),
         shutdown,
     );
     housekeeping.stop();

@@ -1,15 +1,19 @@
 //! The HTTP face of the tracker: a hyper service that routes requests.
 //!
-//! [`Tracker`] turns one request (method, target, client address) into a
-//! response: it routes `/announce` and `/scrape`, calls the [`protocol`]
-//! parsers, asks the [`Store`], encodes the answer and sets the headers.
-//! [`TrackerService`] wraps it as a per-connection hyper service that any
+//! [`Tracker`] turns one request (method, target, headers, client address)
+//! into a response: it routes `/announce` and `/scrape`, calls the
+//! [`protocol`] parsers, asks the [`Store`], encodes the answer, sets the
+//! headers and counts the outcome in [`Metrics`]. The operator routes
+//! (`/metrics`, `/stats`) are in [`admin`], full scrape in [`full_scrape`].
+//! [`TrackerService`] wraps it all as a per-connection hyper service that any
 //! reactor can drive. This layer knows nothing of how peers are stored or of
 //! which runtime runs it.
 //!
 //! [`protocol`]: crate::protocol
 
+pub mod admin;
 pub mod client_addr;
+pub mod full_scrape;
 mod routes;
 
 use std::cell::RefCell;
@@ -17,21 +21,35 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 
 use crate::access::AccessList;
 use crate::clock::Clock;
+use crate::metrics::{Failure, Family, Metrics};
 use crate::passkeys::Passkeys;
 use crate::protocol::{AnnounceOptions, PeerSet, encode_failure};
+use crate::reactor::{ConnectionInfo, ResponseBody};
 use crate::store::Store;
+use admin::{Admin, AdminRoute};
 
 /// The response type every route produces.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub type HttpResponse = Response<ResponseBody>;
+
+/// What routing needs of a request besides the client's address.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'r> {
+    pub method: &'r Method,
+    pub path: &'r str,
+    /// The raw query string, without `?`.
+    pub query: &'r [u8],
+    pub headers: &'r HeaderMap,
+}
 
 /// What the HTTP layer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -55,13 +73,30 @@ pub struct HttpConfig {
     pub root_redirect: Option<String>,
 }
 
-/// The shared request handler: store, clock and settings.
+/// The shared request handler: store, clock, settings and counters.
 pub struct Tracker {
     store: Arc<Store>,
     clock: Clock,
     config: HttpConfig,
+    metrics: Arc<Metrics>,
     access: Option<Arc<AccessList>>,
     passkeys: Option<Arc<Passkeys>>,
+    admin: Option<Admin>,
+    /// Listeners that serve only the operator routes; empty: every listener
+    /// serves everything.
+    admin_listeners: Vec<SocketAddr>,
+    full_scrape: Option<full_scrape::RateLimit>,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Tracker and operator routes.
+    All,
+    /// Only the operator routes (a `metrics_listen` listener).
+    Admin,
+    /// Only the tracker routes (the others, when `metrics_listen` is set).
+    Tracker,
 }
 
 thread_local! {
@@ -70,14 +105,48 @@ thread_local! {
 }
 
 impl Tracker {
-    pub fn new(store: Arc<Store>, clock: Clock, config: HttpConfig) -> Self {
+    pub fn new(store: Arc<Store>, clock: Clock, config: HttpConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             clock,
             config,
+            metrics,
             access: None,
             passkeys: None,
+            admin: None,
+            admin_listeners: Vec::new(),
+            full_scrape: None,
         }
+    }
+
+    /// Serves `/metrics`, `/stats.json` and `/stats` (to the networks
+    /// `admin` allows); with `listeners`, only on those and nowhere else.
+    pub fn with_admin(mut self, admin: Admin, listeners: Vec<SocketAddr>) -> Self {
+        self.admin = Some(admin);
+        self.admin_listeners = listeners;
+        self
+    }
+
+    /// Answers scrapes without `info_hash` with every torrent, one per
+    /// client address per `limit`'s interval.
+    pub fn with_full_scrape(mut self, limit: full_scrape::RateLimit) -> Self {
+        self.full_scrape = Some(limit);
+        self
+    }
+
+    /// The routes a connection accepted on `local` may use.
+    pub fn surface(&self, local: SocketAddr) -> Surface {
+        if self.admin_listeners.is_empty() {
+            Surface::All
+        } else if self.admin_listeners.contains(&local) {
+            Surface::Admin
+        } else {
+            Surface::Tracker
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Serves only the torrents `list` allows.
@@ -98,51 +167,153 @@ impl Tracker {
     }
 
     /// Answers one request from `client` (a canonical address: an IPv4-mapped
-    /// IPv6 address must already be folded to IPv4).
-    pub fn handle(
-        &self,
-        method: &Method,
-        path: &str,
-        query: &[u8],
-        client: IpAddr,
-    ) -> HttpResponse {
-        let (route, passkey) = match self.route(path) {
-            Routing::To(route, passkey) => (route, passkey),
-            Routing::Answer(response) => return response,
-        };
-        if method != Method::GET && method != Method::HEAD {
-            let mut response = failure(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: use GET",
+    /// IPv6 address must already be folded to IPv4) that came in on a
+    /// listener serving `surface`.
+    pub fn handle(&self, head: Head<'_>, client: IpAddr, surface: Surface) -> HttpResponse {
+        if surface != Surface::Tracker
+            && let (Some(admin), Some(route)) = (&self.admin, AdminRoute::of(head.path))
+        {
+            return self
+                .only_get(head.method)
+                .unwrap_or_else(|| admin.handle(route, client));
+        }
+        if surface == Surface::Admin {
+            self.metrics.failure(Failure::NotFound);
+            return failure(
+                StatusCode::NOT_FOUND,
+                "not found: this listener serves /metrics, /stats and /stats.json",
             );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        let (route, passkey) = match self.route(head.path) {
+            Routing::To(route, passkey) => (route, passkey),
+            Routing::Answer(response, refusal) => {
+                if let Some(refusal) = refusal {
+                    self.metrics.failure(refusal);
+                }
+                return response;
+            }
+        };
+        if let Some(response) = self.only_get(head.method) {
             return response;
         }
+        let family = Family::of(client);
         if let (Some(keys), Some(key)) = (&self.passkeys, passkey)
             && let Err(refused) = keys.check(key.as_bytes())
         {
+            self.metrics
+                .request(route.into(), family, Some(Failure::BadPasskey));
             return failure(StatusCode::OK, &refused.to_string());
         }
-        let body = match route {
-            Route::Announce => PEERS.with_borrow_mut(|peers| self.announce(query, client, peers)),
-            Route::Scrape => self.scrape(query),
+        let answer = match route {
+            Route::Announce => {
+                PEERS.with_borrow_mut(|peers| self.announce(head.query, client, peers))
+            }
+            Route::Scrape => match self.scrape(head.query) {
+                Err(crate::protocol::Error::FullScrapeDisabled) if self.full_scrape.is_some() => {
+                    return self.full_scrape(client, head.headers);
+                }
+                answer => answer.map_err(|error| refusal(&error)),
+            },
         };
-        ok(body)
+        self.metrics
+            .request(route.into(), family, answer.as_ref().err().map(|f| f.0));
+        ok(answer.unwrap_or_else(|f| f.1))
+    }
+
+    /// 405 for anything but GET and HEAD.
+    fn only_get(&self, method: &Method) -> Option<HttpResponse> {
+        if method == Method::GET || method == Method::HEAD {
+            return None;
+        }
+        self.metrics.failure(Failure::MethodNotAllowed);
+        let mut response = failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use GET",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        Some(response)
+    }
+
+    /// A scrape without `info_hash`, when enabled: every torrent, streamed,
+    /// gzip-compressed if the client takes it, rate-limited per address.
+    fn full_scrape(&self, client: IpAddr, headers: &HeaderMap) -> HttpResponse {
+        use crate::metrics::Request as Kind;
+        let family = Family::of(client);
+        let Some(limit) = &self.full_scrape else {
+            return failure(StatusCode::OK, "full scrape is disabled");
+        };
+        if let Err(wait) = limit.admit(client, self.clock.now()) {
+            self.metrics
+                .request(Kind::FullScrape, family, Some(Failure::FullScrapeLimited));
+            let reason = format!(
+                "full scrape rate limit: one per {} seconds per address; try again in {wait} seconds",
+                limit.interval()
+            );
+            let mut response = failure(StatusCode::TOO_MANY_REQUESTS, &reason);
+            if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        self.metrics.request(Kind::FullScrape, family, None);
+        let gzip = full_scrape::accepts_gzip(headers);
+        let body = full_scrape::FullScrapeBody::new(self.store.clone(), gzip);
+        let mut response = Response::new(Either::Right(body.boxed_unsync()));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        if gzip {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        response
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Route {
     Announce,
     Scrape,
 }
 
+impl From<Route> for crate::metrics::Request {
+    fn from(route: Route) -> Self {
+        match route {
+            Route::Announce => crate::metrics::Request::Announce,
+            Route::Scrape => crate::metrics::Request::Scrape,
+        }
+    }
+}
+
+/// A refused tracker request: the metric label and the bencoded reason.
+pub(crate) struct Refused(Failure, Vec<u8>);
+
+/// The refusal for a protocol error.
+fn refusal(error: &crate::protocol::Error) -> Refused {
+    use crate::protocol::Error as E;
+    let kind = match error {
+        E::Missing(_) => Failure::MissingParameter,
+        E::Duplicate(_) => Failure::DuplicateParameter,
+        E::BadEscape(_) => Failure::BadEscape,
+        E::WrongLength(_) => Failure::WrongLength,
+        E::NotANumber(_) => Failure::NotANumber,
+        E::BadPort => Failure::BadPort,
+        E::BadEvent => Failure::BadEvent,
+        E::BadCompact => Failure::BadCompact,
+        E::TooLong(..) => Failure::TooLong,
+        E::BadIp(_) => Failure::BadIp,
+        E::TooManyParameters(_) => Failure::TooManyParameters,
+        E::FullScrapeDisabled => Failure::FullScrapeDisabled,
+    };
+    Refused(kind, encode_failure(&error.to_string()))
+}
+
 /// Where a path leads: a route (with the passkey in it, in private mode), or
-/// straight to an answer.
+/// straight to an answer (and the refusal to count, if it is one).
 enum Routing<'p> {
     To(Route, Option<&'p str>),
-    Answer(HttpResponse),
+    Answer(HttpResponse, Option<Failure>),
 }
 
 impl Tracker {
@@ -157,7 +328,7 @@ impl Tracker {
         {
             let mut response = with_status(StatusCode::FOUND, Vec::new());
             response.headers_mut().insert(header::LOCATION, location);
-            return Routing::Answer(response);
+            return Routing::Answer(response, None);
         }
         let not_found = || {
             let (announce, scrape) = (&config.announce_path, &config.scrape_path);
@@ -168,26 +339,32 @@ impl Tracker {
             } else {
                 format!("not found: this tracker answers {announce} and {scrape}")
             };
-            failure(StatusCode::NOT_FOUND, &reason)
+            Routing::Answer(
+                failure(StatusCode::NOT_FOUND, &reason),
+                Some(Failure::NotFound),
+            )
         };
         let (route, rest) = if let Some(rest) = path.strip_prefix(config.announce_path.as_str()) {
             (Route::Announce, rest)
         } else if let Some(rest) = path.strip_prefix(config.scrape_path.as_str()) {
             (Route::Scrape, rest)
         } else {
-            return Routing::Answer(not_found());
+            return not_found();
         };
         match (&self.passkeys, rest) {
             (None, "") => Routing::To(route, None),
-            (Some(_), "") => Routing::Answer(failure(
-                StatusCode::OK,
-                "this tracker is private: use the announce URL with your passkey",
-            )),
+            (Some(_), "") => Routing::Answer(
+                failure(
+                    StatusCode::OK,
+                    "this tracker is private: use the announce URL with your passkey",
+                ),
+                Some(Failure::NoPasskey),
+            ),
             (Some(_), rest) => match rest.strip_prefix('/') {
                 Some(key) if !key.is_empty() => Routing::To(route, Some(key)),
-                _ => Routing::Answer(not_found()),
+                _ => not_found(),
             },
-            (None, _) => Routing::Answer(not_found()),
+            (None, _) => not_found(),
         }
     }
 }
@@ -203,7 +380,7 @@ fn failure(status: StatusCode, reason: &str) -> HttpResponse {
 }
 
 fn with_status(status: StatusCode, body: Vec<u8>) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -217,19 +394,22 @@ pub fn canonical(addr: SocketAddr) -> IpAddr {
     addr.ip().to_canonical()
 }
 
-/// One connection's service: the shared [`Tracker`] plus who is on the
-/// other end.
+/// One connection's service: the shared [`Tracker`], who is on the other
+/// end, and which routes its listener serves.
 #[derive(Clone)]
 pub struct TrackerService {
     tracker: Arc<Tracker>,
     client: IpAddr,
+    surface: Surface,
 }
 
 impl TrackerService {
-    pub fn new(tracker: Arc<Tracker>, remote: SocketAddr) -> Self {
+    pub fn new(tracker: Arc<Tracker>, connection: ConnectionInfo) -> Self {
+        let surface = tracker.surface(connection.local);
         Self {
             tracker,
-            client: canonical(remote),
+            client: canonical(connection.remote),
+            surface,
         }
     }
 }
@@ -240,20 +420,27 @@ impl hyper::service::Service<Request<Incoming>> for TrackerService {
     type Future = Ready<Result<HttpResponse, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let client = match &self.tracker.config.proxy {
+        let started = Instant::now();
+        let tracker = &self.tracker;
+        let client = match &tracker.config.proxy {
             None => self.client,
             Some(proxy) => match proxy.client(self.client, request.headers()) {
                 Ok(client) => client,
-                Err(reason) => return ready(Ok(failure(StatusCode::OK, &reason))),
+                Err(reason) => {
+                    tracker.metrics.failure(Failure::ProxyHeader);
+                    return ready(Ok(failure(StatusCode::OK, &reason)));
+                }
             },
         };
         let uri = request.uri();
-        let query = uri.query().unwrap_or("").as_bytes();
-        ready(Ok(self.tracker.handle(
-            request.method(),
-            uri.path(),
-            query,
-            client,
-        )))
+        let head = Head {
+            method: request.method(),
+            path: uri.path(),
+            query: uri.query().unwrap_or("").as_bytes(),
+            headers: request.headers(),
+        };
+        let response = tracker.handle(head, client, self.surface);
+        tracker.metrics.latency(started.elapsed());
+        ready(Ok(response))
     }
 }

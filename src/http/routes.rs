@@ -2,33 +2,48 @@
 
 use std::net::IpAddr;
 
-use super::Tracker;
+use super::{Refused, Tracker, refusal};
+use crate::metrics::Failure;
+use crate::protocol::{
+    AnnounceRequest, AnnounceResponse, Error, PeerSet, ScrapeRequest, ScrapeResponse,
+    encode_failure,
+};
+use crate::store::Refusal;
 
 /// The failure reason for a torrent the access list refuses.
 pub(super) const NOT_ALLOWED: &str = "torrent not allowed on this tracker";
-use crate::protocol::{
-    AnnounceRequest, AnnounceResponse, PeerSet, ScrapeRequest, ScrapeResponse, encode_failure,
-};
 
 impl Tracker {
-    /// `GET /announce`: the response body, a failure reason included.
-    pub(super) fn announce(&self, query: &[u8], client: IpAddr, peers: &mut PeerSet) -> Vec<u8> {
-        let request = match AnnounceRequest::parse(query, &self.config.announce) {
-            Ok(request) => request,
-            Err(error) => return encode_failure(&error.to_string()),
-        };
+    /// `GET /announce`: the response body, or the refusal.
+    pub(super) fn announce(
+        &self,
+        query: &[u8],
+        client: IpAddr,
+        peers: &mut PeerSet,
+    ) -> Result<Vec<u8>, Refused> {
+        let request = AnnounceRequest::parse(query, &self.config.announce)
+            .map_err(|error| refusal(&error))?;
         let peer_ip = request
             .claimed_ip(client.is_ipv6())
             .map_or(client, |ip| ip.to_canonical());
         peers.clear();
         if !self.allowed(&request.info_hash) {
-            return encode_failure(NOT_ALLOWED);
+            return Err(Refused(
+                Failure::TorrentNotAllowed,
+                encode_failure(NOT_ALLOWED),
+            ));
         }
         let now = self.clock.now();
-        let counts = match self.store.announce(&request, peer_ip, now, peers) {
-            Ok(counts) => counts,
-            Err(refusal) => return encode_failure(&refusal.to_string()),
-        };
+        let counts = self
+            .store
+            .announce(&request, peer_ip, now, peers)
+            .map_err(|refused| {
+                let kind = match refused {
+                    Refusal::TrackerFull => Failure::TrackerFull,
+                    Refusal::SwarmFull => Failure::SwarmFull,
+                };
+                Refused(kind, encode_failure(&refused.to_string()))
+            })?;
         let mut body = Vec::new();
         AnnounceResponse {
             interval: self.jittered_interval(),
@@ -44,7 +59,7 @@ impl Tracker {
             warning: None,
         }
         .encode(&mut body);
-        body
+        Ok(body)
     }
 
     /// The configured interval plus up to 5% random jitter, so that clients
@@ -54,12 +69,10 @@ impl Tracker {
         interval.saturating_add(fastrand::u32(0..=interval / 20))
     }
 
-    /// `GET /scrape` (BEP 48).
-    pub(super) fn scrape(&self, query: &[u8]) -> Vec<u8> {
-        let request = match ScrapeRequest::parse(query, self.config.max_scrape_hashes) {
-            Ok(request) => request,
-            Err(error) => return encode_failure(&error.to_string()),
-        };
+    /// `GET /scrape` (BEP 48): the response body, or why the query is
+    /// refused (no `info_hash` at all is a full scrape, the caller's call).
+    pub(super) fn scrape(&self, query: &[u8]) -> Result<Vec<u8>, Error> {
+        let request = ScrapeRequest::parse(query, self.config.max_scrape_hashes)?;
         let mut files = Vec::with_capacity(request.info_hashes.len());
         self.store.scrape(&request.info_hashes, &mut files);
         // A torrent the access list refuses looks unknown.
@@ -80,6 +93,6 @@ impl Tracker {
             warning: warning.as_deref(),
         }
         .encode(&mut body);
-        body
+        Ok(body)
     }
 }

@@ -70,16 +70,9 @@ impl ScrapeResponse<'_> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         debug_assert!(self.files.windows(2).all(|w| w[0].0 < w[1].0));
         out.reserve(24 + self.files.len() * 80);
-        dict_start(out);
-        bytes(out, b"files");
-        dict_start(out);
+        out.extend_from_slice(FILES_OPEN);
         for (hash, counts) in self.files {
-            bytes(out, &hash.0);
-            dict_start(out);
-            key_int(out, b"complete", u64::from(counts.complete));
-            key_int(out, b"downloaded", counts.downloaded);
-            key_int(out, b"incomplete", u64::from(counts.incomplete));
-            end(out);
+            encode_file(out, hash, counts);
         }
         end(out);
         if let Some(warning) = self.warning {
@@ -87,6 +80,24 @@ impl ScrapeResponse<'_> {
         }
         end(out);
     }
+}
+
+/// A scrape response up to its first file: a full scrape, streamed, is
+/// `FILES_OPEN`, then [`encode_file`] for each torrent in hash order, then
+/// [`FILES_CLOSE`], byte for byte what [`ScrapeResponse::encode`] writes for
+/// the same files.
+pub const FILES_OPEN: &[u8] = b"d5:filesd";
+/// The end of the `files` dictionary and of the response.
+pub const FILES_CLOSE: &[u8] = b"ee";
+
+/// One `files` entry: the hash, then its counts.
+pub fn encode_file(out: &mut Vec<u8>, hash: &InfoHash, counts: &SwarmCounts) {
+    bytes(out, &hash.0);
+    dict_start(out);
+    key_int(out, b"complete", u64::from(counts.complete));
+    key_int(out, b"downloaded", counts.downloaded);
+    key_int(out, b"incomplete", u64::from(counts.incomplete));
+    end(out);
 }
 
 #[cfg(test)]

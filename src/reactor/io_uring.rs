@@ -7,7 +7,6 @@
 //! monoio-compat's buffered stream adaptor and sleeps on monoio's timer.
 
 use std::io;
-use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,9 +16,10 @@ use monoio::net::TcpListener;
 use monoio_compat::TcpStreamCompat;
 use monoio_compat::hyper::MonoioTimer;
 
-use super::connection::{self, OpenConnections};
+use super::connection::{self, Connections};
 use super::deadline::Limits;
-use super::{ConnectionInfo, ConnectionService, Options};
+use super::tls::TlsConfig;
+use super::{ConnectionInfo, ConnectionService, Listener, Options};
 use crate::shutdown::Shutdown;
 
 /// Ring entries per worker.
@@ -50,7 +50,8 @@ pub(super) fn availability() -> Result<(), String> {
 
 pub(super) fn serve<M, S>(
     options: &Options,
-    groups: Vec<Vec<StdListener>>,
+    groups: Vec<Vec<Listener>>,
+    open: Connections,
     make_service: M,
     shutdown: Shutdown,
 ) -> io::Result<()>
@@ -60,7 +61,6 @@ where
 {
     availability().map_err(io::Error::other)?;
     let make_service = Arc::new(make_service);
-    let open = OpenConnections::default();
     let mut workers = Vec::with_capacity(groups.len());
     for (index, listeners) in groups.into_iter().enumerate() {
         let (make_service, open, shutdown, options) = (
@@ -84,10 +84,10 @@ where
 }
 
 async fn worker<M, S>(
-    listeners: Vec<StdListener>,
+    listeners: Vec<Listener>,
     options: Options,
     make_service: Arc<M>,
-    open: OpenConnections,
+    open: Connections,
     shutdown: Shutdown,
 ) -> io::Result<()>
 where
@@ -102,11 +102,11 @@ where
     let mut accept_loops = Vec::new();
     for listener in listeners {
         accept_loops.push(monoio::spawn(accept_loop(
-            TcpListener::from_std(listener)?,
+            TcpListener::from_std(listener.socket)?,
+            listener.tls.then(|| options.tls.clone()).flatten(),
             builder.clone(),
             make_service.clone(),
             open.clone(),
-            options.max_connections,
             options.limits(),
             shutdown.clone(),
         )));
@@ -123,10 +123,10 @@ where
 
 async fn accept_loop<M, S>(
     listener: TcpListener,
+    tls: Option<Arc<TlsConfig>>,
     builder: std::rc::Rc<http1::Builder>,
     make_service: Arc<M>,
-    open: OpenConnections,
-    max_connections: usize,
+    open: Connections,
     limits: Limits,
     shutdown: Shutdown,
 ) where
@@ -153,19 +153,22 @@ async fn accept_loop<M, S>(
         if super::SET_NODELAY_ON_ACCEPT {
             let _ = stream.set_nodelay(true);
         }
-        if open.count() >= max_connections {
-            // Over the cap: close at once; open connections are untouched.
+        let Some(guard) = open.admit() else {
             tracing::debug!(%remote, "connection refused: max_connections reached");
-            drop(stream);
             continue;
-        }
-        let service = make_service(ConnectionInfo { remote, local });
-        let guard = open.open();
+        };
+        let service = make_service(ConnectionInfo {
+            remote,
+            local,
+            tls: tls.is_some(),
+        });
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         monoio::spawn(async move {
             let stream = TcpStreamCompat::new(stream);
-            connection::serve(&builder, stream, service, &shutdown, limits, &MonoioTimer).await;
+            let (tls, timer) = (tls.as_deref(), &MonoioTimer);
+            connection::serve(&builder, stream, tls, service, &shutdown, limits, timer).await;
             drop(guard);
         });
     }

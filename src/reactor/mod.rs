@@ -13,23 +13,32 @@
 //!   with its own `SO_REUSEPORT` listener: a connection lives on one thread.
 //! - [`Kind::IoUring`]: monoio on Linux io_uring, one thread per worker, also
 //!   with `SO_REUSEPORT` listeners.
+//!
+//! Any listener can be HTTPS ([`TlsConfig`]); the handshake runs on the same
+//! reactor before hyper sees the connection.
 
 mod connection;
 mod deadline;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 mod io_uring;
 mod per_core;
+mod tls;
 mod tokio_rt;
+
+pub use connection::Connections;
+pub use tls::{TlsConfig, TlsError};
 
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -231,6 +240,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Open connections get this long to finish after shutdown starts.
     pub shutdown_grace: Duration,
+    /// Certificate for the HTTPS listeners, if any.
+    pub tls: Option<Arc<TlsConfig>>,
 }
 
 impl Options {
@@ -258,13 +269,19 @@ impl Options {
 pub struct ConnectionInfo {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// Whether the connection came in on an HTTPS listener.
+    pub tls: bool,
 }
+
+/// A response body: all in one piece (every tracker response), or streamed
+/// in chunks the service produces as the connection drains them.
+pub type ResponseBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
 
 /// A per-connection HTTP service a reactor can drive.
 pub trait ConnectionService:
     hyper::service::Service<
         Request<Incoming>,
-        Response = Response<Full<Bytes>>,
+        Response = Response<ResponseBody>,
         Error = Infallible,
         Future: Send + 'static,
     > + Send
@@ -275,7 +292,7 @@ pub trait ConnectionService:
 impl<S> ConnectionService for S where
     S: hyper::service::Service<
             Request<Incoming>,
-            Response = Response<Full<Bytes>>,
+            Response = Response<ResponseBody>,
             Error = Infallible,
             Future: Send + 'static,
         > + Send
@@ -283,47 +300,75 @@ impl<S> ConnectionService for S where
 {
 }
 
+/// One listening socket and whether it speaks TLS.
+pub(crate) struct Listener {
+    pub socket: TcpListener,
+    pub tls: bool,
+}
+
 /// Listening sockets, bound and ready to serve.
 pub struct Bound {
     options: Options,
     /// One group per thread that accepts: a single group shared by the tokio
     /// reactor's workers, or one group per worker with `SO_REUSEPORT`.
-    groups: Vec<Vec<TcpListener>>,
+    groups: Vec<Vec<Listener>>,
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    connections: Connections,
 }
 
 impl Bound {
-    /// Binds every address (once per worker for the thread-per-core
-    /// reactors). An address with port 0 gets the same ephemeral port on
-    /// every worker.
-    pub fn bind(options: Options, addrs: &[SocketAddr]) -> Result<Self, BindError> {
+    /// Binds every address, plain HTTP on `addrs` and HTTPS on `tls_addrs`
+    /// (once per worker for the thread-per-core reactors). An address with
+    /// port 0 gets the same ephemeral port on every worker.
+    pub fn bind(
+        options: Options,
+        addrs: &[SocketAddr],
+        tls_addrs: &[SocketAddr],
+    ) -> Result<Self, BindError> {
         let shared_nothing = matches!(options.kind, Kind::PerCore | Kind::IoUring);
         let copies = if shared_nothing { options.workers } else { 1 };
-        let mut groups: Vec<Vec<TcpListener>> = (0..copies).map(|_| Vec::new()).collect();
-        let mut bound_addrs = Vec::with_capacity(addrs.len());
-        for &addr in addrs {
-            let mut target = addr;
-            for group in &mut groups {
-                let listener =
-                    bind(target, shared_nothing).map_err(|source| BindError { addr, source })?;
-                // Later copies take the port the first one got.
-                target = listener
-                    .local_addr()
-                    .map_err(|source| BindError { addr, source })?;
-                group.push(listener);
+        let mut groups: Vec<Vec<Listener>> = (0..copies).map(|_| Vec::new()).collect();
+        let mut bound = [Vec::new(), Vec::new()];
+        for (tls, addrs) in [(false, addrs), (true, tls_addrs)] {
+            for &addr in addrs {
+                let mut target = addr;
+                for group in &mut groups {
+                    let socket = bind(target, shared_nothing)
+                        .map_err(|source| BindError { addr, source })?;
+                    // Later copies take the port the first one got.
+                    target = socket
+                        .local_addr()
+                        .map_err(|source| BindError { addr, source })?;
+                    group.push(Listener { socket, tls });
+                }
+                bound[usize::from(tls)].push(target);
             }
-            bound_addrs.push(target);
         }
+        let [addrs, tls_addrs] = bound;
+        let connections = Connections::new(options.max_connections);
         Ok(Self {
             options,
             groups,
-            addrs: bound_addrs,
+            addrs,
+            tls_addrs,
+            connections,
         })
     }
 
-    /// The addresses actually bound (ephemeral ports resolved).
+    /// The plain HTTP addresses actually bound (ephemeral ports resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The HTTPS addresses actually bound.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// The reactor's connection counts, live while it serves.
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
     }
 
     pub fn options(&self) -> &Options {
@@ -338,13 +383,20 @@ impl Bound {
         S: ConnectionService,
     {
         let Bound {
-            options, groups, ..
+            options,
+            groups,
+            connections,
+            ..
         } = self;
+        if options.tls.is_none() && groups.iter().flatten().any(|l| l.tls) {
+            return Err(io::Error::other("HTTPS listeners need a TLS certificate"));
+        }
+        let open = connections;
         match options.kind {
-            Kind::Tokio => tokio_rt::serve(&options, groups, make_service, shutdown),
-            Kind::PerCore => per_core::serve(&options, groups, make_service, shutdown),
+            Kind::Tokio => tokio_rt::serve(&options, groups, open, make_service, shutdown),
+            Kind::PerCore => per_core::serve(&options, groups, open, make_service, shutdown),
             #[cfg(all(target_os = "linux", feature = "io-uring"))]
-            Kind::IoUring => io_uring::serve(&options, groups, make_service, shutdown),
+            Kind::IoUring => io_uring::serve(&options, groups, open, make_service, shutdown),
             #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
             Kind::IoUring => Err(io::Error::other(
                 io_uring_availability().err().unwrap_or_default(),

@@ -6,20 +6,20 @@
 //! stealing and no cross-thread wake-ups. Only the store is shared.
 
 use std::io;
-use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::thread;
 
 use tokio::net::TcpListener;
 
-use super::connection::OpenConnections;
+use super::connection::Connections;
 use super::tokio_rt::{accept_loop, drain, http1_builder};
-use super::{ConnectionInfo, ConnectionService, Options};
+use super::{ConnectionInfo, ConnectionService, Listener, Options};
 use crate::shutdown::Shutdown;
 
 pub(super) fn serve<M, S>(
     options: &Options,
-    groups: Vec<Vec<StdListener>>,
+    groups: Vec<Vec<Listener>>,
+    open: Connections,
     make_service: M,
     shutdown: Shutdown,
 ) -> io::Result<()>
@@ -29,8 +29,6 @@ where
 {
     let builder = Arc::new(http1_builder(options));
     let make_service = Arc::new(make_service);
-    let open = OpenConnections::default();
-    let max_connections = options.max_connections;
     let limits = options.limits();
     let grace = options.shutdown_grace;
     let mut workers = Vec::with_capacity(groups.len());
@@ -39,11 +37,12 @@ where
             .enable_io()
             .enable_time()
             .build()?;
-        let (builder, make_service, open, shutdown) = (
+        let (builder, make_service, open, shutdown, tls) = (
             builder.clone(),
             make_service.clone(),
             open.clone(),
             shutdown.clone(),
+            options.tls.clone(),
         );
         let worker = thread::Builder::new()
             .name(format!("shoal-core-{index}"))
@@ -52,11 +51,11 @@ where
                     let mut accept_loops = Vec::new();
                     for listener in listeners {
                         accept_loops.push(tokio::spawn(accept_loop(
-                            TcpListener::from_std(listener)?,
+                            TcpListener::from_std(listener.socket)?,
+                            listener.tls.then(|| tls.clone()).flatten(),
                             builder.clone(),
                             make_service.clone(),
                             open.clone(),
-                            max_connections,
                             limits,
                             shutdown.clone(),
                         )));

@@ -2,7 +2,6 @@
 //! Its accept loop is shared with the `per-core` reactor.
 
 use std::io;
-use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,14 +9,16 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
-use super::connection::{self, OpenConnections};
+use super::connection::{self, Connections};
 use super::deadline::Limits;
-use super::{ConnectionInfo, ConnectionService, Options};
+use super::tls::TlsConfig;
+use super::{ConnectionInfo, ConnectionService, Listener, Options};
 use crate::shutdown::Shutdown;
 
 pub(super) fn serve<M, S>(
     options: &Options,
-    groups: Vec<Vec<StdListener>>,
+    groups: Vec<Vec<Listener>>,
+    open: Connections,
     make_service: M,
     shutdown: Shutdown,
 ) -> io::Result<()>
@@ -33,19 +34,18 @@ where
         .build()?;
     let builder = Arc::new(http1_builder(options));
     let make_service = Arc::new(make_service);
-    let open = OpenConnections::default();
-    let max_connections = options.max_connections;
     let limits = options.limits();
     let grace = options.shutdown_grace;
+    let options = options.clone();
     runtime.block_on(async move {
         let mut accept_loops = Vec::new();
         for listener in groups.into_iter().flatten() {
             accept_loops.push(tokio::spawn(accept_loop(
-                TcpListener::from_std(listener)?,
+                TcpListener::from_std(listener.socket)?,
+                listener.tls.then(|| options.tls.clone()).flatten(),
                 builder.clone(),
                 make_service.clone(),
                 open.clone(),
-                max_connections,
                 limits,
                 shutdown.clone(),
             )));
@@ -68,7 +68,7 @@ pub(super) fn http1_builder(options: &Options) -> http1::Builder {
 }
 
 /// Waits until the open connections have finished or `grace` has passed.
-pub(super) async fn drain(open: &OpenConnections, grace: Duration) {
+pub(super) async fn drain(open: &Connections, grace: Duration) {
     let deadline = Instant::now() + grace;
     while open.count() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -79,10 +79,10 @@ pub(super) async fn drain(open: &OpenConnections, grace: Duration) {
 /// current runtime.
 pub(super) async fn accept_loop<M, S>(
     listener: TcpListener,
+    tls: Option<Arc<TlsConfig>>,
     builder: Arc<http1::Builder>,
     make_service: Arc<M>,
-    open: OpenConnections,
-    max_connections: usize,
+    open: Connections,
     limits: Limits,
     shutdown: Shutdown,
 ) where
@@ -110,19 +110,22 @@ pub(super) async fn accept_loop<M, S>(
         if super::SET_NODELAY_ON_ACCEPT {
             let _ = stream.set_nodelay(true);
         }
-        if open.count() >= max_connections {
-            // Over the cap: close at once; open connections are untouched.
+        let Some(guard) = open.admit() else {
             tracing::debug!(%remote, "connection refused: max_connections reached");
-            drop(stream);
             continue;
-        }
-        let service = make_service(ConnectionInfo { remote, local });
-        let guard = open.open();
+        };
+        let service = make_service(ConnectionInfo {
+            remote,
+            local,
+            tls: tls.is_some(),
+        });
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let timer = TokioTimer::new();
-            connection::serve(&builder, stream, service, &shutdown, limits, &timer).await;
+            let tls = tls.as_deref();
+            connection::serve(&builder, stream, tls, service, &shutdown, limits, &timer).await;
             drop(guard);
         });
     }

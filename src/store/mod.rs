@@ -17,6 +17,8 @@
 mod peers;
 mod swarm;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -63,6 +65,20 @@ pub enum Refusal {
     TrackerFull,
     #[error("this torrent's swarm is full: try again later")]
     SwarmFull,
+}
+
+/// Totals over the whole store, for stats and metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Torrents with peers.
+    pub torrents: usize,
+    /// Seeders and leechers, `[ipv4, ipv6]`.
+    pub seeders: [u64; 2],
+    pub leechers: [u64; 2],
+    /// Completed downloads of the torrents with peers.
+    pub downloads: u64,
+    /// The torrents with the most peers, largest first.
+    pub top: Vec<(InfoHash, SwarmCounts)>,
 }
 
 /// What one expiry sweep removed.
@@ -233,6 +249,57 @@ impl Store {
         purged
     }
 
+    /// Totals over every torrent and the `top` torrents with the most
+    /// peers. Walks every shard (one read lock at a time): for stats, not
+    /// the hot path.
+    pub fn summary(&self, top: usize) -> Summary {
+        let mut summary = Summary::default();
+        // A min-heap of the largest swarms so far.
+        let mut largest = BinaryHeap::with_capacity(top + 1);
+        for swarm in self.swarms.iter() {
+            summary.torrents += 1;
+            let by_family = swarm.family_counts();
+            for (family, (seeders, leechers)) in by_family.into_iter().enumerate() {
+                summary.seeders[family] += seeders as u64;
+                summary.leechers[family] += leechers as u64;
+            }
+            summary.downloads += swarm.downloaded;
+            if top > 0 {
+                let peers = swarm.peer_count();
+                largest.push(Reverse((peers, *swarm.key())));
+                if largest.len() > top {
+                    largest.pop();
+                }
+            }
+        }
+        let mut top: Vec<_> = largest.into_iter().map(|Reverse(entry)| entry).collect();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        summary.top = top
+            .into_iter()
+            .map(|(_, hash)| (hash, self.counts(&hash)))
+            .collect();
+        summary
+    }
+
+    /// Appends the counts of every torrent with peers whose info hash's
+    /// first two bytes (big-endian) fall in `prefixes`, sorted by hash: one
+    /// slice of a full scrape, so that the whole list is never held at once.
+    pub fn scrape_prefixes(
+        &self,
+        prefixes: std::ops::Range<u32>,
+        out: &mut Vec<(InfoHash, SwarmCounts)>,
+    ) {
+        let start = out.len();
+        for swarm in self.swarms.iter() {
+            let hash = swarm.key();
+            let prefix = u32::from(u16::from_be_bytes([hash.0[0], hash.0[1]]));
+            if prefixes.contains(&prefix) {
+                out.push((*hash, swarm.counts()));
+            }
+        }
+        out[start..].sort_unstable_by_key(|(hash, _)| *hash);
+    }
+
     /// Torrents that currently have peers.
     pub fn torrents(&self) -> usize {
         self.torrent_count.load(Ordering::Relaxed)
@@ -283,6 +350,51 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
     const C: IpAddr = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+
+    #[test]
+    fn summary_totals_families_and_ranks_the_largest_swarms() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        // Torrent 1: a v4 seeder, a v4 leecher and a v6 leecher; torrent 2:
+        // one v6 seeder who completed; torrent 3: one v4 leecher.
+        s.ok(&req(1, 1, 1000, 0, ""), A, 0, &mut out);
+        s.ok(&req(1, 2, 1000, 5, ""), B, 0, &mut out);
+        s.ok(&req(1, 3, 1000, 5, ""), C, 0, &mut out);
+        s.ok(&req(2, 3, 1000, 0, "completed"), C, 0, &mut out);
+        s.ok(&req(3, 1, 1000, 5, ""), A, 0, &mut out);
+        let summary = s.summary(2);
+        assert_eq!(summary.torrents, 3);
+        assert_eq!(summary.seeders, [1, 1]);
+        assert_eq!(summary.leechers, [2, 1]);
+        assert_eq!(summary.downloads, 1);
+        let top: Vec<(u8, u32, u32)> = summary
+            .top
+            .iter()
+            .map(|(h, c)| (h.0[0], c.complete, c.incomplete))
+            .collect();
+        assert_eq!(top[0], (1, 1, 2));
+        assert_eq!(top.len(), 2);
+        assert!(top[1].0 == 2 || top[1].0 == 3, "{top:?}");
+        assert!(s.summary(0).top.is_empty());
+    }
+
+    #[test]
+    fn prefix_slices_partition_the_torrents_in_hash_order() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        for hash in [0x80, 0x01, 0xFF, 0x7F, 0x00] {
+            s.ok(&req(hash, 1, 1000, 5, ""), A, 0, &mut out);
+        }
+        let mut all = Vec::new();
+        for start in (0..0x1_0000u32).step_by(0x4000) {
+            s.scrape_prefixes(start..start + 0x4000, &mut all);
+        }
+        let firsts: Vec<u8> = all.iter().map(|(h, _)| h.0[0]).collect();
+        assert_eq!(firsts, [0x00, 0x01, 0x7F, 0x80, 0xFF]);
+        let mut low = Vec::new();
+        s.scrape_prefixes(0..0x0101, &mut low);
+        assert_eq!(low.len(), 1, "0x0000.. only; 0x0101.. is outside");
+    }
 
     #[test]
     fn counts_include_the_announcer_and_peers_exclude_it() {

@@ -44,6 +44,15 @@ impl Swarm {
         self.v4.len() + self.v6.as_ref().map_or(0, |v6| v6.len())
     }
 
+    /// `(seeders, leechers)` of the IPv4 and the IPv6 peers.
+    pub fn family_counts(&self) -> [(usize, usize); 2] {
+        let v6 = self
+            .v6
+            .as_ref()
+            .map_or((0, 0), |v6| (v6.seeders(), v6.leechers()));
+        [(self.v4.seeders(), self.v4.leechers()), v6]
+    }
+
     pub fn counts(&self) -> SwarmCounts {
         let (seeders6, leechers6) = self
             .v6

@@ -133,6 +133,21 @@ impl Tracker {
         Tracker { child, v4, v6, log }
     }
 
+    /// The address in the first log line containing `prefix` followed by
+    /// `ADDR/` (for example `"metrics on http://"`), waiting for it.
+    pub fn logged_addr(&self, prefix: &str) -> SocketAddr {
+        let mut found = None;
+        wait_until(&format!("a log line with {prefix:?}"), || {
+            found = self
+                .log()
+                .split(prefix)
+                .nth(1)
+                .and_then(|rest| rest.split('/').next().and_then(|a| a.parse().ok()));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
     /// Everything shoal has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -345,6 +360,20 @@ pub fn parse_one(bytes: &[u8]) -> (HttpResponse, &[u8]) {
         })
         .collect();
     let rest = &bytes[head_end + 4..];
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        let (body, rest) = dechunk(rest);
+        return (
+            HttpResponse {
+                status,
+                headers,
+                body,
+            },
+            rest,
+        );
+    }
     let length: usize = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
@@ -386,6 +415,28 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> HttpResponse {
             String::from_utf8_lossy(&bytes)
         );
         bytes.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Decodes a chunked body from the front of `bytes`; returns it and the rest.
+fn dechunk(mut bytes: &[u8]) -> (Vec<u8>, &[u8]) {
+    let mut body = Vec::new();
+    loop {
+        let line_end = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = std::str::from_utf8(&bytes[..line_end]).expect("chunk size");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .expect("hex chunk size");
+        bytes = &bytes[line_end + 2..];
+        if size == 0 {
+            // No trailers are sent: the final CRLF ends the body.
+            return (body, &bytes[2..]);
+        }
+        body.extend_from_slice(&bytes[..size]);
+        assert_eq!(&bytes[size..size + 2], b"\r\n", "chunk ends with CRLF");
+        bytes = &bytes[size + 2..];
     }
 }
 
