@@ -36,14 +36,6 @@ fn write_list(path: &std::path::Path, hashes: &[[u8; 20]]) {
     std::fs::write(path, text).unwrap();
 }
 
-fn hup(tracker: &Tracker) {
-    let status = Command::new("kill")
-        .args(["-HUP", &tracker.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn allow_mode_serves_only_listed_torrents() {
     let path = list_file("allow", &[id(1)]);
     let tracker = Tracker::start(&["--access-list", path.to_str().unwrap()]);
@@ -83,7 +75,7 @@ fn sighup_reloads_and_purges_torrents_no_longer_allowed() {
     tracker.announce(&Announce::new(id(1), 2).seeder().event("completed"));
     assert_eq!(tracker.counts(id(1)), (1, 1, 1));
     write_list(&path, &[id(2)]);
-    hup(&tracker);
+    tracker.signal("HUP");
     wait_until("the list reloaded", || {
         tracker
             .announce(&Announce::new(id(2), 1))
@@ -102,7 +94,7 @@ fn sighup_reloads_and_purges_torrents_no_longer_allowed() {
     assert_eq!(tracker.counts(id(1)), (0, 0, 0));
     // Allowed again: the peers are gone, the snatch count is not.
     write_list(&path, &[id(1), id(2)]);
-    hup(&tracker);
+    tracker.signal("HUP");
     wait_until("the list reloaded", || {
         tracker
             .announce(&Announce::new(id(1), 3))
@@ -131,7 +123,7 @@ fn a_bad_list_stops_the_start_and_a_bad_reload_keeps_the_old_list() {
     write_list(&path, &[id(1)]);
     let tracker = Tracker::start(&["--access-list", path.to_str().unwrap()]);
     std::fs::write(&path, "zzz\n").unwrap();
-    hup(&tracker);
+    tracker.signal("HUP");
     wait_until("the reload error logged", || {
         tracker.log().contains("the previous list stays in force")
     });

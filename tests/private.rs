@@ -81,11 +81,7 @@ fn sighup_reloads_the_passkeys() {
         Some("unknown passkey")
     );
     std::fs::write(&path, format!("{LATER}\n")).unwrap();
-    let status = Command::new("kill")
-        .args(["-HUP", &tracker.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    tracker.signal("HUP");
     wait_until("the passkeys reloaded", || {
         announce_as(&tracker, LATER, &Announce::new(id(2), 1)).is_none()
     });
