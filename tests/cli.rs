@@ -90,6 +90,27 @@ fn json_logs_are_one_object_per_line() {
 }
 
 #[test]
+fn requests_are_logged_at_debug_level_only() {
+    let quiet = Tracker::start(&[]);
+    quiet.announce(&common::Announce::new(common::id(1), 1));
+    let debug = Tracker::start(&["--log-level", "debug"]);
+    debug.announce(&common::Announce::new(common::id(1), 1));
+    common::get(debug.v4, "/nowhere");
+    common::wait_until("two request lines", || {
+        debug.log().matches(" request ").count() >= 2
+    });
+    let log = debug.log();
+    assert!(log.contains("route=\"announce\" status=200"), "{log}");
+    assert!(log.contains("route=\"other\" status=404"), "{log}");
+    // Never the query (or a path, which may hold a passkey).
+    assert!(
+        !log.contains("info_hash") && !log.contains("/nowhere"),
+        "{log}"
+    );
+    assert!(!quiet.log().contains(" request "), "{}", quiet.log());
+}
+
+#[test]
 fn print_config_round_trips_through_config() {
     let output = shoal(&["--print-config", "--interval", "77", "--peer-ttl", "99"]);
     assert!(output.status.success());

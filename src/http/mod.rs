@@ -149,6 +149,22 @@ impl Tracker {
         &self.metrics
     }
 
+    /// The route `path` leads to, as a name safe to log.
+    fn route_name(&self, path: &str) -> &'static str {
+        if let Some(route) = AdminRoute::of(path) {
+            return match route {
+                AdminRoute::Metrics => "metrics",
+                AdminRoute::StatsJson => "stats.json",
+                AdminRoute::StatsPage => "stats",
+            };
+        }
+        match self.route(path) {
+            Routing::To(Route::Announce, _) => "announce",
+            Routing::To(Route::Scrape, _) => "scrape",
+            Routing::Answer(..) => "other",
+        }
+    }
+
     /// Serves only the torrents `list` allows.
     pub fn with_access_list(mut self, list: Arc<AccessList>) -> Self {
         self.access = Some(list);
@@ -440,7 +456,19 @@ impl hyper::service::Service<Request<Incoming>> for TrackerService {
             headers: request.headers(),
         };
         let response = tracker.handle(head, client, self.surface);
-        tracker.metrics.latency(started.elapsed());
+        let took = started.elapsed();
+        tracker.metrics.latency(took);
+        // One line per request at debug level only: at info it would cost
+        // throughput. The route is named, never the path (it may hold a
+        // passkey) or the query.
+        tracing::debug!(
+            %client,
+            method = %head.method,
+            route = tracker.route_name(head.path),
+            status = response.status().as_u16(),
+            micros = took.as_micros() as u64,
+            "request"
+        );
         ready(Ok(response))
     }
 }
