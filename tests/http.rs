@@ -141,7 +141,63 @@ fn announce_and_scrape_paths_are_configurable_and_root_redirects() {
     assert_eq!(get(tracker.v4, "/").status, 404);
 }
 
+/// A connection's single `Connection: close` request is answered by the
+/// reactor's fast path, any keep-alive request by hyper: both must give the
+/// same status, headers and body.
+fn the_close_fast_path_answers_exactly_like_hyper() {
+    // An interval under 20 s has no jitter, so answers are repeatable.
+    let tracker = Tracker::start(&["--interval", "19", "--min-interval", "10"]);
+    let announce = Announce::new(id(1), 1).target();
+    tracker.announce(&Announce::new(id(1), 1));
+    let targets = [
+        ("GET", announce.as_str()),
+        ("HEAD", announce.as_str()),
+        ("GET", "/announce?info_hash=short"),
+        (
+            "GET",
+            "/scrape?info_hash=%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01%01",
+        ),
+        ("GET", "/nowhere"),
+        ("GET", "/scrape"),
+    ];
+    for (method, target) in targets {
+        let head = format!("{method} {target} HTTP/1.1\r\nHost: t\r\n");
+        let fast = raw(
+            tracker.v4,
+            format!("{head}Connection: close\r\n\r\n").as_bytes(),
+        );
+        // A Content-Length header keeps the fast path out: hyper answers.
+        let hyper = raw(
+            tracker.v4,
+            format!("{head}Content-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(comparable(&fast), comparable(&hyper), "{method} {target}");
+        let text = String::from_utf8_lossy(&fast);
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+        assert!(text.contains(" GMT\r\n"), "{text}");
+    }
+}
+
+/// Status line, headers (sorted, lower-case, without `date` and
+/// `connection`) and everything after the head of a whole response.
+fn comparable(bytes: &[u8]) -> (String, Vec<String>, Vec<u8>) {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    let mut headers: Vec<String> = lines
+        .map(str::to_ascii_lowercase)
+        .filter(|l| !l.starts_with("date:") && !l.starts_with("connection:"))
+        .collect();
+    headers.sort();
+    (status, headers, bytes[end + 4..].to_vec())
+}
+
 reactor_tests!(
+    the_close_fast_path_answers_exactly_like_hyper,
     unknown_paths_get_404_with_a_bencoded_reason,
     methods_other_than_get_and_head_get_405,
     head_gets_the_headers_without_a_body,

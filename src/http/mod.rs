@@ -5,8 +5,8 @@
 //! [`protocol`] parsers, asks the [`Store`], encodes the answer, sets the
 //! headers and counts the outcome in [`Metrics`]. The operator routes
 //! (`/metrics`, `/stats`) are in [`admin`], full scrape in [`full_scrape`].
-//! [`TrackerService`] wraps it all as a per-connection hyper service that any
-//! reactor can drive. This layer knows nothing of how peers are stored or of
+//! [`TrackerService`] wraps it all as the per-connection [`Handler`] that any
+//! reactor drives. This layer knows nothing of how peers are stored or of
 //! which runtime runs it.
 //!
 //! [`protocol`]: crate::protocol
@@ -17,15 +17,12 @@ pub mod full_scrape;
 mod routes;
 
 use std::cell::RefCell;
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 
@@ -34,7 +31,7 @@ use crate::clock::Clock;
 use crate::metrics::{Failure, Family, Metrics};
 use crate::passkeys::Passkeys;
 use crate::protocol::{AnnounceOptions, PeerSet, encode_failure};
-use crate::reactor::{ConnectionInfo, ResponseBody};
+use crate::reactor::{ConnectionInfo, Handler, ResponseBody};
 use crate::store::Store;
 use admin::{Admin, AdminRoute};
 
@@ -430,12 +427,8 @@ impl TrackerService {
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for TrackerService {
-    type Response = HttpResponse;
-    type Error = Infallible;
-    type Future = Ready<Result<HttpResponse, Infallible>>;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+impl Handler for TrackerService {
+    fn handle(&self, request: Request<()>) -> HttpResponse {
         let started = Instant::now();
         let tracker = &self.tracker;
         let client = match &tracker.config.proxy {
@@ -444,7 +437,7 @@ impl hyper::service::Service<Request<Incoming>> for TrackerService {
                 Ok(client) => client,
                 Err(reason) => {
                     tracker.metrics.failure(Failure::ProxyHeader);
-                    return ready(Ok(failure(StatusCode::OK, &reason)));
+                    return failure(StatusCode::OK, &reason);
                 }
             },
         };
@@ -469,6 +462,6 @@ impl hyper::service::Service<Request<Incoming>> for TrackerService {
             micros = took.as_micros() as u64,
             "request"
         );
-        ready(Ok(response))
+        response
     }
 }

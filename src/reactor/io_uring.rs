@@ -11,15 +11,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
 use monoio::net::TcpListener;
 use monoio_compat::TcpStreamCompat;
 use monoio_compat::hyper::MonoioTimer;
 
-use super::connection::{self, Connections};
-use super::deadline::Limits;
+use super::connection::{self, Connections, Serving};
 use super::tls::TlsConfig;
-use super::{ConnectionInfo, ConnectionService, Listener, Options};
+use super::{ConnectionInfo, Handler, Listener, Options};
 use crate::shutdown::Shutdown;
 
 /// Ring entries per worker.
@@ -57,7 +55,7 @@ pub(super) fn serve<M, S>(
 ) -> io::Result<()>
 where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: ConnectionService,
+    S: Handler,
 {
     availability().map_err(io::Error::other)?;
     let make_service = Arc::new(make_service);
@@ -92,22 +90,17 @@ async fn worker<M, S>(
 ) -> io::Result<()>
 where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: ConnectionService,
+    S: Handler,
 {
-    let mut builder = http1::Builder::new();
-    builder
-        .max_buf_size(options.max_request_bytes)
-        .keep_alive(true);
-    let builder = std::rc::Rc::new(builder);
+    let serving = std::rc::Rc::new(Serving::new(&options));
     let mut accept_loops = Vec::new();
     for listener in listeners {
         accept_loops.push(monoio::spawn(accept_loop(
             TcpListener::from_std(listener.socket)?,
             listener.tls.then(|| options.tls.clone()).flatten(),
-            builder.clone(),
+            serving.clone(),
             make_service.clone(),
             open.clone(),
-            options.limits(),
             shutdown.clone(),
         )));
     }
@@ -124,14 +117,13 @@ where
 async fn accept_loop<M, S>(
     listener: TcpListener,
     tls: Option<Arc<TlsConfig>>,
-    builder: std::rc::Rc<http1::Builder>,
+    serving: std::rc::Rc<Serving>,
     make_service: Arc<M>,
     open: Connections,
-    limits: Limits,
     shutdown: Shutdown,
 ) where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: ConnectionService,
+    S: Handler,
 {
     let Ok(local) = listener.local_addr() else {
         return;
@@ -162,13 +154,13 @@ async fn accept_loop<M, S>(
             local,
             tls: tls.is_some(),
         });
-        let builder = builder.clone();
+        let serving = serving.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         monoio::spawn(async move {
             let stream = TcpStreamCompat::new(stream);
             let (tls, timer) = (tls.as_deref(), &MonoioTimer);
-            connection::serve(&builder, stream, tls, service, &shutdown, limits, timer).await;
+            connection::serve(&serving, stream, tls, service, &shutdown, timer).await;
             drop(guard);
         });
     }

@@ -21,6 +21,7 @@ mod connection;
 mod deadline;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 mod io_uring;
+mod one_shot;
 mod per_core;
 mod tls;
 mod tokio_rt;
@@ -39,7 +40,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper::{Request, Response};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -242,6 +242,9 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// Certificate for the HTTPS listeners, if any.
     pub tls: Option<Arc<TlsConfig>>,
+    /// Answer a plain connection's single `Connection: close` request
+    /// without hyper (see `one_shot`). Off only to measure hyper alone.
+    pub one_shot: bool,
 }
 
 impl Options {
@@ -277,27 +280,12 @@ pub struct ConnectionInfo {
 /// in chunks the service produces as the connection drains them.
 pub type ResponseBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
 
-/// A per-connection HTTP service a reactor can drive.
-pub trait ConnectionService:
-    hyper::service::Service<
-        Request<Incoming>,
-        Response = Response<ResponseBody>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Send
-    + 'static
-{
-}
-
-impl<S> ConnectionService for S where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<ResponseBody>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Send
-        + 'static
-{
+/// What answers the requests of one connection. It is given each request's
+/// head (a request body is never read: no route takes one) and answers at
+/// once; the reactor writes the response, through hyper or, for a
+/// connection's single `Connection: close` request, directly.
+pub trait Handler: Send + 'static {
+    fn handle(&self, request: Request<()>) -> Response<ResponseBody>;
 }
 
 /// One listening socket and whether it speaks TLS.
@@ -380,7 +368,7 @@ impl Bound {
     pub fn serve<M, S>(self, make_service: M, shutdown: Shutdown) -> io::Result<()>
     where
         M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-        S: ConnectionService,
+        S: Handler,
     {
         let Bound {
             options,

@@ -11,9 +11,9 @@ use std::thread;
 
 use tokio::net::TcpListener;
 
-use super::connection::Connections;
-use super::tokio_rt::{accept_loop, drain, http1_builder};
-use super::{ConnectionInfo, ConnectionService, Listener, Options};
+use super::connection::{Connections, Serving};
+use super::tokio_rt::{accept_loop, drain};
+use super::{ConnectionInfo, Handler, Listener, Options};
 use crate::shutdown::Shutdown;
 
 pub(super) fn serve<M, S>(
@@ -25,11 +25,10 @@ pub(super) fn serve<M, S>(
 ) -> io::Result<()>
 where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: ConnectionService,
+    S: Handler,
 {
-    let builder = Arc::new(http1_builder(options));
+    let serving = Arc::new(Serving::new(options));
     let make_service = Arc::new(make_service);
-    let limits = options.limits();
     let grace = options.shutdown_grace;
     let mut workers = Vec::with_capacity(groups.len());
     for (index, listeners) in groups.into_iter().enumerate() {
@@ -37,8 +36,8 @@ where
             .enable_io()
             .enable_time()
             .build()?;
-        let (builder, make_service, open, shutdown, tls) = (
-            builder.clone(),
+        let (serving, make_service, open, shutdown, tls) = (
+            serving.clone(),
             make_service.clone(),
             open.clone(),
             shutdown.clone(),
@@ -53,10 +52,9 @@ where
                         accept_loops.push(tokio::spawn(accept_loop(
                             TcpListener::from_std(listener.socket)?,
                             listener.tls.then(|| tls.clone()).flatten(),
-                            builder.clone(),
+                            serving.clone(),
                             make_service.clone(),
                             open.clone(),
-                            limits,
                             shutdown.clone(),
                         )));
                     }

@@ -5,14 +5,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
-use super::connection::{self, Connections};
-use super::deadline::Limits;
+use super::connection::{self, Connections, Serving};
 use super::tls::TlsConfig;
-use super::{ConnectionInfo, ConnectionService, Listener, Options};
+use super::{ConnectionInfo, Handler, Listener, Options};
 use crate::shutdown::Shutdown;
 
 pub(super) fn serve<M, S>(
@@ -24,7 +22,7 @@ pub(super) fn serve<M, S>(
 ) -> io::Result<()>
 where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: ConnectionService,
+    S: Handler,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.workers)
@@ -32,9 +30,8 @@ where
         .enable_io()
         .enable_time()
         .build()?;
-    let builder = Arc::new(http1_builder(options));
+    let serving = Arc::new(Serving::new(options));
     let make_service = Arc::new(make_service);
-    let limits = options.limits();
     let grace = options.shutdown_grace;
     let options = options.clone();
     runtime.block_on(async move {
@@ -43,10 +40,9 @@ where
             accept_loops.push(tokio::spawn(accept_loop(
                 TcpListener::from_std(listener.socket)?,
                 listener.tls.then(|| options.tls.clone()).flatten(),
-                builder.clone(),
+                serving.clone(),
                 make_service.clone(),
                 open.clone(),
-                limits,
                 shutdown.clone(),
             )));
         }
@@ -56,15 +52,6 @@ where
         drain(&open, grace).await;
         Ok(())
     })
-}
-
-/// hyper's HTTP/1.1 settings, on tokio's timer.
-pub(super) fn http1_builder(options: &Options) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .max_buf_size(options.max_request_bytes)
-        .keep_alive(true);
-    builder
 }
 
 /// Waits until the open connections have finished or `grace` has passed.
@@ -80,14 +67,13 @@ pub(super) async fn drain(open: &Connections, grace: Duration) {
 pub(super) async fn accept_loop<M, S>(
     listener: TcpListener,
     tls: Option<Arc<TlsConfig>>,
-    builder: Arc<http1::Builder>,
+    serving: Arc<Serving>,
     make_service: Arc<M>,
     open: Connections,
-    limits: Limits,
     shutdown: Shutdown,
 ) where
     M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: ConnectionService,
+    S: Handler,
 {
     let Ok(local) = listener.local_addr() else {
         return;
@@ -119,13 +105,13 @@ pub(super) async fn accept_loop<M, S>(
             local,
             tls: tls.is_some(),
         });
-        let builder = builder.clone();
+        let serving = serving.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let timer = TokioTimer::new();
             let tls = tls.as_deref();
-            connection::serve(&builder, stream, tls, service, &shutdown, limits, &timer).await;
+            connection::serve(&serving, stream, tls, service, &shutdown, &timer).await;
             drop(guard);
         });
     }
