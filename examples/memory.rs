@@ -10,6 +10,10 @@ use std::num::NonZeroU16;
 use shoal::protocol::{AnnounceRequest, Event, InfoHash, PeerId, PeerSet};
 use shoal::store::{Store, StoreConfig};
 
+/// The allocator the `shoal` binary uses, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm

@@ -9,6 +9,12 @@ use shoal::config::{Cli, Config};
 
 use shoal::shutdown::{self, Reload, Shutdown};
 
+/// mimalloc: a connection's short-lived allocations (the task, tokio's
+/// cache-aligned socket registration) are aligned and many; glibc's
+/// `memalign` path was ~5% of CPU with a connection per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     match try_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,

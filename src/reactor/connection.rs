@@ -37,14 +37,31 @@ pub(super) async fn serve<St, S>(
     St: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Handler,
 {
-    let Some(tls) = tls else {
-        if !serving.one_shot {
+    match tls {
+        None if serving.one_shot => serve_plain(serving, stream, service, shutdown, timer).await,
+        // Boxed: the hyper and TLS states are large; kept out of this future,
+        // a one-request connection's task stays small to spawn and free.
+        None => {
             let phase = Phase::new();
             let stream = Timed::new(stream, phase.clone());
-            return serve_http(serving, stream, phase, service, shutdown, timer).await;
+            Box::pin(serve_http(serving, stream, phase, service, shutdown, timer)).await;
         }
-        return serve_plain(serving, stream, service, shutdown, timer).await;
-    };
+        Some(tls) => Box::pin(serve_tls(serving, stream, tls, service, shutdown, timer)).await,
+    }
+}
+
+/// The TLS handshake, then hyper over the encrypted stream.
+async fn serve_tls<St, S>(
+    serving: &Serving,
+    stream: St,
+    tls: &TlsConfig,
+    service: S,
+    shutdown: &Shutdown,
+    timer: &impl Timer,
+) where
+    St: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Handler,
+{
     let handshake = tls.acceptor().accept(stream);
     let stream = tokio::select! {
         result = handshake => match result {
@@ -107,7 +124,9 @@ async fn serve_plain<St, S>(
         return;
     }
     let stream = Rewind::new(first.freeze(), stream);
-    serve_http(serving, stream, phase, service, shutdown, timer).await;
+    // Boxed: hyper's connection state is large, and keeping it out of this
+    // future keeps the fast path's task small to spawn and move.
+    Box::pin(serve_http(serving, stream, phase, service, shutdown, timer)).await;
 }
 
 /// Reads what is available (at least one byte, or EOF) into `buf`, retrying

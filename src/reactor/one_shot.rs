@@ -16,8 +16,12 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
 
+use std::convert::Infallible;
+
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Either};
+use hyper::body::Body;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Uri, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -123,11 +127,13 @@ where
     http_date(&mut out);
     let head_only = method == Method::HEAD;
     match body {
-        http_body_util::Either::Left(full) => {
-            let bytes = full
-                .collect()
-                .await
-                .map_or_else(|e| match e {}, |b| b.to_bytes());
+        Either::Left(mut whole) => {
+            // A `Full` body yields its one buffer on the first poll.
+            let waker = Context::from_waker(std::task::Waker::noop());
+            let bytes = match Pin::new(&mut whole).poll_frame(&mut { waker }) {
+                Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+                _ => Bytes::new(),
+            };
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(bytes.len()).as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
@@ -135,36 +141,53 @@ where
                 out.extend_from_slice(&bytes);
             }
             stream.write_all(&out).await?;
+            stream.flush().await
         }
-        http_body_util::Either::Right(mut streamed) => {
-            let chunked = version == Version::HTTP_11;
+        // Boxed: rare (full scrape), and its state should not weigh on
+        // every connection's future.
+        Either::Right(streamed) => {
+            Box::pin(stream_body(stream, out, head_only, version, streamed)).await
+        }
+    }
+}
+
+/// Writes the head in `out`, then the streamed body as it comes: chunked
+/// for HTTP/1.1, delimited by the close for HTTP/1.0.
+async fn stream_body<W>(
+    stream: &mut W,
+    mut out: Vec<u8>,
+    head_only: bool,
+    version: Version,
+    mut body: UnsyncBoxBody<Bytes, Infallible>,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let chunked = version == Version::HTTP_11;
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    stream.write_all(&out).await?;
+    if !head_only {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_or_else(|e| match e {}, |f| f.into_data()) else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
             if chunked {
-                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                let size = format!("{:x}\r\n", data.len());
+                stream.write_all(size.as_bytes()).await?;
+                stream.write_all(&data).await?;
+                stream.write_all(b"\r\n").await?;
+            } else {
+                stream.write_all(&data).await?;
             }
-            out.extend_from_slice(b"\r\n");
-            stream.write_all(&out).await?;
-            if head_only {
-                return stream.flush().await;
-            }
-            while let Some(frame) = streamed.frame().await {
-                let Ok(data) = frame.map_or_else(|e| match e {}, |f| f.into_data()) else {
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    let size = format!("{:x}\r\n", data.len());
-                    stream.write_all(size.as_bytes()).await?;
-                    stream.write_all(&data).await?;
-                    stream.write_all(b"\r\n").await?;
-                } else {
-                    stream.write_all(&data).await?;
-                }
-            }
-            if chunked {
-                stream.write_all(b"0\r\n\r\n").await?;
-            }
+        }
+        if chunked {
+            stream.write_all(b"0\r\n\r\n").await?;
         }
     }
     // Dropping the stream then closes it: every byte of the request was
