@@ -71,6 +71,9 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     numwant: u32,
     /// Total requests per second across connections (0 = as fast as possible).
+    /// Requests are released on a fixed schedule by a pacing thread and
+    /// latency is measured from each one's due time, so a stall counts for
+    /// every request it delays (no coordinated omission).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// The server's PID, to report its CPU time and memory.
@@ -278,13 +281,63 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The schedule of a fixed-rate run. A plain thread releases requests at
+/// their due times (sleeping with the OS's microsecond precision, not the
+/// runtime's millisecond timer ticks) onto a queue; a free connection takes
+/// the oldest due time. If every connection is busy, due requests wait in
+/// the queue and that wait is part of their latency.
+struct Pacer {
+    due: std::sync::Mutex<std::collections::VecDeque<Instant>>,
+    ready: tokio::sync::Semaphore,
+}
+
+impl Pacer {
+    /// Starts releasing `rate` requests per second from `start` until `stop`.
+    fn start(rate: f64, start: Instant, stop: Arc<AtomicBool>) -> Arc<Self> {
+        let pacer = Arc::new(Pacer {
+            due: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            ready: tokio::sync::Semaphore::new(0),
+        });
+        let releaser = pacer.clone();
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        std::thread::spawn(move || {
+            let mut next = start;
+            while !stop.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if next > now {
+                    // Wake at most every 100 us; release all that came due.
+                    std::thread::sleep((next - now).max(Duration::from_micros(100)));
+                    continue;
+                }
+                let mut released = 0;
+                if let Ok(mut due) = releaser.due.lock() {
+                    while next <= now {
+                        due.push_back(next);
+                        next += interval;
+                        released += 1;
+                    }
+                }
+                releaser.ready.add_permits(released);
+            }
+            releaser.ready.close();
+        });
+        pacer
+    }
+
+    /// The due time of the next request, once one is due; `None` at the end.
+    async fn next(&self) -> Option<Instant> {
+        self.ready.acquire().await.ok()?.forget();
+        self.due.lock().ok()?.pop_front()
+    }
+}
+
 async fn connection_task(
     args: Arc<Args>,
     zipf: Arc<Zipf>,
     index: usize,
-    start: Instant,
     measure_from: Instant,
     stop: Arc<AtomicBool>,
+    pacer: Option<Arc<Pacer>>,
 ) -> Tally {
     let mut rng = fastrand::Rng::with_seed(index as u64 * 7919 + 1);
     let target = args.target[index % args.target.len()];
@@ -292,19 +345,17 @@ async fn connection_task(
     let mut tally = Tally::default();
     let mut stream: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(4096);
-    let per_conn_interval =
-        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
-    let mut next_at = start + Duration::from_micros(rng.u64(0..10_000));
     while !stop.load(Ordering::Relaxed) {
-        if let Some(interval) = per_conn_interval {
-            let now = Instant::now();
-            if next_at > now {
-                tokio::time::sleep(next_at - now).await;
-            }
-            next_at += interval;
-        }
+        // With a fixed rate, latency runs from when the request was due.
+        let due = match &pacer {
+            Some(pacer) => match pacer.next().await {
+                Some(due) => Some(due),
+                None => break,
+            },
+            None => None,
+        };
         let (request, kind) = next_request(&args, &zipf, &mut rng, &host);
-        let began = Instant::now();
+        let began = due.unwrap_or_else(Instant::now);
         let reused = stream.is_some();
         let mut result = exchange(&mut stream, target, &request, &mut buf).await;
         if reused && result.is_err() {
@@ -406,15 +457,16 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let (tally, elapsed, usage) = runtime.block_on(async {
+        let pacer = (args.rate > 0.0).then(|| Pacer::start(args.rate, start, stop.clone()));
         let tasks: Vec<_> = (0..args.connections)
             .map(|i| {
                 tokio::spawn(connection_task(
                     args.clone(),
                     zipf.clone(),
                     i,
-                    start,
                     measure_from,
                     stop.clone(),
+                    pacer.clone(),
                 ))
             })
             .collect();
