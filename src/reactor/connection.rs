@@ -22,6 +22,17 @@ use super::tls::TlsConfig;
 use super::{Handler, ResponseBody};
 use crate::shutdown::Shutdown;
 
+/// How far a connection got before its task started (see [`answer_now`]).
+pub(super) enum Start {
+    /// Nothing read yet.
+    Fresh,
+    /// These bytes were read and are not a request the fast path takes:
+    /// hyper gets them first.
+    Read(BytesMut),
+    /// The request was answered; this is the response, still to write.
+    Write(one_shot::Encoded),
+}
+
 /// Serves requests on `stream` until the client closes, an error ends the
 /// connection, it overstays a deadline (`serving.limits`, measured on `timer`), or
 /// shutdown asks it to finish its current request. With `tls`, the TLS
@@ -30,6 +41,7 @@ pub(super) async fn serve<St, S>(
     serving: &Serving,
     stream: St,
     tls: Option<&TlsConfig>,
+    start: Start,
     service: S,
     shutdown: &Shutdown,
     timer: &impl Timer,
@@ -37,16 +49,108 @@ pub(super) async fn serve<St, S>(
     St: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Handler,
 {
-    match tls {
-        None if serving.one_shot => serve_plain(serving, stream, service, shutdown, timer).await,
-        // Boxed: the hyper and TLS states are large; kept out of this future,
-        // a one-request connection's task stays small to spawn and free.
-        None => {
-            let phase = Phase::new();
-            let stream = Timed::new(stream, phase.clone());
-            Box::pin(serve_http(serving, stream, phase, service, shutdown, timer)).await;
+    if let Some(tls) = tls {
+        // Boxed: the TLS and hyper states are large; kept out of this
+        // future, a one-request connection's task stays small.
+        return Box::pin(serve_tls(serving, stream, tls, service, shutdown, timer)).await;
+    }
+    let phase = Phase::new();
+    let mut stream = Timed::new(stream, phase.clone());
+    let first = match start {
+        Start::Fresh if serving.one_shot => {
+            let mut first = BytesMut::with_capacity(one_shot::FIRST_READ);
+            let read = tokio::select! {
+                biased;
+                read = read_some(&mut stream, &mut first) => read,
+                () = deadline::watchdog(phase.clone(), serving.limits, timer) => return,
+                () = shutdown.wait() => return,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return;
+            }
+            match one_shot::parse(&first) {
+                Some(request) => {
+                    let (method, version) = (request.method().clone(), request.version());
+                    let answer = one_shot::encode(&method, version, service.handle(request));
+                    return write_answer(&mut stream, answer, phase, serving, timer).await;
+                }
+                None => first,
+            }
         }
-        Some(tls) => Box::pin(serve_tls(serving, stream, tls, service, shutdown, timer)).await,
+        Start::Fresh => BytesMut::new(),
+        Start::Read(first) => {
+            phase.begin_request();
+            first
+        }
+        Start::Write(answer) => {
+            phase.begin_request();
+            return write_answer(&mut stream, answer, phase, serving, timer).await;
+        }
+    };
+    let stream = Rewind::new(first.freeze(), stream);
+    // Boxed: hyper's connection state is large, and keeping it out of this
+    // future keeps the fast path's task small to spawn and move.
+    Box::pin(serve_http(serving, stream, phase, service, shutdown, timer)).await;
+}
+
+/// Writes a fast-path answer within the request deadline.
+async fn write_answer<St: AsyncWrite + Unpin>(
+    stream: &mut St,
+    answer: one_shot::Encoded,
+    phase: Arc<Phase>,
+    serving: &Serving,
+    timer: &impl Timer,
+) {
+    tokio::select! {
+        biased;
+        result = one_shot::write(stream, answer) => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        () = deadline::watchdog(phase, serving.limits, timer) => {
+            tracing::debug!("connection closed: response not taken in time");
+        }
+    }
+}
+
+/// Answers a just-accepted plain connection on the spot when it can: its
+/// request has usually arrived by the time the connection is accepted, and
+/// then reading it, answering and writing the answer with non-blocking
+/// calls needs no task, no timer and no wake-up. `None`: done (answered, or
+/// the client is gone), drop the stream. Otherwise how far it got, for
+/// [`serve`] to carry on from.
+pub(super) fn answer_now<S: Handler>(stream: &tokio::net::TcpStream, service: &S) -> Option<Start> {
+    use std::io::{ErrorKind, Read, Write};
+    let socket = socket2::SockRef::from(stream);
+    // Accepted sockets are non-blocking (tokio's own), so these calls never
+    // wait; a request not there yet is left to the task.
+    let mut buf = [0u8; one_shot::FIRST_READ];
+    let n = match (&*socket).read(&mut buf) {
+        Ok(0) => return None,
+        Ok(n) => n,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+            return Some(Start::Fresh);
+        }
+        Err(_) => return None,
+    };
+    let Some(request) = one_shot::parse(&buf[..n]) else {
+        return Some(Start::Read(BytesMut::from(&buf[..n])));
+    };
+    let (method, version) = (request.method().clone(), request.version());
+    match one_shot::encode(&method, version, service.handle(request)) {
+        one_shot::Encoded::Whole(mut bytes) => match (&*socket).write(&bytes) {
+            Ok(written) if written == bytes.len() => None,
+            Ok(written) => {
+                bytes.drain(..written);
+                Some(Start::Write(one_shot::Encoded::Whole(bytes)))
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                Some(Start::Write(one_shot::Encoded::Whole(bytes)))
+            }
+            Err(_) => None,
+        },
+        streamed => Some(Start::Write(streamed)),
     }
 }
 
@@ -80,53 +184,6 @@ async fn serve_tls<St, S>(
     let phase = Phase::new();
     let stream = Timed::new(stream, phase.clone());
     serve_http(serving, stream, phase, service, shutdown, timer).await;
-}
-
-/// A plain connection: its first request may take the fast path
-/// ([`one_shot`]); otherwise hyper serves it, the bytes read replayed.
-async fn serve_plain<St, S>(
-    serving: &Serving,
-    stream: St,
-    service: S,
-    shutdown: &Shutdown,
-    timer: &impl Timer,
-) where
-    St: AsyncRead + AsyncWrite + Unpin + 'static,
-    S: Handler,
-{
-    let phase = Phase::new();
-    let mut stream = Timed::new(stream, phase.clone());
-    let mut first = BytesMut::with_capacity(one_shot::FIRST_READ);
-    let read = tokio::select! {
-        biased;
-        read = read_some(&mut stream, &mut first) => read,
-        () = deadline::watchdog(phase.clone(), serving.limits, timer) => return,
-        () = shutdown.wait() => return,
-    };
-    match read {
-        Ok(0) | Err(_) => return,
-        Ok(_) => {}
-    }
-    if let Some(request) = one_shot::parse(&first) {
-        let (method, version) = (request.method().clone(), request.version());
-        let response = service.handle(request);
-        tokio::select! {
-            biased;
-            result = one_shot::respond(&mut stream, &method, version, response) => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-            }
-            () = deadline::watchdog(phase, serving.limits, timer) => {
-                tracing::debug!("connection closed: response not taken in time");
-            }
-        }
-        return;
-    }
-    let stream = Rewind::new(first.freeze(), stream);
-    // Boxed: hyper's connection state is large, and keeping it out of this
-    // future keeps the fast path's task small to spawn and move.
-    Box::pin(serve_http(serving, stream, phase, service, shutdown, timer)).await;
 }
 
 /// Reads what is available (at least one byte, or EOF) into `buf`, retrying

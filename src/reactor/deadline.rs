@@ -51,6 +51,12 @@ impl Phase {
         self.in_request.store(in_request, Ordering::Relaxed);
     }
 
+    /// Marks a request as started by bytes read before the stream was
+    /// wrapped (its deadline runs from now).
+    pub fn begin_request(&self) {
+        self.enter(true);
+    }
+
     /// When the current phase runs out, and a token that changes with it.
     fn deadline(&self, limits: Limits) -> (Instant, u64, bool) {
         let since = self.since.load(Ordering::Relaxed);

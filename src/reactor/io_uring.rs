@@ -160,7 +160,8 @@ async fn accept_loop<M, S>(
         monoio::spawn(async move {
             let stream = TcpStreamCompat::new(stream);
             let (tls, timer) = (tls.as_deref(), &MonoioTimer);
-            connection::serve(&serving, stream, tls, service, &shutdown, timer).await;
+            let start = connection::Start::Fresh;
+            connection::serve(&serving, stream, tls, start, service, &shutdown, timer).await;
             drop(guard);
         });
     }

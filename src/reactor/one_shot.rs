@@ -91,19 +91,26 @@ pub(super) fn parse(bytes: &[u8]) -> Option<Request<()>> {
     close.then_some(request)
 }
 
-/// Writes `response` to a request made with `method` in `version`. A body
-/// in one buffer goes out with the head in one write; a streamed body is
-/// written as it comes, chunked (HTTP/1.1) or delimited by the close
-/// (HTTP/1.0).
-pub(super) async fn respond<W>(
-    stream: &mut W,
+/// A response ready to write: head and body in one buffer, or a head and a
+/// body still to stream.
+pub(super) enum Encoded {
+    Whole(Vec<u8>),
+    Streamed {
+        head: Vec<u8>,
+        body: UnsyncBoxBody<Bytes, Infallible>,
+        /// Chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
+        chunked: bool,
+        head_only: bool,
+    },
+}
+
+/// Encodes `response` to a request made with `method` in `version`: a body
+/// in one buffer goes with the head; a streamed one is left to [`write`].
+pub(super) fn encode(
     method: &Method,
     version: Version,
     response: Response<ResponseBody>,
-) -> io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-{
+) -> Encoded {
     let (parts, body) = response.into_parts();
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -129,8 +136,8 @@ where
     match body {
         Either::Left(mut whole) => {
             // A `Full` body yields its one buffer on the first poll.
-            let waker = Context::from_waker(std::task::Waker::noop());
-            let bytes = match Pin::new(&mut whole).poll_frame(&mut { waker }) {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let bytes = match Pin::new(&mut whole).poll_frame(&mut cx) {
                 Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
                 _ => Bytes::new(),
             };
@@ -140,59 +147,80 @@ where
             if !head_only {
                 out.extend_from_slice(&bytes);
             }
-            stream.write_all(&out).await?;
-            stream.flush().await
+            Encoded::Whole(out)
         }
-        // Boxed: rare (full scrape), and its state should not weigh on
-        // every connection's future.
-        Either::Right(streamed) => {
-            Box::pin(stream_body(stream, out, head_only, version, streamed)).await
+        Either::Right(body) => {
+            let chunked = version == Version::HTTP_11;
+            if chunked {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            Encoded::Streamed {
+                head: out,
+                body,
+                chunked,
+                head_only,
+            }
         }
     }
 }
 
-/// Writes the head in `out`, then the streamed body as it comes: chunked
-/// for HTTP/1.1, delimited by the close for HTTP/1.0.
-async fn stream_body<W>(
-    stream: &mut W,
-    mut out: Vec<u8>,
-    head_only: bool,
-    version: Version,
-    mut body: UnsyncBoxBody<Bytes, Infallible>,
-) -> io::Result<()>
+/// Writes an encoded response (the stream is closed when dropped after).
+pub(super) async fn write<W>(stream: &mut W, encoded: Encoded) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
-    let chunked = version == Version::HTTP_11;
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    stream.write_all(&out).await?;
-    if !head_only {
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_or_else(|e| match e {}, |f| f.into_data()) else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                let size = format!("{:x}\r\n", data.len());
-                stream.write_all(size.as_bytes()).await?;
-                stream.write_all(&data).await?;
-                stream.write_all(b"\r\n").await?;
-            } else {
-                stream.write_all(&data).await?;
-            }
-        }
-        if chunked {
-            stream.write_all(b"0\r\n\r\n").await?;
-        }
+    match encoded {
+        Encoded::Whole(bytes) => stream.write_all(&bytes).await?,
+        // Boxed: rare (full scrape), and its state should not weigh on
+        // every connection's future.
+        Encoded::Streamed {
+            head,
+            body,
+            chunked,
+            head_only,
+        } => Box::pin(stream_body(stream, head, body, chunked, head_only)).await?,
     }
     // Dropping the stream then closes it: every byte of the request was
     // read, so the close is a clean FIN after the response.
     stream.flush().await
+}
+
+/// Writes the head, then the streamed body as it comes.
+async fn stream_body<W>(
+    stream: &mut W,
+    head: Vec<u8>,
+    mut body: UnsyncBoxBody<Bytes, Infallible>,
+    chunked: bool,
+    head_only: bool,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    stream.write_all(&head).await?;
+    if head_only {
+        return Ok(());
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_or_else(|e| match e {}, |f| f.into_data()) else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            let size = format!("{:x}\r\n", data.len());
+            stream.write_all(size.as_bytes()).await?;
+            stream.write_all(&data).await?;
+            stream.write_all(b"\r\n").await?;
+        } else {
+            stream.write_all(&data).await?;
+        }
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
 }
 
 /// Appends the `date` header, formatted once per second per thread.

@@ -105,13 +105,21 @@ pub(super) async fn accept_loop<M, S>(
             local,
             tls: tls.is_some(),
         });
+        let start = if tls.is_none() && serving.one_shot {
+            match connection::answer_now(&stream, &service) {
+                Some(start) => start,
+                None => continue,
+            }
+        } else {
+            connection::Start::Fresh
+        };
         let serving = serving.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let timer = TokioTimer::new();
             let tls = tls.as_deref();
-            connection::serve(&serving, stream, tls, service, &shutdown, &timer).await;
+            connection::serve(&serving, stream, tls, start, service, &shutdown, &timer).await;
             drop(guard);
         });
     }
