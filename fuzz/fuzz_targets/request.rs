@@ -7,10 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, OnceLock};
 
-use hyper::Method;
+use hyper::{HeaderMap, Method};
 use libfuzzer_sys::fuzz_target;
 use shoal::clock::Clock;
-use shoal::http::{HttpConfig, Tracker};
+use shoal::http::{Head, HttpConfig, Surface, Tracker};
+use shoal::metrics::{BuildInfo, Metrics};
 use shoal::protocol::AnnounceOptions;
 use shoal::store::{Store, StoreConfig};
 
@@ -39,7 +40,14 @@ fn tracker() -> &'static Tracker {
                 scrape_path: "/scrape".into(),
                 root_redirect: Some("https://tracker.example/".into()),
             },
+            Arc::new(Metrics::new(BuildInfo {
+                version: "fuzz",
+                reactor: "none",
+                reactor_detail: String::new(),
+                workers: 1,
+            })),
         )
+        .with_full_scrape(shoal::http::full_scrape::RateLimit::new(0))
     })
 }
 
@@ -59,7 +67,13 @@ fuzz_target!(|data: &[u8]| {
         2 => "/scrape",
         _ => "/elsewhere",
     };
-    let response = tracker().handle(&method, path, rest, client);
+    let head = Head {
+        method: &method,
+        path,
+        query: rest,
+        headers: &HeaderMap::new(),
+    };
+    let response = tracker().handle(head, client, Surface::All);
     let status = response.status().as_u16();
     assert!(matches!(status, 200 | 404 | 405), "status {status}");
 });

@@ -337,6 +337,31 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Hostile first reads: never a panic, and whatever is taken is a
+        /// GET or HEAD that asks to close.
+        #[test]
+        fn arbitrary_first_reads_are_taken_only_when_safe(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            prefix in proptest::sample::select(vec![
+                "", "GET / HTTP/1.1\r\n", "GET /a?b HTTP/1.0\r\n",
+                "HEAD / HTTP/1.1\r\nConnection: close\r\n",
+            ]),
+        ) {
+            let mut input = prefix.as_bytes().to_vec();
+            input.extend_from_slice(&bytes);
+            if let Some(request) = parse(&input) {
+                proptest::prop_assert!(matches!(*request.method(), Method::GET | Method::HEAD));
+                let close = request.version() == Version::HTTP_10
+                    || request.headers().get_all(header::CONNECTION).iter().any(|v| {
+                        v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                    });
+                proptest::prop_assert!(close);
+                proptest::prop_assert!(input.ends_with(b"\r\n\r\n") || input.ends_with(b"\n\n"));
+            }
+        }
+    }
+
     #[test]
     fn keeps_method_target_version_and_headers() {
         let request = parse(
