@@ -103,7 +103,10 @@ fn stats_page_renders_live_figures_in_chromium() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no data-updates in\n{dom}"));
     // 11 s of the page's (virtual) time: the first load and two refreshes.
-    assert!(updates >= 2, "the page did not refresh itself ({updates} loads):\n{dom}");
+    assert!(
+        updates >= 2,
+        "the page did not refresh itself ({updates} loads):\n{dom}"
+    );
     assert!(dom.contains("data-errors=\"\""), "script errors:\n{dom}");
     assert_eq!(text_of(&dom, "torrents"), "2");
     assert_eq!(text_of(&dom, "peers"), "4");

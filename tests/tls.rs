@@ -40,16 +40,20 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn start(dir: &Path) -> (Tracker, SocketAddr) {
+/// Starts shoal with an HTTPS listener using the certificate in `dir`, and
+/// `extra` arguments; returns it and the HTTPS address.
+fn start(dir: &Path, extra: &[&str]) -> (Tracker, SocketAddr) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let tracker = Tracker::start(&[
+    let mut args = vec![
         "--tls-listen",
         "127.0.0.1:0",
         "--tls-cert",
         cert.to_str().unwrap(),
         "--tls-key",
         key.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let tracker = Tracker::start(&args);
     let https = tracker.logged_addr("listening on https://");
     (tracker, https)
 }
@@ -100,7 +104,7 @@ fn https_get(
 fn announces_work_over_https() {
     let dir = temp_dir("announce");
     let cert = make_cert(&dir);
-    let (tracker, https) = start(&dir);
+    let (tracker, https) = start(&dir, &[]);
     let first = Announce::new(id(4), 1).seeder();
     let (response, presented) = https_get(https, &cert, &first.target()).unwrap();
     assert_eq!(response.status, 200);
@@ -117,7 +121,7 @@ fn announces_work_over_https() {
 fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     let dir = temp_dir("reload");
     let first = make_cert(&dir);
-    let (mut tracker, https) = start(&dir);
+    let (mut tracker, https) = start(&dir, &[]);
     assert_eq!(https_get(https, &first, "/stats").unwrap().1, first);
 
     let second = make_cert(&dir);
@@ -146,18 +150,7 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
 fn plain_http_and_silence_on_the_https_port_are_cut_off() {
     let dir = temp_dir("misuse");
     let cert = make_cert(&dir);
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let tracker = Tracker::start(&[
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
-        "--header-timeout",
-        "1",
-    ]);
-    let https = tracker.logged_addr("listening on https://");
+    let (_tracker, https) = start(&dir, &["--header-timeout", "1"]);
     // Plain HTTP is not a TLS handshake: the connection is closed.
     let answer = common::raw(https, b"GET /announce HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(!answer.starts_with(b"HTTP/1.1 200"));
