@@ -158,7 +158,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             config.stats_allow()?,
             config.full_scrape,
         ),
-        admin_addrs.to_vec(),
+        config.listen.len()..config.listen.len() + config.metrics_listen.len(),
     );
     if config.full_scrape {
         tracker = tracker.with_full_scrape(http::full_scrape::RateLimit::new(

@@ -232,8 +232,12 @@ fn stats_are_served_only_to_allowed_networks() {
 }
 
 fn metrics_listen_separates_operator_and_tracker_routes() {
-    let tracker = Tracker::start(&["--metrics-listen", "127.0.0.1:0"]);
-    let admin = tracker.logged_addr("metrics on http://");
+    // A wildcard address: connections arrive on 127.0.0.1, not 0.0.0.0,
+    // and must still be recognised as the metrics listener's.
+    let tracker = Tracker::start(&["--metrics-listen", "0.0.0.0:0"]);
+    let bound = tracker.logged_addr("metrics on http://");
+    assert!(bound.ip().is_unspecified());
+    let admin = SocketAddr::from(([127, 0, 0, 1], bound.port()));
     assert_ne!(admin, tracker.v4);
     tracker.announce(&Announce::new(id(1), 1));
     let m = metrics(admin);

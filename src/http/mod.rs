@@ -1,4 +1,4 @@
-//! The HTTP face of the tracker: a hyper service that routes requests.
+//! The HTTP face of the tracker: the handler that routes requests.
 //!
 //! [`Tracker`] turns one request (method, target, headers, client address)
 //! into a response: it routes `/announce` and `/scrape`, calls the
@@ -79,9 +79,9 @@ pub struct Tracker {
     access: Option<Arc<AccessList>>,
     passkeys: Option<Arc<Passkeys>>,
     admin: Option<Admin>,
-    /// Listeners that serve only the operator routes; empty: every listener
-    /// serves everything.
-    admin_listeners: Vec<SocketAddr>,
+    /// Listeners (by index, see `ConnectionInfo::listener`) that serve only
+    /// the operator routes; empty: every listener serves everything.
+    admin_listeners: std::ops::Range<usize>,
     full_scrape: Option<full_scrape::RateLimit>,
 }
 
@@ -111,14 +111,14 @@ impl Tracker {
             access: None,
             passkeys: None,
             admin: None,
-            admin_listeners: Vec::new(),
+            admin_listeners: 0..0,
             full_scrape: None,
         }
     }
 
     /// Serves `/metrics`, `/stats.json` and `/stats` (to the networks
     /// `admin` allows); with `listeners`, only on those and nowhere else.
-    pub fn with_admin(mut self, admin: Admin, listeners: Vec<SocketAddr>) -> Self {
+    pub fn with_admin(mut self, admin: Admin, listeners: std::ops::Range<usize>) -> Self {
         self.admin = Some(admin);
         self.admin_listeners = listeners;
         self
@@ -131,11 +131,11 @@ impl Tracker {
         self
     }
 
-    /// The routes a connection accepted on `local` may use.
-    pub fn surface(&self, local: SocketAddr) -> Surface {
+    /// The routes a connection accepted by listener `index` may use.
+    pub fn surface(&self, index: usize) -> Surface {
         if self.admin_listeners.is_empty() {
             Surface::All
-        } else if self.admin_listeners.contains(&local) {
+        } else if self.admin_listeners.contains(&index) {
             Surface::Admin
         } else {
             Surface::Tracker
@@ -418,7 +418,7 @@ pub struct TrackerService {
 
 impl TrackerService {
     pub fn new(tracker: Arc<Tracker>, connection: ConnectionInfo) -> Self {
-        let surface = tracker.surface(connection.local);
+        let surface = tracker.surface(connection.listener);
         Self {
             tracker,
             client: canonical(connection.remote),

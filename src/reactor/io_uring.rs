@@ -97,6 +97,7 @@ where
     for listener in listeners {
         accept_loops.push(monoio::spawn(accept_loop(
             TcpListener::from_std(listener.socket)?,
+            listener.index,
             listener.tls.then(|| options.tls.clone()).flatten(),
             serving.clone(),
             make_service.clone(),
@@ -116,6 +117,7 @@ where
 
 async fn accept_loop<M, S>(
     listener: TcpListener,
+    index: usize,
     tls: Option<Arc<TlsConfig>>,
     serving: std::rc::Rc<Serving>,
     make_service: Arc<M>,
@@ -153,6 +155,7 @@ async fn accept_loop<M, S>(
             remote,
             local,
             tls: tls.is_some(),
+            listener: index,
         });
         let serving = serving.clone();
         let shutdown = shutdown.clone();

@@ -274,6 +274,9 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     /// Whether the connection came in on an HTTPS listener.
     pub tls: bool,
+    /// Which listener accepted it: its position in the addresses given to
+    /// [`Bound::bind`], plain ones first, then the HTTPS ones.
+    pub listener: usize,
 }
 
 /// A response body: all in one piece (every tracker response), or streamed
@@ -292,6 +295,8 @@ pub trait Handler: Send + 'static {
 pub(crate) struct Listener {
     pub socket: TcpListener,
     pub tls: bool,
+    /// See [`ConnectionInfo::listener`].
+    pub index: usize,
 }
 
 /// Listening sockets, bound and ready to serve.
@@ -318,6 +323,7 @@ impl Bound {
         let copies = if shared_nothing { options.workers } else { 1 };
         let mut groups: Vec<Vec<Listener>> = (0..copies).map(|_| Vec::new()).collect();
         let mut bound = [Vec::new(), Vec::new()];
+        let mut index = 0;
         for (tls, addrs) in [(false, addrs), (true, tls_addrs)] {
             for &addr in addrs {
                 let mut target = addr;
@@ -328,9 +334,10 @@ impl Bound {
                     target = socket
                         .local_addr()
                         .map_err(|source| BindError { addr, source })?;
-                    group.push(Listener { socket, tls });
+                    group.push(Listener { socket, tls, index });
                 }
                 bound[usize::from(tls)].push(target);
+                index += 1;
             }
         }
         let [addrs, tls_addrs] = bound;

@@ -51,6 +51,7 @@ where
                     for listener in listeners {
                         accept_loops.push(tokio::spawn(accept_loop(
                             TcpListener::from_std(listener.socket)?,
+                            listener.index,
                             listener.tls.then(|| tls.clone()).flatten(),
                             serving.clone(),
                             make_service.clone(),

@@ -39,6 +39,7 @@ where
         for listener in groups.into_iter().flatten() {
             accept_loops.push(tokio::spawn(accept_loop(
                 TcpListener::from_std(listener.socket)?,
+                listener.index,
                 listener.tls.then(|| options.tls.clone()).flatten(),
                 serving.clone(),
                 make_service.clone(),
@@ -66,6 +67,7 @@ pub(super) async fn drain(open: &Connections, grace: Duration) {
 /// current runtime.
 pub(super) async fn accept_loop<M, S>(
     listener: TcpListener,
+    index: usize,
     tls: Option<Arc<TlsConfig>>,
     serving: Arc<Serving>,
     make_service: Arc<M>,
@@ -104,6 +106,7 @@ pub(super) async fn accept_loop<M, S>(
             remote,
             local,
             tls: tls.is_some(),
+            listener: index,
         });
         let start = if tls.is_none() && serving.one_shot {
             match connection::answer_now(&stream, &service) {
