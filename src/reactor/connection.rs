@@ -114,8 +114,9 @@ async fn write_answer<St: AsyncWrite + Unpin>(
     }
 }
 
-/// Answers a just-accepted plain connection on the spot when it can: its
-/// request has usually arrived by the time the connection is accepted, and
+/// Answers a just-accepted plain connection on the spot when it can: with
+/// `TCP_DEFER_ACCEPT` on the listener its request has usually arrived by the
+/// time the connection is accepted, and
 /// then reading it, answering and writing the answer with non-blocking
 /// calls needs no task, no timer and no wake-up. `None`: done (answered, or
 /// the client is gone), drop the stream. Otherwise how far it got, for

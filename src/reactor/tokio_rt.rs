@@ -108,7 +108,9 @@ pub(super) async fn accept_loop<M, S>(
             tls: tls.is_some(),
             listener: index,
         });
-        let start = if tls.is_none() && serving.one_shot {
+        // Only where the listener defers accepts until data arrives (Linux):
+        // elsewhere the first read would nearly always come too early.
+        let start = if cfg!(target_os = "linux") && tls.is_none() && serving.one_shot {
             match connection::answer_now(&stream, &service) {
                 Some(start) => start,
                 None => continue,
