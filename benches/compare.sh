@@ -8,6 +8,7 @@
 #
 # usage: benches/compare.sh [SECONDS] [CONNECTIONS] [REACTORS...]
 #   e.g. benches/compare.sh 10 64 tokio per-core io-uring
+#        ROUNDS=3 benches/compare.sh 8 64 per-core   # medians of 3 rounds
 # needs: opentracker (apt-get install opentracker); traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ shift $(( $# > 2 ? 2 : $# ))
 reactors=("${@:-tokio}")
 [ ${#reactors[@]} -eq 0 ] && reactors=(tokio per-core io-uring)
 workers=${WORKERS:-2}
+rounds=${ROUNDS:-1}
 torrents=${TORRENTS:-10000}
 
 cargo build --release --bins --examples >&2
@@ -24,7 +26,7 @@ load=target/release/shoal-load
 work=$(mktemp -d)
 chmod 755 "$work"  # opentracker drops root privileges before reading its whitelist
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-results="$work/results.jsonl"
+results="$work/results"
 
 # opentracker from Debian is whitelist-only: allow the benchmark's hashes.
 "$load" -t 127.0.0.1:1 --torrents "$torrents" --print-hashes > "$work/whitelist.txt"
@@ -47,37 +49,61 @@ run() {
     local pid=$!
     wait_port "$port"
     "$load" -t "127.0.0.1:$port" -d "$seconds" -c "$connections" --torrents "$torrents" \
-        --mode "$mode" --server-pid "$pid" --label "$label" --json >> "$results"
+        --mode "$mode" --server-pid "$pid" --label "$label" --json >> "$results.$round.jsonl"
     kill -INT "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
 
-for mode in keep-alive close; do
-    for reactor in "${reactors[@]}"; do
-        run "hello/$reactor" 18070 "$mode" target/release/examples/hello 127.0.0.1:18070 "$reactor" "$workers"
-        run "shoal/$reactor" 18069 "$mode" target/release/shoal --listen 127.0.0.1:18069 \
-            --reactor "$reactor" --workers "$workers" --log-level warn
+for round in $(seq 1 "$rounds"); do
+    for mode in keep-alive close; do
+        for reactor in "${reactors[@]}"; do
+            run "hello/$reactor" 18070 "$mode" target/release/examples/hello 127.0.0.1:18070 "$reactor" "$workers"
+            run "shoal/$reactor" 18069 "$mode" target/release/shoal --listen 127.0.0.1:18069 \
+                --reactor "$reactor" --workers "$workers" --log-level warn
+        done
+        if command -v opentracker >/dev/null; then
+            run opentracker 18080 "$mode" opentracker -f "$work/ot.conf"
+        fi
     done
-    if command -v opentracker >/dev/null; then
-        run opentracker 18080 "$mode" opentracker -f "$work/ot.conf"
-    fi
 done
 
-python3 - "$results" "$seconds" "$connections" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"\n{sys.argv[3]} connections, {sys.argv[2]} s per run, 1 load thread; "
-      "per CPU-s = responses per server CPU-second")
+python3 - "$results" "$seconds" "$connections" "$rounds" <<'PY'
+import glob, json, statistics, sys
+base, seconds, connections, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+runs = [[json.loads(l) for l in open(f)] for f in sorted(glob.glob(base + ".*.jsonl"))]
+
+def ratio(rows, r, label):
+    b = next((x for x in rows if x["label"] == label and x["mode"] == r["mode"]), None)
+    if b and b["per_cpu_s"] and r["per_cpu_s"]:
+        return r["per_cpu_s"] / b["per_cpu_s"]
+    return None
+
+def fmt(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:.2f}x"
+    return f"{median:.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+print(f"\n{connections} connections, {seconds} s per run, {rounds} round(s), 1 load thread; "
+      "per CPU-s = responses per server CPU-second; with several rounds, medians, "
+      "ratios taken within each round (range in brackets)")
 print()
 print("| server | mode | responses/s | server CPU s | per CPU-s | vs opentracker | vs hello | p50 ms | p99 ms | errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for r in rows:
-    ot = next((x for x in rows if x["label"] == "opentracker" and x["mode"] == r["mode"]), None)
+for r in runs[0]:
+    same = [next(x for x in rows if x["label"] == r["label"] and x["mode"] == r["mode"]) for rows in runs]
+    med = lambda key: statistics.median([x[key] for x in same if x[key] is not None] or [0])
     reactor = r["label"].split("/")[-1]
-    hello = next((x for x in rows if x["label"] == f"hello/{reactor}" and x["mode"] == r["mode"]), None)
-    ratio = lambda base: f"{r['per_cpu_s'] / base['per_cpu_s']:.2f}x" if base and base["per_cpu_s"] and r["per_cpu_s"] else "-"
-    errors = r["failures"] + r["bad"] + r["io_errors"]
-    print(f"| {r['label']} | {r['mode']} | {r['rps']:.0f} | {r['server_cpu_s']} | {r['per_cpu_s']} | "
-          f"{ratio(ot)} | {ratio(hello) if not r['label'].startswith('hello') else '-'} | "
-          f"{r['p50_ms']} | {r['p99_ms']} | {errors} |")
+    vs_ot = fmt([ratio(rows, x, "opentracker") for rows, x in zip(runs, same)])
+    vs_hello = fmt([ratio(rows, x, f"hello/{reactor}") for rows, x in zip(runs, same)])
+    if r["label"] == "opentracker":
+        vs_ot = "1.00x"
+    if r["label"].startswith("hello/") or r["label"] == "opentracker":
+        vs_hello = "-"
+    errors = sum(x["failures"] + x["bad"] + x["io_errors"] for x in same)
+    print(f"| {r['label']} | {r['mode']} | {med('rps'):.0f} | {med('server_cpu_s')} | {med('per_cpu_s'):.0f} | "
+          f"{vs_ot} | {vs_hello} | {med('p50_ms')} | {med('p99_ms')} | {errors} |")
 PY
