@@ -45,6 +45,12 @@ wait_port() {
 run() {
     local label=$1 port=$2 mode=$3
     shift 3
+    # A leftover server would share the port through SO_REUSEPORT and
+    # silently take part of the load.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use: stop whatever listens there first" >&2
+        exit 1
+    fi
     "$@" >/dev/null 2>&1 &
     local pid=$!
     wait_port "$port"
