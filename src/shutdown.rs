@@ -8,6 +8,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 
@@ -15,6 +16,9 @@ use tokio::sync::watch;
 pub struct Shutdown {
     sender: Arc<watch::Sender<bool>>,
     receiver: watch::Receiver<bool>,
+    /// The same flag, for [`Shutdown::is_triggered`]: connections check it
+    /// between requests, and a plain load is cheaper than the watch's lock.
+    triggered: Arc<AtomicBool>,
 }
 
 impl Default for Shutdown {
@@ -29,16 +33,18 @@ impl Shutdown {
         Self {
             sender: Arc::new(sender),
             receiver,
+            triggered: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// Asks everything to stop. Idempotent.
     pub fn trigger(&self) {
+        self.triggered.store(true, Ordering::Relaxed);
         self.sender.send_replace(true);
     }
 
     pub fn is_triggered(&self) -> bool {
-        *self.receiver.borrow()
+        self.triggered.load(Ordering::Relaxed)
     }
 
     /// Completes once shutdown has been triggered.
