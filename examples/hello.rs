@@ -2,15 +2,15 @@
 //! 58-byte bencoded announce response, run on any shoal reactor. Whatever
 //! shoal does per announce costs throughput relative to this.
 //!
-//! `cargo run --release --example hello -- 127.0.0.1:7070 [REACTOR] [WORKERS] [one-shot]`
+//! `cargo run --release --example hello -- 127.0.0.1:7070 [REACTOR] [WORKERS] [fast-path]`
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::{Request, Response};
+use hyper::Response;
 
-use shoal::reactor::{Bound, Choice, Handler, Options, ResponseBody};
+use shoal::reactor::{Bound, Choice, Handler, Options, RequestHead, ResponseBody};
 use shoal::shutdown::{self, Shutdown};
 
 const BODY: &[u8] = b"d8:completei10e10:incompletei20e8:intervali1800e5:peers0:e";
@@ -36,9 +36,9 @@ fn main() -> anyhow::Result<()> {
         max_connections: 50_000,
         shutdown_grace: Duration::from_secs(1),
         tls: None,
-        // "one-shot" as a fourth argument measures the reactor's own
-        // fast path for Connection: close; by default hyper alone.
-        one_shot: args.next().as_deref() == Some("one-shot"),
+        // "fast-path" as a fourth argument measures the reactor's own
+        // fast path; by default hyper alone.
+        fast_path: args.next().as_deref() == Some("fast-path"),
     };
     let bound = Bound::bind(options, &[addr], &[])?;
     eprintln!(
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
 struct Hello;
 
 impl Handler for Hello {
-    fn handle(&self, _request: Request<()>) -> Response<ResponseBody> {
+    fn handle(&self, _request: &RequestHead<'_>) -> Response<ResponseBody> {
         let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(BODY))));
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,

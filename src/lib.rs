@@ -112,7 +112,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         max_connections: config.max_connections,
         shutdown_grace: Duration::from_secs(5),
         tls,
-        one_shot: true,
+        fast_path: true,
     };
     let plain: Vec<_> = config
         .listen

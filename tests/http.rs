@@ -141,10 +141,11 @@ fn announce_and_scrape_paths_are_configurable_and_root_redirects() {
     assert_eq!(get(tracker.v4, "/").status, 404);
 }
 
-/// A connection's single `Connection: close` request is answered by the
-/// reactor's fast path, any keep-alive request by hyper: both must give the
-/// same status, headers and body.
-fn the_close_fast_path_answers_exactly_like_hyper() {
+/// GET and HEAD requests are answered by the reactor's fast path unless
+/// something keeps them out (a `Content-Length` header sends them to hyper):
+/// both must give the same status, headers and body, closing the connection
+/// or keeping it alive.
+fn the_fast_path_answers_exactly_like_hyper() {
     // An interval under 20 s has no jitter, so answers are repeatable.
     let tracker = Tracker::start(&["--interval", "19", "--min-interval", "10"]);
     let announce = Announce::new(id(1), 1).target();
@@ -160,13 +161,13 @@ fn the_close_fast_path_answers_exactly_like_hyper() {
         ("GET", "/nowhere"),
         ("GET", "/scrape"),
     ];
+    let last = "GET /scrape HTTP/1.1\r\nConnection: close\r\n\r\n";
     for (method, target) in targets {
         let head = format!("{method} {target} HTTP/1.1\r\nHost: t\r\n");
         let fast = raw(
             tracker.v4,
             format!("{head}Connection: close\r\n\r\n").as_bytes(),
         );
-        // A Content-Length header keeps the fast path out: hyper answers.
         let hyper = raw(
             tracker.v4,
             format!("{head}Content-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -175,7 +176,75 @@ fn the_close_fast_path_answers_exactly_like_hyper() {
         let text = String::from_utf8_lossy(&fast);
         assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
         assert!(text.contains(" GMT\r\n"), "{text}");
+
+        // Kept alive, then one more request that closes.
+        let fast = raw(tracker.v4, format!("{head}\r\n{last}").as_bytes());
+        let hyper = raw(
+            tracker.v4,
+            format!("{head}Content-Length: 0\r\n\r\n{last}").as_bytes(),
+        );
+        let (fast_first, fast_last) = split_first(&fast, method == "HEAD");
+        let (hyper_first, hyper_last) = split_first(&hyper, method == "HEAD");
+        assert_eq!(comparable(fast_first), comparable(hyper_first));
+        for first in [fast_first, hyper_first] {
+            let text = String::from_utf8_lossy(first).to_ascii_lowercase();
+            assert!(!text.contains("\r\nconnection:"), "{text}");
+        }
+        assert_eq!(comparable(fast_last), comparable(hyper_last));
     }
+}
+
+/// The first response in `bytes` and what follows it.
+fn split_first(bytes: &[u8], head_only: bool) -> (&[u8], &[u8]) {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .map_or(0, |n| n.parse().expect("a length"));
+    let length = if head_only { 0 } else { length };
+    bytes.split_at(end + length)
+}
+
+/// A connection that starts on the fast path and then sends what only
+/// hyper takes (a POST) moves to hyper for good, answers in order.
+fn a_connection_moves_to_hyper_midway_and_keeps_its_order() {
+    let tracker = Tracker::start(&[]);
+    let mut request = Vec::new();
+    for (method, peer, extra) in [
+        ("GET", 1, ""),
+        ("GET", 2, ""),
+        ("POST", 3, "Content-Length: 3\r\n"),
+        ("GET", 4, ""),
+        ("GET", 5, "Connection: close\r\n"),
+    ] {
+        let target = Announce::new(id(4), peer).target();
+        request.extend_from_slice(
+            format!("{method} {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes(),
+        );
+        if method == "POST" {
+            request.extend_from_slice(b"abc");
+        }
+    }
+    let bytes = raw(tracker.v4, &request);
+    let mut rest = &bytes[..];
+    let (mut seen, mut announced) = (Vec::new(), 0);
+    for _ in 0..5 {
+        let (response, tail) = parse_one(rest);
+        rest = tail;
+        seen.push(response.status);
+        if response.status == 200 {
+            // Each announce sees every earlier one.
+            announced += 1;
+            assert_eq!(response.dict().int("incomplete"), announced);
+        }
+    }
+    assert_eq!(seen, [200, 200, 405, 200, 200]);
+    assert!(rest.is_empty());
 }
 
 /// Status line, headers (sorted, lower-case, without `date` and
@@ -197,7 +266,8 @@ fn comparable(bytes: &[u8]) -> (String, Vec<String>, Vec<u8>) {
 }
 
 reactor_tests!(
-    the_close_fast_path_answers_exactly_like_hyper,
+    the_fast_path_answers_exactly_like_hyper,
+    a_connection_moves_to_hyper_midway_and_keeps_its_order,
     unknown_paths_get_404_with_a_bencoded_reason,
     methods_other_than_get_and_head_get_405,
     head_gets_the_headers_without_a_body,

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use hyper::HeaderMap;
+use crate::reactor::{Headers, header_text};
 
 /// A network in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl ProxyConfig {
 
     /// The client address of a request that arrived from `socket`, or the
     /// failure reason when a trusted proxy sent no usable header.
-    pub fn client(&self, socket: IpAddr, headers: &HeaderMap) -> Result<IpAddr, String> {
+    pub fn client(&self, socket: IpAddr, headers: Headers<'_>) -> Result<IpAddr, String> {
         if !self.is_trusted(socket) {
             return Ok(socket);
         }
@@ -135,7 +135,7 @@ impl ProxyConfig {
         // All values of the header, in order, as one list of hops.
         let mut hops: Vec<IpAddr> = Vec::new();
         for value in headers.get_all(self.header.name()) {
-            let value = value.to_str().map_err(|_| missing())?;
+            let value = header_text(value).ok_or_else(missing)?;
             for element in value.split(',') {
                 let hop = match self.header {
                     ProxyHeader::XForwardedFor | ProxyHeader::XRealIp => parse_hop(element),
@@ -162,6 +162,7 @@ impl ProxyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::HeaderMap;
     use hyper::header::HeaderValue;
 
     fn ip(text: &str) -> IpAddr {
@@ -208,29 +209,44 @@ mod tests {
     fn rightmost_untrusted_hop_wins() {
         let c = config(ProxyHeader::XForwardedFor);
         let h = headers("x-forwarded-for", &["6.6.6.6, 192.0.2.7, 10.0.0.2"]);
-        assert_eq!(c.client(ip("127.0.0.1"), &h), Ok(ip("192.0.2.7")));
+        assert_eq!(
+            c.client(ip("127.0.0.1"), Headers::from_map(&h)),
+            Ok(ip("192.0.2.7"))
+        );
         // Several header lines form one list.
         let h = headers("x-forwarded-for", &["6.6.6.6", "192.0.2.9"]);
-        assert_eq!(c.client(ip("127.0.0.1"), &h), Ok(ip("192.0.2.9")));
+        assert_eq!(
+            c.client(ip("127.0.0.1"), Headers::from_map(&h)),
+            Ok(ip("192.0.2.9"))
+        );
         // All trusted: the first.
         let h = headers("x-forwarded-for", &["10.0.0.9, 10.0.0.2"]);
-        assert_eq!(c.client(ip("127.0.0.1"), &h), Ok(ip("10.0.0.9")));
+        assert_eq!(
+            c.client(ip("127.0.0.1"), Headers::from_map(&h)),
+            Ok(ip("10.0.0.9"))
+        );
     }
 
     #[test]
     fn untrusted_connections_keep_their_address() {
         let c = config(ProxyHeader::XForwardedFor);
         let h = headers("x-forwarded-for", &["192.0.2.7"]);
-        assert_eq!(c.client(ip("203.0.113.1"), &h), Ok(ip("203.0.113.1")));
+        assert_eq!(
+            c.client(ip("203.0.113.1"), Headers::from_map(&h)),
+            Ok(ip("203.0.113.1"))
+        );
     }
 
     #[test]
     fn missing_or_malformed_headers_are_failures() {
         let c = config(ProxyHeader::XForwardedFor);
-        assert!(c.client(ip("127.0.0.1"), &HeaderMap::new()).is_err());
+        assert!(
+            c.client(ip("127.0.0.1"), Headers::from_map(&HeaderMap::new()))
+                .is_err()
+        );
         let h = headers("x-forwarded-for", &["not-an-ip"]);
         assert!(
-            c.client(ip("127.0.0.1"), &h)
+            c.client(ip("127.0.0.1"), Headers::from_map(&h))
                 .unwrap_err()
                 .contains("x-forwarded-for")
         );
@@ -240,14 +256,20 @@ mod tests {
     fn x_real_ip_and_forwarded() {
         let c = config(ProxyHeader::XRealIp);
         let h = headers("x-real-ip", &["2001:db8::5"]);
-        assert_eq!(c.client(ip("127.0.0.1"), &h), Ok(ip("2001:db8::5")));
+        assert_eq!(
+            c.client(ip("127.0.0.1"), Headers::from_map(&h)),
+            Ok(ip("2001:db8::5"))
+        );
         let c = config(ProxyHeader::Forwarded);
         let h = headers(
             "forwarded",
             &["for=192.0.2.60;proto=http;by=203.0.113.43, for=\"[2001:db8:cafe::17]:4711\""],
         );
-        assert_eq!(c.client(ip("10.1.1.1"), &h), Ok(ip("2001:db8:cafe::17")));
+        assert_eq!(
+            c.client(ip("10.1.1.1"), Headers::from_map(&h)),
+            Ok(ip("2001:db8:cafe::17"))
+        );
         let h = headers("forwarded", &["proto=http"]);
-        assert!(c.client(ip("10.1.1.1"), &h).is_err());
+        assert!(c.client(ip("10.1.1.1"), Headers::from_map(&h)).is_err());
     }
 }

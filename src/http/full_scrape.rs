@@ -17,12 +17,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use crate::reactor::{Headers, header_text};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use hyper::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header;
 
 use crate::protocol::scrape::{FILES_CLOSE, FILES_OPEN, encode_file};
 use crate::store::Store;
@@ -90,10 +89,12 @@ impl RateLimit {
 
 /// Whether `Accept-Encoding` accepts gzip: an explicit `gzip` (or `x-gzip`)
 /// entry decides, else `*`; `q=0` refuses.
-pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub fn accepts_gzip(headers: Headers<'_>) -> bool {
     let mut wildcard = None;
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
+    for value in headers.get_all("accept-encoding") {
+        let Some(value) = header_text(value) else {
+            continue;
+        };
         for entry in value.split(',') {
             let mut parts = entry.split(';');
             let coding = parts.next().unwrap_or("").trim();
@@ -214,7 +215,8 @@ mod tests {
     use super::*;
     use crate::protocol::{AnnounceOptions, AnnounceRequest, PeerSet, ScrapeResponse};
     use crate::store::StoreConfig;
-    use hyper::header::HeaderValue;
+    use hyper::HeaderMap;
+    use hyper::header::{self, HeaderValue};
 
     fn store_with(torrents: u32) -> Arc<Store> {
         let store = Arc::new(Store::new(StoreConfig::unlimited(60)));
@@ -335,8 +337,12 @@ mod tests {
         for (value, accepted) in cases {
             let mut headers = HeaderMap::new();
             headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
-            assert_eq!(accepts_gzip(&headers), accepted, "{value}");
+            assert_eq!(
+                accepts_gzip(Headers::from_map(&headers)),
+                accepted,
+                "{value}"
+            );
         }
-        assert!(!accepts_gzip(&HeaderMap::new()));
+        assert!(!accepts_gzip(Headers::from_map(&HeaderMap::new())));
     }
 }

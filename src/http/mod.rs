@@ -24,29 +24,19 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::header::{self, HeaderValue};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 
 use crate::access::AccessList;
 use crate::clock::Clock;
 use crate::metrics::{Failure, Family, Metrics};
 use crate::passkeys::Passkeys;
 use crate::protocol::{AnnounceOptions, PeerSet, encode_failure};
-use crate::reactor::{ConnectionInfo, Handler, ResponseBody};
+use crate::reactor::{ConnectionInfo, Handler, Headers, RequestHead, ResponseBody};
 use crate::store::Store;
 use admin::{Admin, AdminRoute};
 
 /// The response type every route produces.
 pub type HttpResponse = Response<ResponseBody>;
-
-/// What routing needs of a request besides the client's address.
-#[derive(Debug, Clone, Copy)]
-pub struct Head<'r> {
-    pub method: &'r Method,
-    pub path: &'r str,
-    /// The raw query string, without `?`.
-    pub query: &'r [u8],
-    pub headers: &'r HeaderMap,
-}
 
 /// What the HTTP layer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -182,7 +172,7 @@ impl Tracker {
     /// Answers one request from `client` (a canonical address: an IPv4-mapped
     /// IPv6 address must already be folded to IPv4) that came in on a
     /// listener serving `surface`.
-    pub fn handle(&self, head: Head<'_>, client: IpAddr, surface: Surface) -> HttpResponse {
+    pub fn handle(&self, head: &RequestHead<'_>, client: IpAddr, surface: Surface) -> HttpResponse {
         if surface != Surface::Tracker
             && let (Some(admin), Some(route)) = (&self.admin, AdminRoute::of(head.path))
         {
@@ -251,7 +241,7 @@ impl Tracker {
 
     /// A scrape without `info_hash`, when enabled: every torrent, streamed,
     /// gzip-compressed if the client takes it, rate-limited per address.
-    fn full_scrape(&self, client: IpAddr, headers: &HeaderMap) -> HttpResponse {
+    fn full_scrape(&self, client: IpAddr, headers: Headers<'_>) -> HttpResponse {
         use crate::metrics::Request as Kind;
         let family = Family::of(client);
         let Some(limit) = &self.full_scrape else {
@@ -428,25 +418,18 @@ impl TrackerService {
 }
 
 impl Handler for TrackerService {
-    fn handle(&self, request: Request<()>) -> HttpResponse {
+    fn handle(&self, head: &RequestHead<'_>) -> HttpResponse {
         let started = Instant::now();
         let tracker = &self.tracker;
         let client = match &tracker.config.proxy {
             None => self.client,
-            Some(proxy) => match proxy.client(self.client, request.headers()) {
+            Some(proxy) => match proxy.client(self.client, head.headers) {
                 Ok(client) => client,
                 Err(reason) => {
                     tracker.metrics.failure(Failure::ProxyHeader);
                     return failure(StatusCode::OK, &reason);
                 }
             },
-        };
-        let uri = request.uri();
-        let head = Head {
-            method: request.method(),
-            path: uri.path(),
-            query: uri.query().unwrap_or("").as_bytes(),
-            headers: request.headers(),
         };
         let response = tracker.handle(head, client, self.surface);
         let took = started.elapsed();

@@ -1,6 +1,6 @@
 //! Driving one HTTP/1.1 connection, whatever the runtime: the optional TLS
-//! handshake, the one-request fast path, hyper, the deadlines, and the
-//! connection counts.
+//! handshake, the fast path's [`Session`], hyper once the fast path hands
+//! over, the deadlines, and the connection counts.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -17,31 +17,21 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::deadline::{self, Limits, Phase, Timed};
-use super::one_shot::{self, Rewind};
+use super::fast_path::{self, Next, Rewind, Session};
 use super::tls::TlsConfig;
-use super::{Handler, ResponseBody};
+use super::{Handler, Headers, RequestHead, ResponseBody};
 use crate::shutdown::Shutdown;
 
-/// How far a connection got before its task started (see [`answer_now`]).
-pub(super) enum Start {
-    /// Nothing read yet.
-    Fresh,
-    /// These bytes were read and are not a request the fast path takes:
-    /// hyper gets them first.
-    Read(BytesMut),
-    /// The request was answered; this is the response, still to write.
-    Write(one_shot::Encoded),
-}
-
 /// Serves requests on `stream` until the client closes, an error ends the
-/// connection, it overstays a deadline (`serving.limits`, measured on `timer`), or
-/// shutdown asks it to finish its current request. With `tls`, the TLS
+/// connection, it overstays a deadline (`serving.limits`, measured on
+/// `timer`), or shutdown asks it to finish its current request. `session`
+/// is what [`answer_now`] did before (or a fresh one). With `tls`, the TLS
 /// handshake comes first and must finish within the request timeout.
 pub(super) async fn serve<St, S>(
     serving: &Serving,
     stream: St,
     tls: Option<&TlsConfig>,
-    start: Start,
+    session: Session,
     service: S,
     shutdown: &Shutdown,
     timer: &impl Timer,
@@ -50,112 +40,138 @@ pub(super) async fn serve<St, S>(
     S: Handler,
 {
     if let Some(tls) = tls {
-        // Boxed: the TLS and hyper states are large; kept out of this
-        // future, a one-request connection's task stays small.
+        // Boxed: the TLS state is large; kept out of this future, a plain
+        // connection's task stays small.
         return Box::pin(serve_tls(serving, stream, tls, service, shutdown, timer)).await;
     }
     let phase = Phase::new();
-    let mut stream = Timed::new(stream, phase.clone());
-    let first = match start {
-        Start::Fresh if serving.one_shot => {
-            let mut first = BytesMut::with_capacity(one_shot::FIRST_READ);
+    if !session.is_fresh() {
+        // A request was read before the stream was wrapped.
+        phase.begin_request();
+    }
+    let stream = Timed::new(stream, phase.clone());
+    serve_session(serving, stream, phase, session, service, shutdown, timer).await;
+}
+
+/// The fast path over `stream` (already wrapped in the phase-reporting
+/// [`Timed`]): write what the session has answered, read, answer, until the
+/// connection closes or the session hands it to hyper.
+async fn serve_session<St, S>(
+    serving: &Serving,
+    mut stream: St,
+    phase: Arc<Phase>,
+    mut session: Session,
+    service: S,
+    shutdown: &Shutdown,
+    timer: &impl Timer,
+) where
+    St: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Handler,
+{
+    if serving.fast_path {
+        // Made once per connection, not per read: arming a timer per request
+        // would cost more than the request.
+        let mut watchdog = pin!(deadline::watchdog(phase.clone(), serving.limits, timer));
+        let mut stopping = pin!(shutdown.wait());
+        loop {
+            if session.has_output() {
+                let written = tokio::select! {
+                    biased;
+                    written = session.write(&mut stream) => written,
+                    () = watchdog.as_mut() => {
+                        tracing::debug!("connection closed: response not taken in time");
+                        return;
+                    }
+                };
+                if let Err(error) = written {
+                    tracing::debug!(%error, "connection ended with an error");
+                    return;
+                }
+                if !session.input.is_empty() {
+                    // Part of the next request came with the last one: its
+                    // time runs from now, not from the write's idle.
+                    phase.begin_request();
+                }
+            }
+            match session.next {
+                Next::Read => {}
+                Next::Answer => {
+                    session.answer(&service, serving.max_head);
+                    continue;
+                }
+                Next::Close => return,
+                Next::Hyper => break,
+            }
+            // Shutdown lets the request in hand finish, then closes: checked
+            // here too, as a busy client's reads would always win the race.
+            if shutdown.is_triggered() {
+                return;
+            }
+            session.input.reserve(fast_path::READ_SIZE);
             let read = tokio::select! {
                 biased;
-                read = read_some(&mut stream, &mut first) => read,
-                () = deadline::watchdog(phase.clone(), serving.limits, timer) => return,
-                () = shutdown.wait() => return,
+                read = read_some(&mut stream, &mut session.input) => read,
+                () = watchdog.as_mut() => {
+                    tracing::debug!("connection closed: request or idle timeout");
+                    return;
+                }
+                () = stopping.as_mut() => return,
             };
             if !matches!(read, Ok(n) if n > 0) {
                 return;
             }
-            match one_shot::parse(&first) {
-                Some(request) => {
-                    let (method, version) = (request.method().clone(), request.version());
-                    let answer = one_shot::encode(&method, version, service.handle(request));
-                    return write_answer(&mut stream, answer, phase, serving, timer).await;
-                }
-                None => first,
-            }
+            session.answer(&service, serving.max_head);
         }
-        Start::Fresh => BytesMut::new(),
-        Start::Read(first) => {
-            phase.begin_request();
-            first
-        }
-        Start::Write(answer) => {
-            phase.begin_request();
-            return write_answer(&mut stream, answer, phase, serving, timer).await;
-        }
-    };
-    let stream = Rewind::new(first.freeze(), stream);
+    }
+    let stream = Rewind::new(session.input.freeze(), stream);
     // Boxed: hyper's connection state is large, and keeping it out of this
     // future keeps the fast path's task small to spawn and move.
     Box::pin(serve_http(serving, stream, phase, service, shutdown, timer)).await;
 }
 
-/// Writes a fast-path answer within the request deadline.
-async fn write_answer<St: AsyncWrite + Unpin>(
-    stream: &mut St,
-    answer: one_shot::Encoded,
-    phase: Arc<Phase>,
-    serving: &Serving,
-    timer: &impl Timer,
-) {
-    tokio::select! {
-        biased;
-        result = one_shot::write(stream, answer) => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        }
-        () = deadline::watchdog(phase, serving.limits, timer) => {
-            tracing::debug!("connection closed: response not taken in time");
-        }
-    }
-}
-
 /// Answers a just-accepted plain connection on the spot when it can: with
 /// `TCP_DEFER_ACCEPT` on the listener its request has usually arrived by the
-/// time the connection is accepted, and
-/// then reading it, answering and writing the answer with non-blocking
-/// calls needs no task, no timer and no wake-up. `None`: done (answered, or
-/// the client is gone), drop the stream. Otherwise how far it got, for
-/// [`serve`] to carry on from.
-pub(super) fn answer_now<S: Handler>(stream: &tokio::net::TcpStream, service: &S) -> Option<Start> {
+/// time the connection is accepted, and then reading it, answering and
+/// writing the answer with non-blocking calls needs no task, no timer and no
+/// wake-up. `None`: done (answered and closed, or the client is gone), drop
+/// the stream. Otherwise the session for [`serve`] to carry on with.
+pub(super) fn answer_now<S: Handler>(
+    stream: &tokio::net::TcpStream,
+    service: &S,
+    serving: &Serving,
+) -> Option<Session> {
     use std::io::{ErrorKind, Read, Write};
     let socket = socket2::SockRef::from(stream);
+    let mut session = Session::default();
     // Accepted sockets are non-blocking (tokio's own), so these calls never
     // wait; a request not there yet is left to the task.
-    let mut buf = [0u8; one_shot::FIRST_READ];
+    let mut buf = [0u8; fast_path::READ_SIZE];
     let n = match (&*socket).read(&mut buf) {
         Ok(0) => return None,
         Ok(n) => n,
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-            return Some(Start::Fresh);
+            return Some(session);
         }
         Err(_) => return None,
     };
-    let Some(request) = one_shot::parse(&buf[..n]) else {
-        return Some(Start::Read(BytesMut::from(&buf[..n])));
-    };
-    let (method, version) = (request.method().clone(), request.version());
-    match one_shot::encode(&method, version, service.handle(request)) {
-        one_shot::Encoded::Whole(mut bytes) => match (&*socket).write(&bytes) {
-            Ok(written) if written == bytes.len() => None,
-            Ok(written) => {
-                bytes.drain(..written);
-                Some(Start::Write(one_shot::Encoded::Whole(bytes)))
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                Some(Start::Write(one_shot::Encoded::Whole(bytes)))
-            }
-            Err(_) => None,
-        },
-        streamed => Some(Start::Write(streamed)),
+    let used = session.answer_from(&buf[..n], service, serving.max_head);
+    if session.next != Next::Close && used < n {
+        session.input = BytesMut::from(&buf[used..n]);
     }
+    if !session.output.is_empty() {
+        match (&*socket).write(&session.output) {
+            Ok(written) => drop(session.output.drain(..written)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(_) => return None,
+        }
+    }
+    if session.next == Next::Close && !session.has_output() {
+        return None;
+    }
+    Some(session)
 }
 
-/// The TLS handshake, then hyper over the encrypted stream.
+/// The TLS handshake, then the fast path over the encrypted stream.
 async fn serve_tls<St, S>(
     serving: &Serving,
     stream: St,
@@ -184,7 +200,8 @@ async fn serve_tls<St, S>(
     };
     let phase = Phase::new();
     let stream = Timed::new(stream, phase.clone());
-    serve_http(serving, stream, phase, service, shutdown, timer).await;
+    let session = Session::default();
+    serve_session(serving, stream, phase, session, service, shutdown, timer).await;
 }
 
 /// Reads what is available (at least one byte, or EOF) into `buf`, retrying
@@ -240,9 +257,10 @@ pub(super) struct Serving {
     /// hyper's HTTP/1.1 settings.
     pub http1: http1::Builder,
     pub limits: Limits,
-    /// Whether a plain connection's `Connection: close` request may take
-    /// the fast path.
-    pub one_shot: bool,
+    /// Longest request head, for the fast path as for hyper.
+    pub max_head: usize,
+    /// Whether connections start on the fast path (see `fast_path`).
+    pub fast_path: bool,
 }
 
 impl Serving {
@@ -254,7 +272,8 @@ impl Serving {
         Self {
             http1,
             limits: options.limits(),
-            one_shot: options.one_shot,
+            max_head: options.max_request_bytes,
+            fast_path: options.fast_path,
         }
     }
 }
@@ -268,7 +287,14 @@ impl<S: Handler> hyper::service::Service<Request<Incoming>> for HyperService<S> 
     type Future = Ready<Result<Self::Response, Infallible>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        ready(Ok(self.0.handle(request.map(|_| ()))))
+        let uri = request.uri();
+        let head = RequestHead {
+            method: request.method(),
+            path: uri.path(),
+            query: uri.query().unwrap_or("").as_bytes(),
+            headers: Headers::from_map(request.headers()),
+        };
+        ready(Ok(self.0.handle(&head)))
     }
 }
 

@@ -16,6 +16,7 @@ use monoio_compat::TcpStreamCompat;
 use monoio_compat::hyper::MonoioTimer;
 
 use super::connection::{self, Connections, Serving};
+use super::fast_path::Session;
 use super::tls::TlsConfig;
 use super::{ConnectionInfo, Handler, Listener, Options};
 use crate::shutdown::Shutdown;
@@ -163,8 +164,8 @@ async fn accept_loop<M, S>(
         monoio::spawn(async move {
             let stream = TcpStreamCompat::new(stream);
             let (tls, timer) = (tls.as_deref(), &MonoioTimer);
-            let start = connection::Start::Fresh;
-            connection::serve(&serving, stream, tls, start, service, &shutdown, timer).await;
+            let session = Session::default();
+            connection::serve(&serving, stream, tls, session, service, &shutdown, timer).await;
             drop(guard);
         });
     }

@@ -2,11 +2,12 @@
 //!
 //! Like Twisted's reactor, one event-loop design drives all socket I/O and
 //! the operator picks which at start-up (`--reactor`). A reactor is given the
-//! addresses to listen on, a function that makes a hyper service for each
+//! addresses to listen on, a function that makes a [`Handler`] for each
 //! accepted connection, and a [`Shutdown`]. It binds, accepts, serves
-//! HTTP/1.1 through hyper's runtime traits, and on shutdown stops accepting
-//! and lets open connections finish. It knows nothing of BitTorrent: the
-//! service is opaque to it.
+//! HTTP/1.1 (plain GET/HEAD requests on its own fast path, anything else
+//! through hyper), and on shutdown stops accepting and lets open
+//! connections finish. It knows nothing of BitTorrent: the handler is
+//! opaque to it.
 //!
 //! - [`Kind::Tokio`]: one multi-threaded work-stealing tokio runtime.
 //! - [`Kind::PerCore`]: one single-threaded tokio runtime per worker, each
@@ -15,13 +16,13 @@
 //!   with `SO_REUSEPORT` listeners.
 //!
 //! Any listener can be HTTPS ([`TlsConfig`]); the handshake runs on the same
-//! reactor before hyper sees the connection.
+//! reactor before the first request is read.
 
 mod connection;
 mod deadline;
+mod fast_path;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 mod io_uring;
-mod one_shot;
 mod per_core;
 mod tls;
 mod tokio_rt;
@@ -40,7 +41,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{Either, Full};
-use hyper::{Request, Response};
+use hyper::{HeaderMap, Method, Response};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::shutdown::Shutdown;
@@ -242,9 +243,9 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// Certificate for the HTTPS listeners, if any.
     pub tls: Option<Arc<TlsConfig>>,
-    /// Answer a plain connection's single `Connection: close` request
-    /// without hyper (see `one_shot`). Off only to measure hyper alone.
-    pub one_shot: bool,
+    /// Answer plain GET and HEAD requests without hyper (see `fast_path`).
+    /// Off only to measure hyper alone.
+    pub fast_path: bool,
 }
 
 impl Options {
@@ -285,10 +286,68 @@ pub type ResponseBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
 
 /// What answers the requests of one connection. It is given each request's
 /// head (a request body is never read: no route takes one) and answers at
-/// once; the reactor writes the response, through hyper or, for a
-/// connection's single `Connection: close` request, directly.
+/// once; the reactor writes the response, directly on its fast path or
+/// through hyper.
 pub trait Handler: Send + 'static {
-    fn handle(&self, request: Request<()>) -> Response<ResponseBody>;
+    fn handle(&self, request: &RequestHead<'_>) -> Response<ResponseBody>;
+}
+
+/// What a [`Handler`] sees of a request: its head, borrowed from wherever
+/// the reactor parsed it (its own read buffer on the fast path, or hyper's
+/// request), so that nothing is copied or allocated to hand it over.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// The path of an origin-form target (`/announce`), without the query.
+    pub path: &'a str,
+    /// The raw query, without `?`; empty when there is none.
+    pub query: &'a [u8],
+    pub headers: Headers<'a>,
+}
+
+/// A request's header fields, as hyper's map or as the fast path parsed
+/// them.
+#[derive(Debug, Clone, Copy)]
+pub struct Headers<'a>(HeaderSource<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum HeaderSource<'a> {
+    Map(&'a HeaderMap),
+    Parsed(&'a [httparse::Header<'a>]),
+}
+
+impl<'a> Headers<'a> {
+    pub fn from_map(map: &'a HeaderMap) -> Self {
+        Self(HeaderSource::Map(map))
+    }
+
+    fn parsed(headers: &'a [httparse::Header<'a>]) -> Self {
+        Self(HeaderSource::Parsed(headers))
+    }
+
+    /// The values of every field named `name` (lower-case), in order.
+    pub fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (map, parsed) = match self.0 {
+            HeaderSource::Map(map) => (Some(map.get_all(name).iter()), None),
+            HeaderSource::Parsed(headers) => (None, Some(headers.iter())),
+        };
+        let from_map = map.into_iter().flatten().map(|v| v.as_bytes());
+        let from_parsed = parsed
+            .into_iter()
+            .flatten()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value);
+        from_map.chain(from_parsed)
+    }
+}
+
+/// A header value as text, when it is all visible ASCII (tabs and spaces
+/// allowed), as hyper's `HeaderValue::to_str` takes it.
+pub fn header_text(value: &[u8]) -> Option<&str> {
+    let visible = value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// One listening socket and whether it speaks TLS.

@@ -9,6 +9,7 @@ use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
 use super::connection::{self, Connections, Serving};
+use super::fast_path::Session;
 use super::tls::TlsConfig;
 use super::{ConnectionInfo, Handler, Listener, Options};
 use crate::shutdown::Shutdown;
@@ -110,13 +111,13 @@ pub(super) async fn accept_loop<M, S>(
         });
         // Only where the listener defers accepts until data arrives (Linux):
         // elsewhere the first read would nearly always come too early.
-        let start = if cfg!(target_os = "linux") && tls.is_none() && serving.one_shot {
-            match connection::answer_now(&stream, &service) {
-                Some(start) => start,
+        let session = if cfg!(target_os = "linux") && tls.is_none() && serving.fast_path {
+            match connection::answer_now(&stream, &service, &serving) {
+                Some(session) => session,
                 None => continue,
             }
         } else {
-            connection::Start::Fresh
+            Session::default()
         };
         let serving = serving.clone();
         let shutdown = shutdown.clone();
@@ -124,7 +125,7 @@ pub(super) async fn accept_loop<M, S>(
         tokio::spawn(async move {
             let timer = TokioTimer::new();
             let tls = tls.as_deref();
-            connection::serve(&serving, stream, tls, start, service, &shutdown, &timer).await;
+            connection::serve(&serving, stream, tls, session, service, &shutdown, &timer).await;
             drop(guard);
         });
     }
