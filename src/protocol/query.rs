@@ -23,16 +23,23 @@ pub fn params(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         })
 }
 
-/// The value of an ASCII hex digit, or `None`.
-#[inline]
-fn hex(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
+/// The value of each ASCII hex digit; `NOT_HEX` for any other byte.
+static HEX: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xff;
 
 /// Decodes `raw` into `buf`, returning the decoded length.
 ///
@@ -48,26 +55,27 @@ pub fn decode_into(
     too_long: Error,
 ) -> Result<usize, Error> {
     let mut len = 0;
-    let mut i = 0;
-    while i < raw.len() {
-        let byte = if raw[i] == b'%' {
-            let (Some(hi), Some(lo)) = (
-                raw.get(i + 1).copied().and_then(hex),
-                raw.get(i + 2).copied().and_then(hex),
-            ) else {
+    let mut rest = raw;
+    while let [first, tail @ ..] = rest {
+        let byte = if *first == b'%' {
+            let [hi, lo, after @ ..] = tail else {
                 return Err(Error::BadEscape(name));
             };
-            i += 3;
+            let (hi, lo) = (HEX[usize::from(*hi)], HEX[usize::from(*lo)]);
+            if (hi | lo) > 0x0f {
+                return Err(Error::BadEscape(name));
+            }
+            rest = after;
             hi << 4 | lo
         } else {
-            i += 1;
-            raw[i - 1]
+            rest = tail;
+            *first
         };
         let Some(slot) = buf.get_mut(len) else {
             // Report a bad escape further on before the length: the value
             // is malformed either way, and the escape is the root cause.
-            if raw[i..].split(|&b| b == b'%').skip(1).any(|rest| {
-                !matches!(rest, [hi, lo, ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit())
+            if rest.split(|&b| b == b'%').skip(1).any(|after| {
+                !matches!(after, [hi, lo, ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit())
             }) {
                 return Err(Error::BadEscape(name));
             }
