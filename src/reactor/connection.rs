@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::deadline::{self, Limits, Phase, Timed};
 use super::fast_path::{self, Next, Rewind, Session};
+use super::on_wake::OnWake;
 use super::tls::TlsConfig;
 use super::{Handler, Headers, RequestHead, ResponseBody};
 use crate::shutdown::Shutdown;
@@ -70,15 +71,18 @@ async fn serve_session<St, S>(
 {
     if serving.fast_path {
         // Made once per connection, not per read: arming a timer per request
-        // would cost more than the request.
-        let mut watchdog = pin!(deadline::watchdog(phase.clone(), serving.limits, timer));
-        let mut stopping = pin!(shutdown.wait());
+        // would cost more than the request. Polled only when they were woken
+        // (`OnWake`), not each time a read comes in.
+        let watchdog = pin!(deadline::watchdog(phase.clone(), serving.limits, timer));
+        let mut watchdog = OnWake::new(watchdog);
+        let stopping = pin!(shutdown.wait());
+        let mut stopping = OnWake::new(stopping);
         loop {
             if session.has_output() {
                 let written = tokio::select! {
                     biased;
                     written = session.write(&mut stream) => written,
-                    () = watchdog.as_mut() => {
+                    () = &mut watchdog => {
                         tracing::debug!("connection closed: response not taken in time");
                         return;
                     }
@@ -111,11 +115,11 @@ async fn serve_session<St, S>(
             let read = tokio::select! {
                 biased;
                 read = read_some(&mut stream, &mut session.input) => read,
-                () = watchdog.as_mut() => {
+                () = &mut watchdog => {
                     tracing::debug!("connection closed: request or idle timeout");
                     return;
                 }
-                () = stopping.as_mut() => return,
+                () = &mut stopping => return,
             };
             if !matches!(read, Ok(n) if n > 0) {
                 return;

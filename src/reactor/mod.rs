@@ -23,6 +23,7 @@ mod deadline;
 mod fast_path;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 mod io_uring;
+mod on_wake;
 mod per_core;
 mod tls;
 mod tokio_rt;
