@@ -137,20 +137,21 @@ async fn serve_session<St, S>(
 /// `TCP_DEFER_ACCEPT` on the listener its request has usually arrived by the
 /// time the connection is accepted, and then reading it, answering and
 /// writing the answer with non-blocking calls needs no task, no timer and no
-/// wake-up. `None`: done (answered and closed, or the client is gone), drop
-/// the stream. Otherwise the session for [`serve`] to carry on with.
+/// wake-up. `recv` and `send` are the socket's, and must not wait: a
+/// request not there yet is left to the task, and so is what the socket
+/// does not take of the answer. `None`: done (answered and closed, or the
+/// client is gone), drop the stream. Otherwise the session for [`serve`] to
+/// carry on with.
 pub(super) fn answer_now<S: Handler>(
-    stream: &tokio::net::TcpStream,
+    recv: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    send: impl FnOnce(&[u8]) -> std::io::Result<usize>,
     service: &S,
     serving: &Serving,
 ) -> Option<Session> {
-    use std::io::{ErrorKind, Read, Write};
-    let socket = socket2::SockRef::from(stream);
+    use std::io::ErrorKind;
     let mut session = Session::default();
-    // Accepted sockets are non-blocking (tokio's own), so these calls never
-    // wait; a request not there yet is left to the task.
     let mut buf = [0u8; fast_path::READ_SIZE];
-    let n = match (&*socket).read(&mut buf) {
+    let n = match recv(&mut buf) {
         Ok(0) => return None,
         Ok(n) => n,
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
@@ -163,7 +164,7 @@ pub(super) fn answer_now<S: Handler>(
         session.input = BytesMut::from(&buf[used..n]);
     }
     if !session.output.is_empty() {
-        match (&*socket).write(&session.output) {
+        match send(&session.output) {
             Ok(written) => drop(session.output.drain(..written)),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
             Err(_) => return None,

@@ -7,6 +7,7 @@
 //! monoio-compat's buffered stream adaptor and sleeps on monoio's timer.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -158,15 +159,62 @@ async fn accept_loop<M, S>(
             tls: tls.is_some(),
             listener: index,
         });
+        // As on the other reactors: the listener defers accepts until the
+        // request has arrived, so it is usually answered right here.
+        let session = if tls.is_none() && serving.fast_path {
+            let socket = DontWait(stream.as_raw_fd());
+            let recv = |buf: &mut [u8]| socket.recv(buf);
+            let send = |buf: &[u8]| socket.send(buf);
+            match connection::answer_now(recv, send, &service, &serving) {
+                Some(session) => session,
+                None => continue,
+            }
+        } else {
+            Session::default()
+        };
         let serving = serving.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         monoio::spawn(async move {
             let stream = TcpStreamCompat::new(stream);
             let (tls, timer) = (tls.as_deref(), &MonoioTimer);
-            let session = Session::default();
             connection::serve(&serving, stream, tls, session, service, &shutdown, timer).await;
             drop(guard);
         });
+    }
+}
+
+/// `recv` and `send` that never wait, on a socket that may be blocking:
+/// io_uring needs no `O_NONBLOCK`, so monoio does not set it, and a plain
+/// read could stall the whole worker.
+struct DontWait(RawFd);
+
+impl DontWait {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
+        // call, and the descriptor is the caller's open stream.
+        let n = unsafe {
+            libc::recv(
+                self.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
+        // call, and the descriptor is the caller's open stream.
+        let n = unsafe {
+            libc::send(
+                self.0,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 }

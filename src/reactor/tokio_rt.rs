@@ -112,7 +112,12 @@ pub(super) async fn accept_loop<M, S>(
         // Only where the listener defers accepts until data arrives (Linux):
         // elsewhere the first read would nearly always come too early.
         let session = if cfg!(target_os = "linux") && tls.is_none() && serving.fast_path {
-            match connection::answer_now(&stream, &service, &serving) {
+            // tokio's accepted sockets are non-blocking.
+            use std::io::{Read, Write};
+            let socket = socket2::SockRef::from(&stream);
+            let recv = |buf: &mut [u8]| (&*socket).read(buf);
+            let send = |buf: &[u8]| (&*socket).write(buf);
+            match connection::answer_now(recv, send, &service, &serving) {
                 Some(session) => session,
                 None => continue,
             }
