@@ -102,12 +102,15 @@ pub fn decode_20(raw: &[u8], name: &'static str) -> Result<[u8; 20], Error> {
 pub fn decode_u64(raw: &[u8], name: &'static str) -> Result<u64, Error> {
     // u64::MAX has 20 digits; allow a few leading zeros beyond that.
     const MAX_DIGITS: usize = 24;
-    // Clients send plain digits; escaped digits take the general path.
+    // Clients send plain digits: parsed at once, without first looking for
+    // an escape. Escaped digits take the general path.
+    if raw.len() <= MAX_DIGITS
+        && let Some(value) = parse_u64(raw)
+    {
+        return Ok(value);
+    }
     if !raw.contains(&b'%') {
-        if raw.len() > MAX_DIGITS {
-            return Err(Error::NotANumber(name));
-        }
-        return parse_u64(raw).ok_or(Error::NotANumber(name));
+        return Err(Error::NotANumber(name));
     }
     let mut buf = [0u8; MAX_DIGITS];
     let len = decode_into(raw, name, &mut buf, Error::NotANumber(name))?;
