@@ -118,7 +118,13 @@ struct Scenario {
 impl Scenario {
     /// A fresh directory with an 8 MiB random file and its .torrent.
     fn new(name: &str, announce: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("shoal-e2e-{}-{name}", std::process::id()));
+        // The same test runs on every reactor at once in this process: the
+        // reactor's name keeps their directories apart.
+        let dir = std::env::temp_dir().join(format!(
+            "shoal-e2e-{}-{name}-{}",
+            std::process::id(),
+            common::reactor()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("seed")).unwrap();
         std::fs::create_dir_all(dir.join("leech")).unwrap();
