@@ -147,6 +147,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             announce_path: config.announce_path.clone(),
             scrape_path: config.scrape_path.clone(),
             root_redirect: config.root_redirect.clone(),
+            max_request_bytes: config.max_request_bytes,
         },
         metrics.clone(),
     )

@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use shoal::config::{Cli, Config};
@@ -29,6 +28,10 @@ fn try_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.list_reactors {
         print!("{}", shoal::reactor::list());
+        return Ok(());
+    }
+    if cli.print_config_docs {
+        print!("{}", shoal::config::render::markdown::<Config>());
         return Ok(());
     }
     let print_config = cli.print_config;

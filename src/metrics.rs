@@ -93,6 +93,7 @@ failures! {
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",
     Forbidden => "forbidden",
+    RequestTooLarge => "request_too_large",
 }
 
 /// Which tracker request a count is for.

@@ -35,12 +35,35 @@ fn help_teaches_options_environment_and_examples() {
         "--max-numwant <N>",
         "--peer-ttl <SECS>",
         "--log-level <LEVEL>",
-        "[env: SHOAL_INTERVAL=]",
-        "[env: SHOAL_LISTEN=]",
+        "[env: SHOAL_INTERVAL]",
+        "[env: SHOAL_LISTEN]",
+        "[default: 1800]",
+        "[default: 0.0.0.0:6969, [::]:6969]",
+        "Listeners:",
+        "Limits:",
         "Examples:",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
+}
+
+#[test]
+fn configuration_doc_is_generated() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("--print-config-docs")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        doc,
+        String::from_utf8(output.stdout).unwrap(),
+        "docs/configuration.md is stale: regenerate it (see the page)"
+    );
 }
 
 #[test]

@@ -27,26 +27,42 @@ fn status_of(bytes: &[u8]) -> Option<u16> {
 
 fn oversize_request_heads_get_431() {
     let tracker = Tracker::start(&[]);
+    // Over the default limit of 16 KiB, in a header or in the request line.
     let big_header = format!(
         "GET /announce HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
-        "a".repeat(9000)
-    );
-    let bytes = raw(tracker.v4, big_header.as_bytes());
-    assert_eq!(
-        status_of(&bytes),
-        Some(431),
-        "{}",
-        String::from_utf8_lossy(&bytes)
+        "a".repeat(17_000)
     );
     let long_line = format!(
         "GET /announce?{} HTTP/1.1\r\nHost: t\r\n\r\n",
-        "x=1&".repeat(3000)
+        "x=1&".repeat(5000)
     );
-    let bytes = raw(tracker.v4, long_line.as_bytes());
-    assert!(
-        matches!(status_of(&bytes), Some(414 | 431)),
-        "{}",
-        String::from_utf8_lossy(&bytes)
+    for request in [big_header, long_line] {
+        let bytes = raw(tracker.v4, request.as_bytes());
+        assert_eq!(
+            status_of(&bytes),
+            Some(431),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        // A BitTorrent client is told why, in a body it can read.
+        let (response, _) = parse_one(&bytes);
+        assert_eq!(
+            response.failure().as_deref(),
+            Some("request too large: at most 16384 bytes of request line and headers")
+        );
+    }
+    // Off the tracker routes: the bare status.
+    let other = format!("GET /x HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(17_000));
+    let bytes = raw(tracker.v4, other.as_bytes());
+    assert_eq!(status_of(&bytes), Some(431));
+    assert!(parse_one(&bytes).0.body.is_empty());
+    // The limit is the operator's.
+    let small = Tracker::start(&["--max-request-bytes", "8192"]);
+    let request = format!("GET /scrape?{} HTTP/1.1\r\n\r\n", "x=1&".repeat(2100));
+    let bytes = raw(small.v4, request.as_bytes());
+    assert_eq!(
+        parse_one(&bytes).0.failure().as_deref(),
+        Some("request too large: at most 8192 bytes of request line and headers")
     );
     still_serving(&tracker);
 }

@@ -72,6 +72,32 @@ fn default_cap_is_one_hundred() {
     assert!(dict.has("warning message"));
 }
 
+fn a_scrape_of_150_hashes_fits_the_default_request_limit() {
+    let tracker = Tracker::start(&[]);
+    // Bytes a client escapes (as most of a real hash's are): ~10 KB of URL.
+    let hashes: Vec<[u8; 20]> = (0..150u8)
+        .map(|i| {
+            std::array::from_fn(|j| match j {
+                0 => 0x80 | (i & 0x7f),
+                1 => 0x80 | (i >> 7),
+                _ => 0x80 | j as u8,
+            })
+        })
+        .collect();
+    let target_len: usize = hashes
+        .iter()
+        .map(|h| "info_hash=&".len() + escape(h).len())
+        .sum();
+    assert!(target_len > 9_000, "{target_len}");
+    let dict = tracker.scrape(&hashes);
+    assert_eq!(dict.failure(), None);
+    assert_eq!(dict.dict("files").0.len(), 100);
+    assert_eq!(
+        dict.bytes("warning message"),
+        b"only the first 100 info hashes were scraped"
+    );
+}
+
 fn scrape_without_info_hash_says_full_scrape_is_off() {
     let tracker = Tracker::start(&[]);
     for target in ["/scrape", "/scrape?", "/scrape?foo=bar"] {
@@ -105,6 +131,7 @@ reactor_tests!(
     scrape_reports_each_torrent_sorted_with_zeros_for_unknown,
     scrape_counts_downloads,
     more_hashes_than_the_cap_answers_the_first_with_a_warning,
+    a_scrape_of_150_hashes_fits_the_default_request_limit,
     default_cap_is_one_hundred,
     scrape_without_info_hash_says_full_scrape_is_off,
     malformed_scrape_hashes_are_refused,

@@ -39,6 +39,7 @@ fn tracker() -> &'static Tracker {
                 announce_path: "/announce".into(),
                 scrape_path: "/scrape".into(),
                 root_redirect: Some("https://tracker.example/".into()),
+                max_request_bytes: 16 * 1024,
             },
             Arc::new(Metrics::new(BuildInfo {
                 version: "fuzz",

@@ -58,6 +58,8 @@ pub struct HttpConfig {
     pub scrape_path: String,
     /// Where `GET /` redirects (302), if anywhere.
     pub root_redirect: Option<String>,
+    /// Largest request head, named in the failure reason of a larger one.
+    pub max_request_bytes: usize,
 }
 
 /// The shared request handler: store, clock, settings and counters.
@@ -446,5 +448,23 @@ impl Handler for TrackerService {
             "request"
         );
         response
+    }
+
+    /// An over-long head on a tracker route gets a failure reason a client
+    /// can show; elsewhere the bare 431.
+    fn too_large(&self, path: Option<&str>) -> HttpResponse {
+        let tracker = &self.tracker;
+        let route = path.map(|path| tracker.route(path));
+        if self.surface == Surface::Admin || !matches!(route, Some(Routing::To(..))) {
+            return with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Vec::new());
+        }
+        tracker.metrics.failure(Failure::RequestTooLarge);
+        failure(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!(
+                "request too large: at most {} bytes of request line and headers",
+                tracker.config.max_request_bytes
+            ),
+        )
     }
 }

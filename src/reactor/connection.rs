@@ -104,6 +104,7 @@ async fn serve_session<St, S>(
                     continue;
                 }
                 Next::Close => return,
+                Next::Linger => return linger(&mut stream, timer).await,
                 Next::Hyper => break,
             }
             // Shutdown lets the request in hand finish, then closes: checked
@@ -207,6 +208,35 @@ async fn serve_tls<St, S>(
     let stream = Timed::new(stream, phase.clone());
     let session = Session::default();
     serve_session(serving, stream, phase, session, service, shutdown, timer).await;
+}
+
+/// Most bytes read and thrown away by [`linger`], and for how long.
+const LINGER_BYTES: usize = 64 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ends the sending side, then reads and discards what the client still
+/// sends (bounded in bytes and time) before the stream is dropped: closing
+/// a socket with unread input resets the connection, and the reset can
+/// overtake the answer just written.
+async fn linger<St: AsyncRead + AsyncWrite + Unpin>(stream: &mut St, timer: &impl Timer) {
+    use tokio::io::AsyncWriteExt;
+    let drain = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut scratch = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::select! {
+        () = drain => {}
+        () = timer.sleep(LINGER_TIME) => {}
+    }
 }
 
 /// Reads what is available (at least one byte, or EOF) into `buf`, retrying

@@ -9,10 +9,12 @@
 //! head without a body is answered by the handler and its response encoded
 //! into one output buffer, pipelined requests in order. The first thing that
 //! is not such a request (another method, a body, an upgrade, an unknown
-//! `Connection` option, too many headers, a malformed or over-long head)
-//! hands the connection to hyper for good, with the unanswered bytes
-//! replayed in front of the stream ([`Rewind`]), so every error answer and
-//! limit stays hyper's.
+//! `Connection` option, too many headers, a malformed head) hands the
+//! connection to hyper for good, with the unanswered bytes replayed in front
+//! of the stream ([`Rewind`]), so those error answers stay hyper's. An
+//! over-long head is answered here (431, with the handler's body: a tracker
+//! route gets a failure reason a client can show) and the connection closed
+//! after the rest of the request is drained ([`Next::Linger`]).
 
 use std::io;
 use std::pin::Pin;
@@ -40,7 +42,7 @@ const MAX_HEADERS: usize = 32;
 const KEEP_OUTPUT: usize = 16 * 1024;
 
 /// What [`parse`] made of the front of a connection's input.
-pub(super) enum Parsed<R> {
+pub(super) enum Parsed<'a, R> {
     /// A request the fast path takes: what the caller made of it, its
     /// first `length` bytes, and whether the connection closes after it.
     Take {
@@ -50,6 +52,9 @@ pub(super) enum Parsed<R> {
     },
     /// A head not complete yet: read more.
     Partial,
+    /// A head longer than the limit; the path of its target when the bytes
+    /// read show all of it.
+    TooLarge(Option<&'a str>),
     /// Not for the fast path: hyper takes the connection from here.
     Hyper,
 }
@@ -61,18 +66,18 @@ pub(super) enum Parsed<R> {
 /// plain URI characters, no body and no `Connection` option but `close` and
 /// `keep-alive`. As with hyper, HTTP/1.0 closes (hyper keeps it alive only
 /// for a response that asks to) and any `close` wins over `keep-alive`.
-pub(super) fn parse<R>(
-    bytes: &[u8],
+pub(super) fn parse<'a, R>(
+    bytes: &'a [u8],
     max_head: usize,
     answer: impl FnOnce(&RequestHead<'_>, Version, bool) -> R,
-) -> Parsed<R> {
+) -> Parsed<'a, R> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let length = match parsed.parse(bytes) {
         Ok(httparse::Status::Complete(length)) if length <= max_head => length,
-        // hyper answers an over-long head (431).
         Ok(httparse::Status::Partial) if bytes.len() < max_head => return Parsed::Partial,
-        _ => return Parsed::Hyper,
+        Ok(_) => return Parsed::TooLarge(target_path(bytes)),
+        Err(_) => return Parsed::Hyper,
     };
     match take(&parsed) {
         Some((head, version, close)) => Parsed::Take {
@@ -82,6 +87,16 @@ pub(super) fn parse<R>(
         },
         None => Parsed::Hyper,
     }
+}
+
+/// The path of the request target at the front of `bytes` (`GET /path?...`),
+/// if its end (`?` or a space) has been read and it is plain ASCII.
+fn target_path(bytes: &[u8]) -> Option<&str> {
+    let start = memchr::memchr(b' ', bytes)? + 1;
+    let rest = &bytes[start..];
+    let end = memchr::memchr2(b'?', b' ', rest)?;
+    let path = std::str::from_utf8(&rest[..end]).ok()?;
+    (path.starts_with('/') && path.is_ascii()).then_some(path)
 }
 
 static GET: Method = Method::GET;
@@ -158,6 +173,10 @@ pub(super) enum Next {
     Close,
     /// Hand the connection and the unanswered input to hyper.
     Hyper,
+    /// Close once the output is written and what the client still sends
+    /// is drained (closing with unread input would reset the connection
+    /// and could lose the answer on its way).
+    Linger,
 }
 
 /// A response body still to stream after the output (the full scrape).
@@ -250,6 +269,17 @@ impl Session {
                 Parsed::Hyper => {
                     self.next = Next::Hyper;
                     return used;
+                }
+                Parsed::TooLarge(path) => {
+                    encode(
+                        output,
+                        false,
+                        Version::HTTP_11,
+                        true,
+                        service.too_large(path),
+                    );
+                    self.next = Next::Linger;
+                    return input.len();
                 }
             }
         }
@@ -664,18 +694,28 @@ mod tests {
     }
 
     #[test]
-    fn over_long_heads_are_left_to_hyper() {
-        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
-        let mut session = Session::default();
-        session.input.extend_from_slice(long.as_bytes());
-        session.answer(&Echo, 8192);
-        assert_eq!(session.next, Next::Hyper);
-        assert!(session.output.is_empty());
-        // Incomplete and already as long as allowed: hyper, not another read.
-        let mut session = Session::default();
-        session.input.extend_from_slice(&long.as_bytes()[..8192]);
-        session.answer(&Echo, 8192);
-        assert_eq!(session.next, Next::Hyper);
+    fn over_long_heads_get_the_handlers_431_and_linger() {
+        let long = format!("GET /announce?{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+        // Complete, or incomplete and already as long as allowed: answered
+        // here, not handed on nor read further.
+        for input in [long.as_bytes(), &long.as_bytes()[..8192]] {
+            let mut session = Session::default();
+            session.input.extend_from_slice(input);
+            session.answer(&Echo, 8192);
+            assert_eq!(session.next, Next::Linger);
+            let output = String::from_utf8_lossy(&session.output);
+            assert!(
+                output.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+                "{output}"
+            );
+            assert!(output.contains("connection: close\r\n"), "{output}");
+            assert!(session.input.is_empty());
+        }
+        // The handler is told the path when its end has been read.
+        assert_eq!(target_path(b"GET /announce?info_hash="), Some("/announce"));
+        assert_eq!(target_path(b"GET /scrape HTTP/1.1"), Some("/scrape"));
+        assert_eq!(target_path(b"GET /announ"), None);
+        assert_eq!(target_path(b"GET \xff? HTTP/1.1"), None);
     }
 
     proptest::proptest! {

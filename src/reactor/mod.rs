@@ -291,6 +291,15 @@ pub type ResponseBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
 /// through hyper.
 pub trait Handler: Send + 'static {
     fn handle(&self, request: &RequestHead<'_>) -> Response<ResponseBody>;
+
+    /// The answer (status 431) to a request head over the size limit, whose
+    /// target has `path` when it could be read. By default an empty one.
+    fn too_large(&self, path: Option<&str>) -> Response<ResponseBody> {
+        let _ = path;
+        let mut response = Response::new(ResponseBody::Left(Default::default()));
+        *response.status_mut() = hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        response
+    }
 }
 
 /// What a [`Handler`] sees of a request: its head, borrowed from wherever
