@@ -28,6 +28,7 @@ pub mod reactor;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod tracker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,7 @@ use metrics::{BuildInfo, Metrics};
 use protocol::AnnounceOptions;
 use shutdown::{Reload, Shutdown};
 use store::{Store, StoreConfig};
+use tracker::{Core, Rules};
 
 /// Runs the tracker until `shutdown` triggers; `reload` (SIGHUP) re-reads
 /// the access list, the passkeys and the TLS certificate. Blocks the
@@ -130,10 +132,11 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         workers: bound.options().workers,
     }));
 
-    let mut tracker = Tracker::new(
+    let mut core = Core::new(
         store.clone(),
         clock.clone(),
-        HttpConfig {
+        metrics.clone(),
+        Rules {
             announce: AnnounceOptions {
                 default_numwant: config.default_numwant,
                 max_numwant: config.max_numwant,
@@ -142,6 +145,31 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             interval: config.interval,
             min_interval: config.effective_min_interval(),
             max_scrape_hashes: config.max_scrape_hashes,
+        },
+    );
+    if let Some(list) = access {
+        core = core.with_access_list(list);
+    }
+    if let Some(path) = &config.passkeys {
+        let keys = Arc::new(passkeys::Passkeys::load(path)?);
+        tracing::info!(
+            "private mode: {} passkeys from {}; announce at {}/<passkey>",
+            keys.len(),
+            path.display(),
+            config.announce_path
+        );
+        let reloaded = keys.clone();
+        reload.subscribe(move || match reloaded.reload() {
+            Ok(count) => tracing::info!("passkeys reloaded: {count} keys"),
+            Err(error) => tracing::error!("{error:#}; the previous keys stay in force"),
+        });
+        core = core.with_passkeys(keys);
+    }
+    let core = Arc::new(core);
+
+    let mut tracker = Tracker::new(
+        core.clone(),
+        HttpConfig {
             tracker_id: config.tracker_id.clone().map(String::into_bytes),
             proxy: config.proxy()?,
             announce_path: config.announce_path.clone(),
@@ -149,7 +177,6 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             root_redirect: config.root_redirect.clone(),
             max_request_bytes: config.max_request_bytes,
         },
-        metrics.clone(),
     )
     .with_admin(
         http::admin::Admin::new(
@@ -165,24 +192,6 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         tracker = tracker.with_full_scrape(http::full_scrape::RateLimit::new(
             config.full_scrape_interval,
         ));
-    }
-    if let Some(list) = access {
-        tracker = tracker.with_access_list(list);
-    }
-    if let Some(path) = &config.passkeys {
-        let keys = Arc::new(passkeys::Passkeys::load(path)?);
-        tracing::info!(
-            "private mode: {} passkeys from {}; announce at {}/<passkey>",
-            keys.len(),
-            path.display(),
-            config.announce_path
-        );
-        let reloaded = keys.clone();
-        reload.subscribe(move || match reloaded.reload() {
-            Ok(count) => tracing::info!("passkeys reloaded: {count} keys"),
-            Err(error) => tracing::error!("{error:#}; the previous keys stay in force"),
-        });
-        tracker = tracker.with_passkeys(keys);
     }
     let tracker = Arc::new(tracker);
     for addr in tracker_addrs {

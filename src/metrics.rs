@@ -102,19 +102,76 @@ pub enum Request {
     Announce,
     Scrape,
     FullScrape,
+    /// A UDP connect (BEP 15).
+    Connect,
 }
 
 impl Request {
     fn index(self) -> usize {
         self as usize
     }
+
+    fn label(self) -> &'static str {
+        match self {
+            Request::Announce => "announce",
+            Request::Scrape => "scrape",
+            Request::FullScrape => "full_scrape",
+            Request::Connect => "connect",
+        }
+    }
+}
+
+/// Which front end answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Udp,
+}
+
+/// `[transport][request][failed][family]`.
+type RequestCounts<T> = [[[[T; 2]; 2]; 4]; 2];
+
+macro_rules! udp_problems {
+    ($($variant:ident => $label:literal,)*) => {
+        /// A UDP datagram that got no regular answer, by cause: a bounded
+        /// set of metric labels.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum UdpProblem {
+            $($variant,)*
+        }
+
+        impl UdpProblem {
+            pub const ALL: &'static [UdpProblem] = &[$(UdpProblem::$variant,)*];
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(UdpProblem::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+udp_problems! {
+    TooShort => "too_short",
+    TooLong => "too_long",
+    UnknownAction => "unknown_action",
+    BadProtocolId => "bad_protocol_id",
+    BadEvent => "bad_event",
+    BadPort => "bad_port",
+    BadOptions => "bad_options",
+    NoInfoHashes => "no_info_hashes",
+    RaggedScrape => "ragged_scrape",
+    BadConnectionId => "bad_connection_id",
+    WrongPath => "wrong_path",
 }
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
 struct Slot {
-    /// `[request][failed][family]`.
-    requests: [[[AtomicU64; 2]; 2]; 3],
+    requests: RequestCounts<AtomicU64>,
+    /// By [`UdpProblem`]: `[problem][answered]`.
+    udp_problems: Vec<[AtomicU64; 2]>,
     failures: Vec<AtomicU64>,
     latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_nanos: AtomicU64,
@@ -124,6 +181,7 @@ impl Slot {
     fn new() -> Self {
         Self {
             requests: Default::default(),
+            udp_problems: UdpProblem::ALL.iter().map(|_| Default::default()).collect(),
             failures: Failure::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             latency: Default::default(),
             latency_nanos: AtomicU64::new(0),
@@ -192,17 +250,29 @@ pub struct Gauges {
 /// Summed counters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Totals {
-    /// `[request][failed][family]`.
-    pub requests: [[[u64; 2]; 2]; 3],
+    pub requests: RequestCounts<u64>,
+    /// By [`UdpProblem`]: `[problem][answered]`.
+    pub udp_problems: Vec<[u64; 2]>,
     pub failures: Vec<u64>,
     pub latency: Vec<u64>,
     pub latency_nanos: u64,
 }
 
 impl Totals {
-    /// Requests of one kind, any result and family.
+    /// Requests of one kind, any transport, result and family.
     pub fn of(&self, request: Request) -> u64 {
-        self.requests[request.index()].iter().flatten().sum()
+        self.requests
+            .iter()
+            .map(|t| t[request.index()].iter().flatten().sum::<u64>())
+            .sum()
+    }
+
+    /// Requests of one kind over one transport, any result and family.
+    pub fn of_transport(&self, transport: Transport, request: Request) -> u64 {
+        self.requests[transport as usize][request.index()]
+            .iter()
+            .flatten()
+            .sum()
     }
 }
 
@@ -232,10 +302,16 @@ impl Metrics {
 
     /// Counts one answered tracker request; `failure` says why it was
     /// refused, if it was.
-    pub fn request(&self, request: Request, family: Family, failure: Option<Failure>) {
+    pub fn request(
+        &self,
+        transport: Transport,
+        request: Request,
+        family: Family,
+        failure: Option<Failure>,
+    ) {
         let slot = self.slot();
         let family = usize::from(family == Family::V6);
-        slot.requests[request.index()][usize::from(failure.is_some())][family]
+        slot.requests[transport as usize][request.index()][usize::from(failure.is_some())][family]
             .fetch_add(1, Ordering::Relaxed);
         if let Some(failure) = failure {
             self.failure(failure);
@@ -246,6 +322,13 @@ impl Metrics {
     /// as an unknown path).
     pub fn failure(&self, failure: Failure) {
         self.slot().failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a UDP datagram with `problem`, and whether it was answered
+    /// (with a BEP 15 error) or dropped.
+    pub fn udp_problem(&self, problem: UdpProblem, answered: bool) {
+        self.slot().udp_problems[problem as usize][usize::from(answered)]
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long a request took to handle.
@@ -288,15 +371,23 @@ impl Metrics {
     pub fn totals(&self) -> Totals {
         let mut totals = Totals {
             failures: vec![0; Failure::ALL.len()],
+            udp_problems: vec![[0; 2]; UdpProblem::ALL.len()],
             latency: vec![0; LATENCY_BUCKETS.len() + 1],
             ..Totals::default()
         };
         for slot in &*self.slots {
-            for (r, request) in slot.requests.iter().enumerate() {
-                for (f, failed) in request.iter().enumerate() {
-                    for (a, count) in failed.iter().enumerate() {
-                        totals.requests[r][f][a] += count.load(Ordering::Relaxed);
+            for (t, transport) in slot.requests.iter().enumerate() {
+                for (r, request) in transport.iter().enumerate() {
+                    for (f, failed) in request.iter().enumerate() {
+                        for (a, count) in failed.iter().enumerate() {
+                            totals.requests[t][r][f][a] += count.load(Ordering::Relaxed);
+                        }
                     }
+                }
+            }
+            for (total, counts) in totals.udp_problems.iter_mut().zip(&slot.udp_problems) {
+                for (t, count) in total.iter_mut().zip(counts) {
+                    *t += count.load(Ordering::Relaxed);
                 }
             }
             for (total, count) in totals.failures.iter_mut().zip(&slot.failures) {
@@ -386,9 +477,45 @@ impl Metrics {
                         out,
                         "{name}{{result=\"{result}\",family=\"{}\"}} {}",
                         fam.label(),
-                        totals.requests[request.index()][f][a]
+                        totals.requests[Transport::Http as usize][request.index()][f][a]
                     );
                 }
+            }
+        }
+        family(
+            &mut out,
+            "shoal_udp_requests_total",
+            "counter",
+            "UDP (BEP 15) requests answered, by action, result and client address family.",
+        );
+        for request in [Request::Connect, Request::Announce, Request::Scrape] {
+            for (f, result) in ["ok", "failure"].into_iter().enumerate() {
+                for (a, fam) in [Family::V4, Family::V6].into_iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "shoal_udp_requests_total{{action=\"{}\",result=\"{result}\",family=\"{}\"}} {}",
+                        request.label(),
+                        fam.label(),
+                        totals.requests[Transport::Udp as usize][request.index()][f][a]
+                    );
+                }
+            }
+        }
+        family(
+            &mut out,
+            "shoal_udp_bad_datagrams_total",
+            "counter",
+            "UDP datagrams refused, by reason, and whether a BEP 15 error was sent or the \
+             datagram dropped (no answer larger than the request goes to an unverified source).",
+        );
+        for (problem, counts) in UdpProblem::ALL.iter().zip(&totals.udp_problems) {
+            for (answered, label) in [(1, "error"), (0, "dropped")] {
+                let _ = writeln!(
+                    out,
+                    "shoal_udp_bad_datagrams_total{{reason=\"{}\",outcome=\"{label}\"}} {}",
+                    problem.label(),
+                    counts[answered]
+                );
             }
         }
         family(
@@ -557,9 +684,14 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
                         let family = if i % 2 == 0 { Family::V4 } else { Family::V6 };
-                        metrics.request(Request::Announce, family, None);
+                        metrics.request(Transport::Http, Request::Announce, family, None);
                     }
-                    metrics.request(Request::Scrape, Family::V4, Some(Failure::BadEscape));
+                    metrics.request(
+                        Transport::Http,
+                        Request::Scrape,
+                        Family::V4,
+                        Some(Failure::BadEscape),
+                    );
                 })
             })
             .collect();
@@ -638,7 +770,7 @@ mod tests {
     fn history_keeps_the_last_ten_minutes() {
         let metrics = metrics();
         for _ in 0..HISTORY + 5 {
-            metrics.request(Request::Announce, Family::V4, None);
+            metrics.request(Transport::Http, Request::Announce, Family::V4, None);
             metrics.sample();
         }
         let history = metrics.history();

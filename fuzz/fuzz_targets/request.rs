@@ -10,10 +10,12 @@ use std::sync::{Arc, OnceLock};
 use hyper::{HeaderMap, Method};
 use libfuzzer_sys::fuzz_target;
 use shoal::clock::Clock;
-use shoal::http::{Head, HttpConfig, Surface, Tracker};
+use shoal::http::{HttpConfig, Surface, Tracker};
 use shoal::metrics::{BuildInfo, Metrics};
 use shoal::protocol::AnnounceOptions;
+use shoal::reactor::{Headers, RequestHead};
 use shoal::store::{Store, StoreConfig};
+use shoal::tracker::{Core, Rules};
 
 fn tracker() -> &'static Tracker {
     static TRACKER: OnceLock<Tracker> = OnceLock::new();
@@ -23,17 +25,25 @@ fn tracker() -> &'static Tracker {
             max_torrents: 10_000,
             max_peers_per_torrent: 1_000,
         }));
+        let metrics = Arc::new(Metrics::new(BuildInfo {
+            version: "fuzz",
+            reactor: "none",
+            reactor_detail: String::new(),
+            workers: 1,
+        }));
+        let rules = Rules {
+            announce: AnnounceOptions {
+                accept_ip_param: true,
+                ..AnnounceOptions::default()
+            },
+            interval: 1800,
+            min_interval: 900,
+            max_scrape_hashes: 100,
+        };
+        let core = Arc::new(Core::new(store, Clock::new(), metrics, rules));
         Tracker::new(
-            store,
-            Clock::new(),
+            core,
             HttpConfig {
-                announce: AnnounceOptions {
-                    accept_ip_param: true,
-                    ..AnnounceOptions::default()
-                },
-                interval: 1800,
-                min_interval: 900,
-                max_scrape_hashes: 100,
                 tracker_id: Some(b"fuzz".to_vec()),
                 proxy: None,
                 announce_path: "/announce".into(),
@@ -41,12 +51,6 @@ fn tracker() -> &'static Tracker {
                 root_redirect: Some("https://tracker.example/".into()),
                 max_request_bytes: 16 * 1024,
             },
-            Arc::new(Metrics::new(BuildInfo {
-                version: "fuzz",
-                reactor: "none",
-                reactor_detail: String::new(),
-                workers: 1,
-            })),
         )
         .with_full_scrape(shoal::http::full_scrape::RateLimit::new(0))
     })
@@ -68,13 +72,14 @@ fuzz_target!(|data: &[u8]| {
         2 => "/scrape",
         _ => "/elsewhere",
     };
-    let head = Head {
+    let headers = HeaderMap::new();
+    let head = RequestHead {
         method: &method,
         path,
         query: rest,
-        headers: &HeaderMap::new(),
+        headers: Headers::from_map(&headers),
     };
-    let response = tracker().handle(head, client, Surface::All);
+    let response = tracker().handle(&head, client, Surface::All);
     let status = response.status().as_u16();
     assert!(matches!(status, 200 | 404 | 405), "status {status}");
 });

@@ -2,8 +2,8 @@
 //!
 //! [`Tracker`] turns one request (method, target, headers, client address)
 //! into a response: it routes `/announce` and `/scrape`, calls the
-//! [`protocol`] parsers, asks the [`Store`], encodes the answer, sets the
-//! headers and counts the outcome in [`Metrics`]. The operator routes
+//! [`protocol`] parsers, asks the tracker [`Core`] (access list, passkeys,
+//! store, counts), and encodes the answer with its headers. The operator routes
 //! (`/metrics`, `/stats`) are in [`admin`], full scrape in [`full_scrape`].
 //! [`TrackerService`] wraps it all as the per-connection [`Handler`] that any
 //! reactor drives. This layer knows nothing of how peers are stored or of
@@ -26,28 +26,19 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
-use crate::access::AccessList;
-use crate::clock::Clock;
-use crate::metrics::{Failure, Family, Metrics};
-use crate::passkeys::Passkeys;
-use crate::protocol::{AnnounceOptions, PeerSet, encode_failure};
+use crate::metrics::{Failure, Family, Metrics, Transport};
+use crate::protocol::{PeerSet, encode_failure};
 use crate::reactor::{ConnectionInfo, Handler, Headers, RequestHead, ResponseBody};
-use crate::store::Store;
+use crate::tracker::Core;
 use admin::{Admin, AdminRoute};
 
 /// The response type every route produces.
 pub type HttpResponse = Response<ResponseBody>;
 
-/// What the HTTP layer needs from the configuration.
+/// What the HTTP layer needs from the configuration (the rules shared
+/// with UDP are the core's).
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    pub announce: AnnounceOptions,
-    /// Seconds clients are asked to wait between announces.
-    pub interval: u32,
-    /// Seconds clients must wait at least between announces.
-    pub min_interval: u32,
-    /// Most distinct info hashes answered in one scrape.
-    pub max_scrape_hashes: usize,
     /// Sent as `tracker id` in every announce response when set.
     pub tracker_id: Option<Vec<u8>>,
     /// Reverse proxies whose client-address header is believed.
@@ -62,14 +53,12 @@ pub struct HttpConfig {
     pub max_request_bytes: usize,
 }
 
-/// The shared request handler: store, clock, settings and counters.
+/// The shared request handler: the tracker core, the HTTP settings and the
+/// operator routes.
 pub struct Tracker {
-    store: Arc<Store>,
-    clock: Clock,
+    core: Arc<Core>,
     config: HttpConfig,
     metrics: Arc<Metrics>,
-    access: Option<Arc<AccessList>>,
-    passkeys: Option<Arc<Passkeys>>,
     admin: Option<Admin>,
     /// Listeners (by index, see `ConnectionInfo::listener`) that serve only
     /// the operator routes; empty: every listener serves everything.
@@ -94,14 +83,11 @@ thread_local! {
 }
 
 impl Tracker {
-    pub fn new(store: Arc<Store>, clock: Clock, config: HttpConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(core: Arc<Core>, config: HttpConfig) -> Self {
         Self {
-            store,
-            clock,
+            metrics: core.metrics().clone(),
+            core,
             config,
-            metrics,
-            access: None,
-            passkeys: None,
             admin: None,
             admin_listeners: 0..0,
             full_scrape: None,
@@ -154,23 +140,6 @@ impl Tracker {
         }
     }
 
-    /// Serves only the torrents `list` allows.
-    pub fn with_access_list(mut self, list: Arc<AccessList>) -> Self {
-        self.access = Some(list);
-        self
-    }
-
-    /// Private mode: requests must carry one of `keys` in the path.
-    pub fn with_passkeys(mut self, keys: Arc<Passkeys>) -> Self {
-        self.passkeys = Some(keys);
-        self
-    }
-
-    /// Whether the access list (if any) lets `hash` through.
-    fn allowed(&self, hash: &crate::protocol::InfoHash) -> bool {
-        self.access.as_ref().is_none_or(|list| list.allows(hash))
-    }
-
     /// Answers one request from `client` (a canonical address: an IPv4-mapped
     /// IPv6 address must already be folded to IPv4) that came in on a
     /// listener serving `surface`.
@@ -201,12 +170,13 @@ impl Tracker {
         if let Some(response) = self.only_get(head.method) {
             return response;
         }
-        let family = Family::of(client);
-        if let (Some(keys), Some(key)) = (&self.passkeys, passkey)
-            && let Err(refused) = keys.check(key.as_bytes())
-        {
-            self.metrics
-                .request(route.into(), family, Some(Failure::BadPasskey));
+        if let Err(refused) = self.core.check_passkey(passkey.map(str::as_bytes)) {
+            self.core.count(
+                Transport::Http,
+                route.into(),
+                client,
+                Some(refused.failure()),
+            );
             return failure(StatusCode::OK, &refused.to_string());
         }
         let answer = match route {
@@ -220,8 +190,9 @@ impl Tracker {
                 answer => answer.map_err(|error| refusal(&error)),
             },
         };
-        self.metrics
-            .request(route.into(), family, answer.as_ref().err().map(|f| f.0));
+        let refused = answer.as_ref().err().map(|f| f.0);
+        self.core
+            .count(Transport::Http, route.into(), client, refused);
         ok(answer.unwrap_or_else(|f| f.1))
     }
 
@@ -249,9 +220,13 @@ impl Tracker {
         let Some(limit) = &self.full_scrape else {
             return failure(StatusCode::OK, "full scrape is disabled");
         };
-        if let Err(wait) = limit.admit(client, self.clock.now()) {
-            self.metrics
-                .request(Kind::FullScrape, family, Some(Failure::FullScrapeLimited));
+        if let Err(wait) = limit.admit(client, self.core.clock().now()) {
+            self.metrics.request(
+                Transport::Http,
+                Kind::FullScrape,
+                family,
+                Some(Failure::FullScrapeLimited),
+            );
             let reason = format!(
                 "full scrape rate limit: one per {} seconds per address; try again in {wait} seconds",
                 limit.interval()
@@ -262,9 +237,10 @@ impl Tracker {
             }
             return response;
         }
-        self.metrics.request(Kind::FullScrape, family, None);
+        self.metrics
+            .request(Transport::Http, Kind::FullScrape, family, None);
         let gzip = full_scrape::accepts_gzip(headers);
-        let body = full_scrape::FullScrapeBody::new(self.store.clone(), gzip);
+        let body = full_scrape::FullScrapeBody::new(self.core.store().clone(), gzip);
         let mut response = Response::new(Either::Right(body.boxed_unsync()));
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -337,7 +313,7 @@ impl Tracker {
         }
         let not_found = || {
             let (announce, scrape) = (&config.announce_path, &config.scrape_path);
-            let reason = if self.passkeys.is_some() {
+            let reason = if self.core.is_private() {
                 format!(
                     "not found: this tracker answers {announce}/<passkey> and {scrape}/<passkey>"
                 )
@@ -356,20 +332,20 @@ impl Tracker {
         } else {
             return not_found();
         };
-        match (&self.passkeys, rest) {
-            (None, "") => Routing::To(route, None),
-            (Some(_), "") => Routing::Answer(
-                failure(
-                    StatusCode::OK,
-                    "this tracker is private: use the announce URL with your passkey",
-                ),
-                Some(Failure::NoPasskey),
-            ),
-            (Some(_), rest) => match rest.strip_prefix('/') {
+        match (self.core.is_private(), rest) {
+            (false, "") => Routing::To(route, None),
+            (true, "") => {
+                let refused = crate::tracker::Refusal::NoPasskey;
+                Routing::Answer(
+                    failure(StatusCode::OK, &refused.to_string()),
+                    Some(refused.failure()),
+                )
+            }
+            (true, rest) => match rest.strip_prefix('/') {
                 Some(key) if !key.is_empty() => Routing::To(route, Some(key)),
                 _ => not_found(),
             },
-            (None, _) => not_found(),
+            (false, _) => not_found(),
         }
     }
 }

@@ -10,12 +10,15 @@
 //! - [`announce`]: BEP 3 announce parsing and the response encoder (BEP 23/7/24).
 //! - [`scrape`]: BEP 48 scrape parsing and the response encoder.
 //! - [`bencode`]: the small canonical bencode writer both encoders use.
+//! - [`udp`]: BEP 15 datagrams (connect, announce, scrape, error) and BEP 41
+//!   URL data, for the UDP front end.
 
 pub mod announce;
 pub mod bencode;
 pub mod error;
 pub mod query;
 pub mod scrape;
+pub mod udp;
 
 pub use announce::{AnnounceOptions, AnnounceRequest, AnnounceResponse, Event, PeerSet};
 pub use error::Error;
