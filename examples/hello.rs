@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     );
     let shutdown = Shutdown::new();
     shutdown::on_signals(shutdown.clone(), shutdown::Reload::new())?;
-    bound.serve(|_| Hello, shutdown)?;
+    bound.serve(|_| Hello, None, shutdown)?;
     Ok(())
 }
 

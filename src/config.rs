@@ -32,6 +32,11 @@ crate::settings! {
             SocketAddr::from(([0, 0, 0, 0], 6969)),
             SocketAddr::from(([0u16; 8], 6969)),
         ], "ADDR" [short = Some('l')];
+        /// Addresses to answer UDP tracker requests (BEP 15) on. Empty: wherever HTTP
+        /// listens (each listen address, same port), so udp://HOST:6969/announce
+        /// works out of the box; "none": no UDP.
+        udp_listen: Vec<String> = Vec::new(), "ADDR"
+            [example = Some("[\"0.0.0.0:6969\", \"[::]:6969\"]")];
         /// Addresses to accept HTTPS on, with tls_cert and tls_key. Both files are
         /// re-read on SIGHUP; new connections then get the new certificate.
         tls_listen: Vec<SocketAddr> = Vec::new(), "ADDR"
@@ -218,8 +223,29 @@ impl Config {
         }))
     }
 
+    /// Where UDP listens, given the addresses HTTP got (`listen`, ports
+    /// resolved): those by default, none for `none`, or the ones given.
+    pub fn udp_addrs(&self, http: &[SocketAddr]) -> anyhow::Result<Vec<SocketAddr>> {
+        match self.udp_listen.as_slice() {
+            [] => Ok(http.to_vec()),
+            [none] if none == "none" => Ok(Vec::new()),
+            given => given
+                .iter()
+                .map(|addr| {
+                    addr.parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "udp_listen: {addr:?} is not an address such as 0.0.0.0:6969 \
+                             (or give none alone to turn UDP off)"
+                        )
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// Refuses settings that cannot work, saying which and why.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.udp_addrs(&[])?;
         anyhow::ensure!(!self.listen.is_empty(), "listen: give at least one address");
         anyhow::ensure!(self.interval > 0, "interval must be at least 1 second");
         anyhow::ensure!(

@@ -29,6 +29,7 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod tracker;
+pub mod udp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,7 +123,9 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         .chain(&config.metrics_listen)
         .copied()
         .collect();
-    let bound = reactor::Bound::bind(options, &plain, &config.tls_listen)?;
+    let mut bound = reactor::Bound::bind(options, &plain, &config.tls_listen)?;
+    let udp_addrs = config.udp_addrs(&bound.local_addrs()[..config.listen.len()])?;
+    bound.bind_udp(&udp_addrs)?;
     let (tracker_addrs, admin_addrs) = bound.local_addrs().split_at(config.listen.len());
     let described = bound.options().describe();
     let metrics = Arc::new(Metrics::new(BuildInfo {
@@ -206,6 +209,23 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
             config.announce_path
         );
     }
+    for addr in bound.udp_addrs() {
+        tracing::info!(
+            "listening on udp://{addr}{} (reactor: {described})",
+            config.announce_path
+        );
+    }
+    let datagrams: Option<Arc<dyn reactor::DatagramHandler>> = if udp_addrs.is_empty() {
+        None
+    } else {
+        Some(Arc::new(udp::UdpTracker::new(
+            core.clone(),
+            udp::ConnectionIds::new()?,
+            udp::UdpConfig {
+                announce_path: config.announce_path.clone(),
+            },
+        )))
+    };
     for addr in admin_addrs {
         tracing::info!("metrics on http://{addr}/metrics, stats on http://{addr}/stats");
     }
@@ -223,6 +243,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
     )?;
     let served = bound.serve(
         move |conn| TrackerService::new(tracker.clone(), conn),
+        datagrams,
         shutdown,
     );
     housekeeping.stop();

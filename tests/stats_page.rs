@@ -49,6 +49,11 @@ fn stats_page_renders_live_figures_in_chromium() {
     tracker.announce(&Announce::new(id(0xab), 2));
     tracker.announce(&Announce::new(id(0xab), 3));
     tracker.announce_v6(&Announce::new(id(0x12), 4));
+    // UDP beside HTTP: a scrape, and a stop of a peer that is not there
+    // (counted, changes no swarm).
+    let udp = common::udp::UdpClient::new(tracker.v4);
+    udp.scrape(&[id(0xab)]);
+    udp.announce(&common::udp::UdpAnnounce::new(id(0x12), 9).event(3));
 
     let profile = std::env::temp_dir().join(format!(
         "shoal-chromium-{}-{}",
@@ -113,6 +118,10 @@ fn stats_page_renders_live_figures_in_chromium() {
     assert_eq!(text_of(&dom, "peers-v6"), "1");
     assert_eq!(text_of(&dom, "seeders"), "1");
     assert_eq!(text_of(&dom, "leechers"), "3");
+    assert_eq!(text_of(&dom, "announces"), "5");
+    assert_eq!(text_of(&dom, "announces-http"), "4");
+    assert_eq!(text_of(&dom, "announces-udp"), "1");
+    assert_eq!(text_of(&dom, "scrapes-udp"), "1");
     assert!(
         text_of(&dom, "reactor").starts_with(common::reactor()),
         "{}",

@@ -15,7 +15,7 @@ use hyper::header::{self, HeaderValue};
 
 use super::client_addr::Cidr;
 use super::{HttpResponse, with_status};
-use crate::metrics::{Failure, Gauges, Metrics, Request, Sample, unix_now};
+use crate::metrics::{Failure, Gauges, Metrics, Request, Sample, Transport, unix_now};
 use crate::reactor::Connections;
 use crate::store::{Store, Summary};
 
@@ -193,6 +193,17 @@ impl Admin {
                 "announces": now.announces,
                 "scrapes": now.scrapes,
                 "failures": failures,
+                "http": {
+                    "announces": totals.of_transport(Transport::Http, Request::Announce),
+                    "scrapes": totals.of_transport(Transport::Http, Request::Scrape)
+                        + totals.of_transport(Transport::Http, Request::FullScrape),
+                },
+                "udp": {
+                    "connects": totals.of_transport(Transport::Udp, Request::Connect),
+                    "announces": totals.of_transport(Transport::Udp, Request::Announce),
+                    "scrapes": totals.of_transport(Transport::Udp, Request::Scrape),
+                    "bad_datagrams": totals.udp_problems.iter().flatten().sum::<u64>(),
+                },
             },
             "requests_per_second": {
                 "announces": round2(announce_rate),

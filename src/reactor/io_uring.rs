@@ -19,7 +19,7 @@ use monoio_compat::hyper::MonoioTimer;
 use super::connection::{self, Connections, Serving};
 use super::fast_path::Session;
 use super::tls::TlsConfig;
-use super::{ConnectionInfo, Handler, Listener, Options};
+use super::{ConnectionInfo, DatagramHandler, Handler, Listener, Options, Udp, datagram};
 use crate::shutdown::Shutdown;
 
 /// Ring entries per worker.
@@ -51,6 +51,7 @@ pub(super) fn availability() -> Result<(), String> {
 pub(super) fn serve<M, S>(
     options: &Options,
     groups: Vec<Vec<Listener>>,
+    mut udp: Udp,
     open: Connections,
     make_service: M,
     shutdown: Shutdown,
@@ -63,6 +64,8 @@ where
     let make_service = Arc::new(make_service);
     let mut workers = Vec::with_capacity(groups.len());
     for (index, listeners) in groups.into_iter().enumerate() {
+        let sockets = udp.of_worker(index);
+        let handler = udp.handler.clone();
         let (make_service, open, shutdown, options) = (
             make_service.clone(),
             open.clone(),
@@ -76,7 +79,14 @@ where
                     .with_entries(RING_ENTRIES)
                     .enable_timer()
                     .build()?;
-                runtime.block_on(worker(listeners, options, make_service, open, shutdown))
+                runtime.block_on(worker(
+                    listeners,
+                    (sockets, handler),
+                    options,
+                    make_service,
+                    open,
+                    shutdown,
+                ))
             })?;
         workers.push(worker);
     }
@@ -85,6 +95,7 @@ where
 
 async fn worker<M, S>(
     listeners: Vec<Listener>,
+    (sockets, handler): (Vec<std::net::UdpSocket>, Arc<dyn DatagramHandler>),
     options: Options,
     make_service: Arc<M>,
     open: Connections,
@@ -95,6 +106,13 @@ where
     S: Handler,
 {
     let serving = std::rc::Rc::new(Serving::new(&options));
+    let mut udp_loops = Vec::new();
+    for socket in sockets {
+        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        udp_loops.push(monoio::spawn(datagram::serve_monoio(
+            socket, handler, shutdown,
+        )));
+    }
     let mut accept_loops = Vec::new();
     for listener in listeners {
         accept_loops.push(monoio::spawn(accept_loop(
@@ -109,6 +127,9 @@ where
     }
     for accept_loop in accept_loops {
         accept_loop.await;
+    }
+    for udp_loop in udp_loops {
+        udp_loop.await?;
     }
     let deadline = Instant::now() + options.shutdown_grace;
     while open.count() > 0 && Instant::now() < deadline {

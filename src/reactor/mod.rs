@@ -19,6 +19,7 @@
 //! reactor before the first request is read.
 
 mod connection;
+mod datagram;
 mod deadline;
 mod fast_path;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
@@ -269,6 +270,13 @@ impl Options {
     }
 }
 
+/// What answers datagrams: the reactor receives each one on a bound UDP
+/// socket and sends back what the handler wrote into `out` (nothing: no
+/// answer). It is called on the worker that received the datagram.
+pub trait DatagramHandler: Send + Sync + 'static {
+    fn handle(&self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>);
+}
+
 /// Who is on each end of an accepted connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionInfo {
@@ -376,6 +384,10 @@ pub struct Bound {
     groups: Vec<Vec<Listener>>,
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
+    /// One group of UDP sockets per worker (`SO_REUSEPORT` copies, so the
+    /// kernel spreads clients over the workers on every reactor).
+    udp: Vec<Vec<std::net::UdpSocket>>,
+    udp_addrs: Vec<SocketAddr>,
     connections: Connections,
 }
 
@@ -412,12 +424,37 @@ impl Bound {
         let [addrs, tls_addrs] = bound;
         let connections = Connections::new(options.max_connections);
         Ok(Self {
+            udp: (0..options.workers).map(|_| Vec::new()).collect(),
             options,
             groups,
             addrs,
             tls_addrs,
+            udp_addrs: Vec::new(),
             connections,
         })
+    }
+
+    /// Binds a UDP socket per worker on each of `addrs`; port 0 gets one
+    /// ephemeral port for all of them.
+    pub fn bind_udp(&mut self, addrs: &[SocketAddr]) -> Result<(), BindError> {
+        for &addr in addrs {
+            let mut target = addr;
+            for group in &mut self.udp {
+                let socket =
+                    datagram::bind(target, true).map_err(|source| BindError { addr, source })?;
+                target = socket
+                    .local_addr()
+                    .map_err(|source| BindError { addr, source })?;
+                group.push(socket);
+            }
+            self.udp_addrs.push(target);
+        }
+        Ok(())
+    }
+
+    /// The UDP addresses bound (ephemeral ports resolved).
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
     }
 
     /// The plain HTTP addresses actually bound (ephemeral ports resolved).
@@ -440,8 +477,15 @@ impl Bound {
     }
 
     /// Serves until `shutdown` triggers and the open connections have
-    /// finished (or the grace period ends). Blocks the calling thread.
-    pub fn serve<M, S>(self, make_service: M, shutdown: Shutdown) -> io::Result<()>
+    /// finished (or the grace period ends): connections through
+    /// `make_service`, datagrams on the UDP sockets through `datagrams`.
+    /// Blocks the calling thread.
+    pub fn serve<M, S>(
+        self,
+        make_service: M,
+        datagrams: Option<Arc<dyn DatagramHandler>>,
+        shutdown: Shutdown,
+    ) -> io::Result<()>
     where
         M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
         S: Handler,
@@ -450,22 +494,58 @@ impl Bound {
             options,
             groups,
             connections,
+            udp,
             ..
         } = self;
         if options.tls.is_none() && groups.iter().flatten().any(|l| l.tls) {
             return Err(io::Error::other("HTTPS listeners need a TLS certificate"));
         }
+        let udp = match datagrams {
+            Some(handler) => Udp {
+                sockets: udp,
+                handler,
+            },
+            None if udp.iter().all(Vec::is_empty) => Udp::none(),
+            None => return Err(io::Error::other("UDP sockets need a datagram handler")),
+        };
         let open = connections;
         match options.kind {
-            Kind::Tokio => tokio_rt::serve(&options, groups, open, make_service, shutdown),
-            Kind::PerCore => per_core::serve(&options, groups, open, make_service, shutdown),
+            Kind::Tokio => tokio_rt::serve(&options, groups, udp, open, make_service, shutdown),
+            Kind::PerCore => per_core::serve(&options, groups, udp, open, make_service, shutdown),
             #[cfg(all(target_os = "linux", feature = "io-uring"))]
-            Kind::IoUring => io_uring::serve(&options, groups, open, make_service, shutdown),
+            Kind::IoUring => io_uring::serve(&options, groups, udp, open, make_service, shutdown),
             #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
             Kind::IoUring => Err(io::Error::other(
                 io_uring_availability().err().unwrap_or_default(),
             )),
         }
+    }
+}
+
+/// The UDP sockets of each worker and what answers their datagrams.
+pub(crate) struct Udp {
+    pub sockets: Vec<Vec<std::net::UdpSocket>>,
+    pub handler: Arc<dyn DatagramHandler>,
+}
+
+impl Udp {
+    fn none() -> Self {
+        struct Nothing;
+        impl DatagramHandler for Nothing {
+            fn handle(&self, _: &[u8], _: SocketAddr, _: &mut Vec<u8>) {}
+        }
+        Self {
+            sockets: Vec::new(),
+            handler: Arc::new(Nothing),
+        }
+    }
+
+    /// The sockets of worker `index` (none when UDP is off).
+    pub fn of_worker(&mut self, index: usize) -> Vec<std::net::UdpSocket> {
+        self.sockets
+            .get_mut(index)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 }
 

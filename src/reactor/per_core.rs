@@ -13,12 +13,13 @@ use tokio::net::TcpListener;
 
 use super::connection::{Connections, Serving};
 use super::tokio_rt::{accept_loop, drain};
-use super::{ConnectionInfo, Handler, Listener, Options};
+use super::{ConnectionInfo, Handler, Listener, Options, Udp, datagram};
 use crate::shutdown::Shutdown;
 
 pub(super) fn serve<M, S>(
     options: &Options,
     groups: Vec<Vec<Listener>>,
+    mut udp: Udp,
     open: Connections,
     make_service: M,
     shutdown: Shutdown,
@@ -36,6 +37,7 @@ where
             .enable_io()
             .enable_time()
             .build()?;
+        let (sockets, handler) = (udp.of_worker(index), udp.handler.clone());
         let (serving, make_service, open, shutdown, tls) = (
             serving.clone(),
             make_service.clone(),
@@ -47,6 +49,13 @@ where
             .name(format!("shoal-core-{index}"))
             .spawn(move || -> io::Result<()> {
                 runtime.block_on(async move {
+                    let mut udp_loops = Vec::new();
+                    for socket in sockets {
+                        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+                        udp_loops.push(tokio::spawn(datagram::serve_tokio(
+                            socket, handler, shutdown,
+                        )));
+                    }
                     let mut accept_loops = Vec::new();
                     for listener in listeners {
                         accept_loops.push(tokio::spawn(accept_loop(
@@ -61,6 +70,9 @@ where
                     }
                     for accept_loop in accept_loops {
                         let _ = accept_loop.await;
+                    }
+                    for udp_loop in udp_loops {
+                        udp_loop.await.map_err(io::Error::other)??;
                     }
                     // Connections of this thread run on this runtime, so it
                     // must keep running until they are done.

@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use super::connection::{self, Connections, Serving};
 use super::fast_path::Session;
 use super::tls::TlsConfig;
-use super::{ConnectionInfo, Handler, Listener, Options};
+use super::{ConnectionInfo, Handler, Listener, Options, Udp, datagram};
 use crate::shutdown::Shutdown;
 
 pub(super) fn serve<M, S>(
     options: &Options,
     groups: Vec<Vec<Listener>>,
+    mut udp: Udp,
     open: Connections,
     make_service: M,
     shutdown: Shutdown,
@@ -36,6 +37,16 @@ where
     let grace = options.shutdown_grace;
     let options = options.clone();
     runtime.block_on(async move {
+        // Each worker's UDP sockets get a task; the runtime spreads them.
+        let mut udp_loops = Vec::new();
+        for worker in 0..options.workers {
+            for socket in udp.of_worker(worker) {
+                let (handler, shutdown) = (udp.handler.clone(), shutdown.clone());
+                udp_loops.push(tokio::spawn(datagram::serve_tokio(
+                    socket, handler, shutdown,
+                )));
+            }
+        }
         let mut accept_loops = Vec::new();
         for listener in groups.into_iter().flatten() {
             accept_loops.push(tokio::spawn(accept_loop(
@@ -50,6 +61,9 @@ where
         }
         for accept_loop in accept_loops {
             let _ = accept_loop.await;
+        }
+        for udp_loop in udp_loops {
+            udp_loop.await.map_err(io::Error::other)??;
         }
         drain(&open, grace).await;
         Ok(())

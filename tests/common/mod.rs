@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use percent_encoding::{NON_ALPHANUMERIC, percent_encode};
 use serde_bencode::value::Value;
 
+pub mod udp;
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 thread_local! {
@@ -106,7 +108,7 @@ impl Tracker {
                     log.push('\n');
                 }
                 if let Some(rest) = line.split("listening on http://").nth(1)
-                    && let Some(addr) = rest.split("/announce").next()
+                    && let Some(addr) = rest.split('/').next()
                 {
                     let _ = tx.send(addr.parse::<SocketAddr>().expect("listen address"));
                 }
@@ -219,6 +221,10 @@ impl Drop for Tracker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the tracker said.
+        if std::thread::panicking() {
+            eprintln!("--- shoal's log ---\n{}--- end of log ---", self.log());
+        }
     }
 }
 

@@ -1,0 +1,126 @@
+//! UDP sockets: binding one `SO_REUSEPORT` socket per worker for each
+//! address, and the receive-answer-send loops that hand each datagram to a
+//! [`DatagramHandler`]. What a datagram means is the handler's business.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::pin::pin;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::DatagramHandler;
+use crate::shutdown::Shutdown;
+
+/// Receive buffer per loop: the largest datagram IPv4 can carry, so that a
+/// long one is seen whole (and refused by length), never cut short.
+const RECV_BUF: usize = 65_536;
+/// Socket receive buffer asked of the kernel (it caps it at
+/// `net.core.rmem_max`): room for bursts while a worker is busy.
+const SO_RCVBUF: usize = 4 << 20;
+/// Datagrams answered per readiness event before yielding to other tasks.
+const BATCH: usize = 64;
+
+/// Binds a UDP socket; IPv6 ones are IPv6-only, as the TCP listeners.
+pub(super) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    // Only a hint: a smaller buffer works, it just drops sooner.
+    let _ = socket.set_recv_buffer_size(SO_RCVBUF);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Serves `socket` on the current tokio runtime until shutdown: waits for
+/// readiness, then answers what is queued without waiting again.
+pub(super) async fn serve_tokio(
+    socket: UdpSocket,
+    handler: Arc<dyn DatagramHandler>,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let socket = tokio::net::UdpSocket::from_std(socket)?;
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = Vec::with_capacity(4096);
+    let mut stopping = pin!(shutdown.wait());
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stopping => return Ok(()),
+            ready = socket.readable() => ready?,
+        }
+        for _ in 0..BATCH {
+            let (n, from) = match socket.try_recv_from(&mut buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors of earlier sends surface here: not fatal.
+                Err(error) => {
+                    tracing::debug!(%error, "UDP receive failed");
+                    continue;
+                }
+            };
+            out.clear();
+            handler.handle(&buf[..n], from, &mut out);
+            if out.is_empty() {
+                continue;
+            }
+            match socket.try_send_to(&out, from) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(error) = socket.send_to(&out, from).await {
+                        tracing::debug!(%error, "UDP send failed");
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "UDP send failed"),
+            }
+        }
+    }
+}
+
+/// Serves `socket` on the current monoio (io_uring) runtime until shutdown:
+/// one receive and one send submitted to the ring at a time, buffers owned
+/// by the ring while in flight.
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+pub(super) async fn serve_monoio(
+    socket: UdpSocket,
+    handler: Arc<dyn DatagramHandler>,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let socket = monoio::net::udp::UdpSocket::from_std(socket)?;
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = Vec::with_capacity(4096);
+    let mut stopping = pin!(shutdown.wait());
+    loop {
+        let (received, back) = tokio::select! {
+            biased;
+            () = &mut stopping => return Ok(()),
+            received = socket.recv_from(buf) => received,
+        };
+        buf = back;
+        let (n, from) = match received {
+            Ok(received) => received,
+            Err(error) => {
+                tracing::debug!(%error, "UDP receive failed");
+                continue;
+            }
+        };
+        out.clear();
+        handler.handle(&buf[..n], from, &mut out);
+        if out.is_empty() {
+            continue;
+        }
+        let (sent, back) = socket.send_to(out, from).await;
+        out = back;
+        if let Err(error) = sent {
+            tracing::debug!(%error, "UDP send failed");
+        }
+    }
+}
