@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison on loopback, all in one run:
 #   hello (the hyper ceiling, per reactor), shoal (per reactor), opentracker,
-#   each with keep-alive and with a new connection per request.
+#   each with keep-alive and with a new connection per request; and over UDP
+#   (BEP 15) shoal (per reactor), opentracker and aquatic_udp, with
+#   CONNECTIONS client sockets keeping IN_FLIGHT requests in flight each.
 # Every server is started fresh for each run and measured by shoal-load as
 # responses per server CPU-second (its own CPU time, from /proc), so the
 # load generator's share of the 2 cores matters less.
@@ -9,7 +11,11 @@
 # usage: benches/compare.sh [SECONDS] [CONNECTIONS] [REACTORS...]
 #   e.g. benches/compare.sh 10 64 tokio per-core io-uring
 #        ROUNDS=3 benches/compare.sh 8 64 per-core   # medians of 3 rounds
-# needs: opentracker (apt-get install opentracker); traffic stays on 127.0.0.1.
+#        MODES="udp" benches/compare.sh 10 64 tokio       # only the UDP rows
+#        SCRAPE_SHARE=1 MODES=udp benches/compare.sh ...  # scrapes instead of announces
+# needs: opentracker (apt-get install opentracker); aquatic_udp on PATH or in
+# ~/.cargo/bin for its UDP row (cargo install aquatic_udp --locked
+# --no-default-features --features mimalloc); traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -20,6 +26,9 @@ reactors=("${@:-tokio}")
 workers=${WORKERS:-2}
 rounds=${ROUNDS:-1}
 torrents=${TORRENTS:-10000}
+in_flight=${IN_FLIGHT:-2}
+read -r -a modes <<< "${MODES:-keep-alive close udp}"
+aquatic=$(command -v aquatic_udp || echo "$HOME/.cargo/bin/aquatic_udp")
 
 cargo build --release --bins --examples >&2
 load=target/release/shoal-load
@@ -30,9 +39,18 @@ results="$work/results"
 
 # opentracker from Debian is whitelist-only: allow the benchmark's hashes.
 "$load" -t 127.0.0.1:1 --torrents "$torrents" --print-hashes > "$work/whitelist.txt"
-printf 'listen.tcp 127.0.0.1:18080\naccess.whitelist %s\n' "$work/whitelist.txt" > "$work/ot.conf"
+printf 'listen.tcp 127.0.0.1:18080\nlisten.udp 127.0.0.1:18081\naccess.whitelist %s\n' \
+    "$work/whitelist.txt" > "$work/ot.conf"
+# aquatic_udp with shoal's answer size (numwant 50) and no access list.
+"$aquatic" -p 2>/dev/null | sed -e 's/^address = .*/address = "127.0.0.1:18082"/' \
+    -e 's/^max_response_peers = .*/max_response_peers = 50/' > "$work/aquatic.toml" || true
 
 wait_port() {
+    if [ "$mode" = udp ]; then
+        # shoal-load connects until answered; its warm-up second covers the start.
+        sleep 0.3
+        return 0
+    fi
     for _ in $(seq 1 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
@@ -47,7 +65,8 @@ run() {
     shift 3
     # A leftover server would share the port through SO_REUSEPORT and
     # silently take part of the load.
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null \
+        || { [ "$mode" = udp ] && ss -Huln "sport = :$port" | grep -q .; }; then
         echo "port $port is already in use: stop whatever listens there first" >&2
         exit 1
     fi
@@ -55,20 +74,33 @@ run() {
     local pid=$!
     wait_port "$port"
     "$load" -t "127.0.0.1:$port" -d "$seconds" -c "$connections" --torrents "$torrents" \
-        --mode "$mode" --server-pid "$pid" --label "$label" --json >> "$results.$round.jsonl"
+        --mode "$mode" --in-flight "$in_flight" --scrape-share "${SCRAPE_SHARE:-0}" \
+        --server-pid "$pid" --label "$label" --json \
+        >> "$results.$round.jsonl"
     kill -INT "$pid" 2>/dev/null || true
+    # aquatic_udp does not stop on SIGINT: give each server 3 s, then TERM.
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
 
 for round in $(seq 1 "$rounds"); do
-    for mode in keep-alive close; do
+    for mode in "${modes[@]}"; do
         for reactor in "${reactors[@]}"; do
-            run "hello/$reactor" 18070 "$mode" target/release/examples/hello 127.0.0.1:18070 "$reactor" "$workers"
+            if [ "$mode" != udp ]; then
+                run "hello/$reactor" 18070 "$mode" target/release/examples/hello 127.0.0.1:18070 \
+                    "$reactor" "$workers"
+            fi
             run "shoal/$reactor" 18069 "$mode" target/release/shoal --listen 127.0.0.1:18069 \
                 --reactor "$reactor" --workers "$workers" --log-level warn
         done
         if command -v opentracker >/dev/null; then
-            run opentracker 18080 "$mode" opentracker -f "$work/ot.conf"
+            port=18080
+            [ "$mode" = udp ] && port=18081
+            run opentracker "$port" "$mode" opentracker -f "$work/ot.conf"
+        fi
+        if [ "$mode" = udp ] && [ -x "$aquatic" ]; then
+            run aquatic_udp 18082 "$mode" "$aquatic" -c "$work/aquatic.toml"
         fi
     done
 done
@@ -97,8 +129,8 @@ print(f"\n{connections} connections, {seconds} s per run, {rounds} round(s), 1 l
       "per CPU-s = responses per server CPU-second; with several rounds, medians, "
       "ratios taken within each round (range in brackets)")
 print()
-print("| server | mode | responses/s | server CPU s | per CPU-s | vs opentracker | vs hello | p50 ms | p99 ms | errors |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| server | mode | responses/s | server CPU s | per CPU-s | vs opentracker | vs hello | vs aquatic_udp | p50 ms | p99 ms | errors | lost |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in runs[0]:
     same = [next(x for x in rows if x["label"] == r["label"] and x["mode"] == r["mode"]) for rows in runs]
     med = lambda key: statistics.median([x[key] for x in same if x[key] is not None] or [0])
@@ -109,7 +141,9 @@ for r in runs[0]:
         vs_ot = "1.00x"
     if r["label"].startswith("hello/") or r["label"] == "opentracker":
         vs_hello = "-"
+    vs_aq = fmt([ratio(rows, x, "aquatic_udp") for rows, x in zip(runs, same)])
     errors = sum(x["failures"] + x["bad"] + x["io_errors"] for x in same)
+    lost = sum(x.get("lost", 0) for x in same)
     print(f"| {r['label']} | {r['mode']} | {med('rps'):.0f} | {med('server_cpu_s')} | {med('per_cpu_s'):.0f} | "
-          f"{vs_ot} | {vs_hello} | {med('p50_ms')} | {med('p99_ms')} | {errors} |")
+          f"{vs_ot} | {vs_hello} | {vs_aq} | {med('p50_ms')} | {med('p99_ms')} | {errors} | {lost} |")
 PY

@@ -1,4 +1,4 @@
-//! shoal-load: a load generator for HTTP BitTorrent trackers.
+//! shoal-load: a load generator for HTTP and UDP BitTorrent trackers.
 //!
 //! It sends realistic tracker traffic to one or more addresses for a fixed
 //! time and reports throughput, latency percentiles and errors, and, given
@@ -11,7 +11,10 @@
 //! seeders; events are mostly regular re-announces with some started,
 //! completed and stopped; a configurable share of requests are scrapes; IPv4
 //! and IPv6 targets are used in turn; connections are kept alive or opened
-//! per request.
+//! per request. In UDP mode (BEP 15) each simulated client is one socket
+//! that connects once, reuses its connection id (renewed every minute) and
+//! keeps a few requests in flight; a reply not back within a second is
+//! counted as lost.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +31,8 @@ enum Mode {
     KeepAlive,
     /// A new TCP connection for every request, as most clients announce.
     Close,
+    /// BEP 15 over UDP: one socket per client, `--in-flight` requests each.
+    Udp,
 }
 
 /// Load generator for HTTP BitTorrent trackers (loopback targets only).
@@ -43,9 +48,12 @@ struct Args {
     /// Seconds of warm-up traffic not counted in the results.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Concurrent connections.
+    /// Concurrent connections (UDP: client sockets).
     #[arg(long, short = 'c', default_value_t = 64)]
     connections: usize,
+    /// UDP: requests each socket keeps in flight.
+    #[arg(long, default_value_t = 2)]
+    in_flight: usize,
     /// Client threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -146,8 +154,13 @@ struct Tally {
     failures: u64,
     bad_responses: u64,
     io_errors: u64,
+    /// UDP requests whose reply never came (within [`LOST_AFTER`]).
+    lost: u64,
     latencies_us: Vec<u32>,
 }
+
+/// A UDP reply later than this is counted as lost.
+const LOST_AFTER: Duration = Duration::from_secs(1);
 
 impl Tally {
     fn merge(&mut self, other: Tally) {
@@ -156,10 +169,12 @@ impl Tally {
         self.failures += other.failures;
         self.bad_responses += other.bad_responses;
         self.io_errors += other.io_errors;
+        self.lost += other.lost;
         self.latencies_us.extend(other.latencies_us);
     }
 }
 
+#[derive(Clone, Copy)]
 enum Kind {
     Announce,
     Scrape,
@@ -171,7 +186,7 @@ fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -
     // does, so the server may close first.
     let connection = match args.mode {
         Mode::Close => "Connection: close\r\n",
-        Mode::KeepAlive => "",
+        Mode::KeepAlive | Mode::Udp => "",
     };
     if args.scrape_share > 0.0 && rng.f64() < args.scrape_share {
         let mut target = String::from("/scrape?");
@@ -185,18 +200,12 @@ fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -
         let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n");
         return (request.into_bytes(), Kind::Scrape);
     }
-    let torrent = zipf.sample(rng);
-    let seeder = rng.f64() < args.seeders;
-    let event = match rng.u32(0..100) {
-        0..=7 => "&event=started",
-        8..=9 => "&event=completed",
-        10..=13 => "&event=stopped",
+    let (event, left, torrent) = announce_shape(args, zipf, rng);
+    let event = match event {
+        2 => "&event=started",
+        1 => "&event=completed",
+        3 => "&event=stopped",
         _ => "",
-    };
-    let (left, event) = match (seeder, event) {
-        (false, "&event=completed") => (0, event),
-        (true, _) => (0, event),
-        (false, _) => (1 + u64::from(rng.u32(..)), event),
     };
     let mut peer_id = *b"-SL0001-000000000000";
     for b in &mut peer_id[8..] {
@@ -403,6 +412,211 @@ async fn connection_task(
     tally
 }
 
+/// The event, whether a seeder, and the torrent of the next announce, by
+/// the same model as HTTP's.
+fn announce_shape(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng) -> (u32, u64, u32) {
+    let torrent = zipf.sample(rng);
+    let seeder = rng.f64() < args.seeders;
+    // BEP 15 codes: 0 none, 1 completed, 2 started, 3 stopped.
+    let event = match rng.u32(0..100) {
+        0..=7 => 2,
+        8..=9 => 1,
+        10..=13 => 3,
+        _ => 0,
+    };
+    let left = if seeder || event == 1 {
+        0
+    } else {
+        1 + u64::from(rng.u32(..))
+    };
+    (event, left, torrent)
+}
+
+/// One UDP request datagram with `transaction_id`; its kind and, for a
+/// scrape, how many hashes it asks for.
+fn next_udp_request(
+    args: &Args,
+    zipf: &Zipf,
+    rng: &mut fastrand::Rng,
+    connection_id: u64,
+    transaction_id: u32,
+    out: &mut Vec<u8>,
+) -> (Kind, usize) {
+    out.clear();
+    out.extend_from_slice(&connection_id.to_be_bytes());
+    if args.scrape_share > 0.0 && rng.f64() < args.scrape_share {
+        out.extend_from_slice(&2u32.to_be_bytes());
+        out.extend_from_slice(&transaction_id.to_be_bytes());
+        for _ in 0..args.scrape_hashes {
+            out.extend_from_slice(&info_hash(zipf.sample(rng)));
+        }
+        return (Kind::Scrape, args.scrape_hashes as usize);
+    }
+    let (event, left, torrent) = announce_shape(args, zipf, rng);
+    let mut peer_id = *b"-SL0001-000000000000";
+    for b in &mut peer_id[8..] {
+        *b = b'a' + rng.u8(0..26);
+    }
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.extend_from_slice(&transaction_id.to_be_bytes());
+    out.extend_from_slice(&info_hash(torrent));
+    out.extend_from_slice(&peer_id);
+    out.extend_from_slice(&0u64.to_be_bytes());
+    out.extend_from_slice(&left.to_be_bytes());
+    out.extend_from_slice(&0u64.to_be_bytes());
+    out.extend_from_slice(&event.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&rng.u32(..).to_be_bytes());
+    out.extend_from_slice(&(args.numwant as i32).to_be_bytes());
+    out.extend_from_slice(&rng.u16(1024..).to_be_bytes());
+    (Kind::Announce, 0)
+}
+
+const PROTOCOL_ID: u64 = 0x0417_2710_1980;
+
+/// Connects (BEP 15) until answered; the connection id, or `None` at stop.
+async fn udp_connect(
+    socket: &tokio::net::UdpSocket,
+    rng: &mut fastrand::Rng,
+    stop: &AtomicBool,
+) -> Option<u64> {
+    let mut buf = [0u8; 64];
+    while !stop.load(Ordering::Relaxed) {
+        let tid = rng.u32(..);
+        let mut request = PROTOCOL_ID.to_be_bytes().to_vec();
+        request.extend_from_slice(&0u32.to_be_bytes());
+        request.extend_from_slice(&tid.to_be_bytes());
+        if socket.send(&request).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + LOST_AFTER;
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            if n == 16 && buf[..4] == [0, 0, 0, 0] && buf[4..8] == tid.to_be_bytes() {
+                return Some(u64::from_be_bytes(buf[8..16].try_into().ok()?));
+            }
+        }
+    }
+    None
+}
+
+/// Whether `reply` is a valid answer of `kind` (a scrape of `hashes`), an
+/// error (`Some(false)`), or malformed (`None`).
+fn udp_reply_ok(reply: &[u8], kind: Kind, hashes: usize, v6: bool) -> Option<bool> {
+    let action = u32::from_be_bytes(reply.get(..4)?.try_into().ok()?);
+    let peer = if v6 { 18 } else { 6 };
+    match (action, kind) {
+        (3, _) => Some(false),
+        (1, Kind::Announce) if reply.len() >= 20 && (reply.len() - 20) % peer == 0 => Some(true),
+        (2, Kind::Scrape) if reply.len() == 8 + 12 * hashes => Some(true),
+        _ => None,
+    }
+}
+
+/// One simulated UDP client: a socket, a connection id, `--in-flight`
+/// requests outstanding, each reply matched by transaction id.
+async fn udp_task(
+    args: Arc<Args>,
+    zipf: Arc<Zipf>,
+    index: usize,
+    measure_from: Instant,
+    stop: Arc<AtomicBool>,
+    pacer: Option<Arc<Pacer>>,
+) -> Tally {
+    let mut rng = fastrand::Rng::with_seed(index as u64 * 7919 + 1);
+    let target = args.target[index % args.target.len()];
+    let mut tally = Tally::default();
+    let local = if target.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let Ok(socket) = tokio::net::UdpSocket::bind(local).await else {
+        tally.io_errors += 1;
+        return tally;
+    };
+    if socket.connect(target).await.is_err() {
+        tally.io_errors += 1;
+        return tally;
+    }
+    let Some(mut connection_id) = udp_connect(&socket, &mut rng, &stop).await else {
+        return tally;
+    };
+    let mut connected_at = Instant::now();
+    // (transaction id, counted from, kind, scrape hashes)
+    let mut pending: std::collections::VecDeque<(u32, Instant, Kind, usize)> = Default::default();
+    let mut next_tid = (index as u32) << 16;
+    let mut request = Vec::with_capacity(128);
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        // Ids live two minutes at least; renew well before.
+        if connected_at.elapsed() > Duration::from_secs(60) && pending.is_empty() {
+            match udp_connect(&socket, &mut rng, &stop).await {
+                Some(id) => connection_id = id,
+                None => break,
+            }
+            connected_at = Instant::now();
+        }
+        while pending.len() < args.in_flight.max(1) {
+            let due = match &pacer {
+                Some(pacer) => match pacer.next().await {
+                    Some(due) => due,
+                    None => return tally,
+                },
+                None => Instant::now(),
+            };
+            next_tid = next_tid.wrapping_add(1);
+            let (kind, hashes) =
+                next_udp_request(&args, &zipf, &mut rng, connection_id, next_tid, &mut request);
+            if socket.send(&request).await.is_err() {
+                if due >= measure_from {
+                    tally.io_errors += 1;
+                }
+                continue;
+            }
+            pending.push_back((next_tid, due, kind, hashes));
+        }
+        let Some(&(_, oldest, _, _)) = pending.front() else {
+            continue;
+        };
+        let deadline = tokio::time::Instant::from_std(oldest + LOST_AFTER);
+        match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let reply = &buf[..n];
+                let Some(tid) = reply.get(4..8).map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+                else {
+                    tally.bad_responses += 1;
+                    continue;
+                };
+                let Some(at) = pending.iter().position(|p| p.0 == tid) else {
+                    // A reply to a request already counted as lost.
+                    continue;
+                };
+                let Some((_, began, kind, hashes)) = pending.remove(at) else {
+                    continue;
+                };
+                if began < measure_from {
+                    continue;
+                }
+                tally
+                    .latencies_us
+                    .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                match (udp_reply_ok(reply, kind, hashes, target.is_ipv6()), kind) {
+                    (Some(true), Kind::Announce) => tally.ok_announces += 1,
+                    (Some(true), Kind::Scrape) => tally.ok_scrapes += 1,
+                    (Some(false), _) => tally.failures += 1,
+                    (None, _) => tally.bad_responses += 1,
+                }
+            }
+            Ok(Err(_)) => tally.io_errors += 1,
+            Err(_) => {
+                if let Some((_, began, _, _)) = pending.pop_front()
+                    && began >= measure_from
+                {
+                    tally.lost += 1;
+                }
+            }
+        }
+    }
+    tally
+}
+
 /// (CPU seconds, RSS bytes) of a process, from /proc.
 fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -460,14 +674,13 @@ fn main() -> anyhow::Result<()> {
         let pacer = (args.rate > 0.0).then(|| Pacer::start(args.rate, start, stop.clone()));
         let tasks: Vec<_> = (0..args.connections)
             .map(|i| {
-                tokio::spawn(connection_task(
-                    args.clone(),
-                    zipf.clone(),
-                    i,
-                    measure_from,
-                    stop.clone(),
-                    pacer.clone(),
-                ))
+                let (args, zipf, stop, pacer) =
+                    (args.clone(), zipf.clone(), stop.clone(), pacer.clone());
+                if args.mode == Mode::Udp {
+                    tokio::spawn(udp_task(args, zipf, i, measure_from, stop, pacer))
+                } else {
+                    tokio::spawn(connection_task(args, zipf, i, measure_from, stop, pacer))
+                }
             })
             .collect();
         tokio::time::sleep_until(measure_from.into()).await;
@@ -495,7 +708,7 @@ fn main() -> anyhow::Result<()> {
     let per_cpu = cpu.filter(|c| *c > 0.0).map(|c| ok as f64 / c);
     if args.json {
         println!(
-            "{{\"label\":\"{}\",\"mode\":\"{:?}\",\"connections\":{},\"seconds\":{seconds:.2},\"ok\":{ok},\"announces\":{},\"scrapes\":{},\"failures\":{},\"bad\":{},\"io_errors\":{},\"rps\":{rps:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"server_cpu_s\":{},\"per_cpu_s\":{},\"server_rss_bytes\":{}}}",
+            "{{\"label\":\"{}\",\"mode\":\"{:?}\",\"connections\":{},\"seconds\":{seconds:.2},\"ok\":{ok},\"announces\":{},\"scrapes\":{},\"failures\":{},\"bad\":{},\"io_errors\":{},\"lost\":{},\"rps\":{rps:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"server_cpu_s\":{},\"per_cpu_s\":{},\"server_rss_bytes\":{}}}",
             args.label,
             args.mode,
             args.connections,
@@ -504,6 +717,7 @@ fn main() -> anyhow::Result<()> {
             tally.failures,
             tally.bad_responses,
             tally.io_errors,
+            tally.lost,
             percentile(&latencies, 0.50),
             percentile(&latencies, 0.99),
             percentile(&latencies, 0.999),
@@ -521,8 +735,8 @@ fn main() -> anyhow::Result<()> {
             tally.ok_announces, tally.ok_scrapes
         );
         println!(
-            "  failures         {} failure reasons, {} bad responses, {} I/O errors",
-            tally.failures, tally.bad_responses, tally.io_errors
+            "  failures         {} failure reasons, {} bad responses, {} I/O errors, {} lost",
+            tally.failures, tally.bad_responses, tally.io_errors, tally.lost
         );
         println!("  throughput       {rps:.0} responses/s");
         println!(
