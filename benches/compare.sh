@@ -27,6 +27,9 @@ workers=${WORKERS:-2}
 rounds=${ROUNDS:-1}
 torrents=${TORRENTS:-10000}
 in_flight=${IN_FLIGHT:-2}
+# aquatic_udp runs one socket worker and opentracker one UDP thread: UDP rows
+# give shoal as many workers unless told otherwise.
+udp_workers=${UDP_WORKERS:-1}
 read -r -a modes <<< "${MODES:-keep-alive close udp}"
 aquatic=$(command -v aquatic_udp || echo "$HOME/.cargo/bin/aquatic_udp")
 
@@ -91,8 +94,10 @@ for round in $(seq 1 "$rounds"); do
                 run "hello/$reactor" 18070 "$mode" target/release/examples/hello 127.0.0.1:18070 \
                     "$reactor" "$workers"
             fi
+            w=$workers
+            [ "$mode" = udp ] && w=$udp_workers
             run "shoal/$reactor" 18069 "$mode" target/release/shoal --listen 127.0.0.1:18069 \
-                --reactor "$reactor" --workers "$workers" --log-level warn
+                --reactor "$reactor" --workers "$w" --log-level warn
         done
         if command -v opentracker >/dev/null; then
             port=18080

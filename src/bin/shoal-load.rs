@@ -507,7 +507,9 @@ fn udp_reply_ok(reply: &[u8], kind: Kind, hashes: usize, v6: bool) -> Option<boo
     let peer = if v6 { 18 } else { 6 };
     match (action, kind) {
         (3, _) => Some(false),
-        (1, Kind::Announce) if reply.len() >= 20 && (reply.len() - 20) % peer == 0 => Some(true),
+        (1, Kind::Announce) if reply.len() >= 20 && (reply.len() - 20).is_multiple_of(peer) => {
+            Some(true)
+        }
         (2, Kind::Scrape) if reply.len() == 8 + 12 * hashes => Some(true),
         _ => None,
     }
@@ -526,7 +528,11 @@ async fn udp_task(
     let mut rng = fastrand::Rng::with_seed(index as u64 * 7919 + 1);
     let target = args.target[index % args.target.len()];
     let mut tally = Tally::default();
-    let local = if target.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let local = if target.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
     let Ok(socket) = tokio::net::UdpSocket::bind(local).await else {
         tally.io_errors += 1;
         return tally;
@@ -562,8 +568,14 @@ async fn udp_task(
                 None => Instant::now(),
             };
             next_tid = next_tid.wrapping_add(1);
-            let (kind, hashes) =
-                next_udp_request(&args, &zipf, &mut rng, connection_id, next_tid, &mut request);
+            let (kind, hashes) = next_udp_request(
+                &args,
+                &zipf,
+                &mut rng,
+                connection_id,
+                next_tid,
+                &mut request,
+            );
             if socket.send(&request).await.is_err() {
                 if due >= measure_from {
                     tally.io_errors += 1;
@@ -579,7 +591,9 @@ async fn udp_task(
         match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
             Ok(Ok(n)) => {
                 let reply = &buf[..n];
-                let Some(tid) = reply.get(4..8).map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+                let Some(tid) = reply
+                    .get(4..8)
+                    .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
                 else {
                     tally.bad_responses += 1;
                     continue;

@@ -12,14 +12,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::DatagramHandler;
 use crate::shutdown::Shutdown;
 
-/// Receive buffer per loop: the largest datagram IPv4 can carry, so that a
-/// long one is seen whole (and refused by length), never cut short.
+/// Receive buffer per loop (without `recvmmsg`): the largest datagram IPv4
+/// can carry, so that a long one is seen whole (and refused by length).
+#[cfg(any(not(target_os = "linux"), feature = "io-uring"))]
 const RECV_BUF: usize = 65_536;
 /// Socket receive buffer asked of the kernel (it caps it at
 /// `net.core.rmem_max`): room for bursts while a worker is busy.
 const SO_RCVBUF: usize = 4 << 20;
-/// Datagrams answered per readiness event before yielding to other tasks.
-const BATCH: usize = 64;
+/// Datagrams answered per readiness event before yielding to other tasks
+/// (where there is no `recvmmsg`).
+#[cfg(not(target_os = "linux"))]
+const PER_WAKE: usize = 64;
 
 /// Binds a UDP socket; IPv6 ones are IPv6-only, as the TCP listeners.
 pub(super) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
@@ -41,7 +44,68 @@ pub(super) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> 
 }
 
 /// Serves `socket` on the current tokio runtime until shutdown: waits for
+/// readiness, then takes what is queued in batches (`recvmmsg`), answers
+/// each datagram and sends the answers in one `sendmmsg`.
+#[cfg(target_os = "linux")]
+pub(super) async fn serve_tokio(
+    socket: UdpSocket,
+    handler: Arc<dyn DatagramHandler>,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+
+    use super::mmsg::{BATCH, RecvBatch, SendBatch};
+
+    let socket = tokio::net::UdpSocket::from_std(socket)?;
+    let fd = socket.as_raw_fd();
+    let mut received = RecvBatch::new();
+    let mut answers = SendBatch::new();
+    let mut stopping = pin!(shutdown.wait());
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stopping => return Ok(()),
+            ready = socket.readable() => ready?,
+        }
+        // A few batches per wake-up, then let other tasks run.
+        for _ in 0..4 {
+            let n = match socket.try_io(Interest::READABLE, || received.recv(fd)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors of earlier sends surface here: not fatal.
+                Err(error) => {
+                    tracing::debug!(%error, "UDP receive failed");
+                    continue;
+                }
+            };
+            answers.clear();
+            for i in 0..n {
+                if let Some((datagram, from)) = received.datagram(i) {
+                    handler.handle(datagram, from, &mut answers.bytes);
+                    answers.push(from);
+                }
+            }
+            while !answers.is_empty() {
+                match socket.try_io(Interest::WRITABLE, || answers.send(fd)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
+                    Err(error) => {
+                        tracing::debug!(%error, "UDP send failed");
+                        break;
+                    }
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+/// Serves `socket` on the current tokio runtime until shutdown: waits for
 /// readiness, then answers what is queued without waiting again.
+#[cfg(not(target_os = "linux"))]
 pub(super) async fn serve_tokio(
     socket: UdpSocket,
     handler: Arc<dyn DatagramHandler>,
@@ -57,7 +121,7 @@ pub(super) async fn serve_tokio(
             () = &mut stopping => return Ok(()),
             ready = socket.readable() => ready?,
         }
-        for _ in 0..BATCH {
+        for _ in 0..PER_WAKE {
             let (n, from) = match socket.try_recv_from(&mut buf) {
                 Ok(received) => received,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -24,6 +24,8 @@ mod deadline;
 mod fast_path;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 mod io_uring;
+#[cfg(target_os = "linux")]
+mod mmsg;
 mod on_wake;
 mod per_core;
 mod tls;
