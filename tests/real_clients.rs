@@ -1,7 +1,8 @@
 //! End to end with real BitTorrent clients from Debian: aria2 and libtorrent
 //! (python3-libtorrent) find each other only through shoal (DHT, PEX and LSD
 //! off), transfer a file whose bytes must match, and the scrape shows the
-//! right counts.
+//! right counts; over `http://` and over `udp://` (BEP 15) trackers, IPv4
+//! and IPv6, public and private.
 //!
 //! When the clients are missing the test is skipped with a note, unless `CI`
 //! is set: in CI a missing client is a failure (`.ci/run` installs them).
@@ -118,6 +119,12 @@ struct Scenario {
 impl Scenario {
     /// A fresh directory with an 8 MiB random file and its .torrent.
     fn new(name: &str, announce: &str) -> Self {
+        Self::with_flags(name, announce, &[])
+    }
+
+    /// A scenario whose torrent mktorrent makes with extra `flags` (`-p`:
+    /// private).
+    fn with_flags(name: &str, announce: &str, flags: &[&str]) -> Self {
         // The same test runs on every reactor at once in this process: the
         // reactor's name keeps their directories apart.
         let dir = std::env::temp_dir().join(format!(
@@ -134,7 +141,9 @@ impl Scenario {
         std::fs::write(&payload, &bytes).unwrap();
         let torrent = dir.join("payload.torrent");
         let status = Command::new("mktorrent")
-            .args(["-a", announce, "-l", "18", "-o"])
+            .args(["-a", announce, "-l", "18"])
+            .args(flags)
+            .arg("-o")
             .arg(&torrent)
             .arg(&payload)
             .stdout(Stdio::null())
@@ -160,11 +169,26 @@ impl Scenario {
     }
 
     fn aria2(&self, dir: &Path) -> Client {
+        self.aria2_with(dir, &["--enable-dht=false"])
+    }
+
+    /// aria2 for a `udp://` tracker: its UDP tracker client shares the IPv4
+    /// DHT socket, so DHT is on, but with a DHT file of its own and no entry
+    /// point it knows no node and finds peers only through the tracker.
+    fn aria2_udp(&self, dir: &Path) -> Client {
+        let dht = format!("--dht-file-path={}", dir.join("dht.dat").display());
+        self.aria2_with(
+            dir,
+            &["--enable-dht=true", &dht, "--dht-listen-port=27000-27999"],
+        )
+    }
+
+    fn aria2_with(&self, dir: &Path, dht: &[&str]) -> Client {
         Client::spawn(
             "aria2c",
             Command::new("aria2c")
+                .args(dht)
                 .args([
-                    "--enable-dht=false",
                     "--enable-dht6=false",
                     "--bt-enable-lpd=false",
                     "--enable-peer-exchange=false",
@@ -180,6 +204,11 @@ impl Scenario {
     }
 
     fn libtorrent(&self, mode: &str, dir: &Path) -> Client {
+        self.libtorrent_on(mode, dir, "127.0.0.1:0")
+    }
+
+    /// libtorrent listening on `listen` (`[::1]:0` for an IPv6 peer).
+    fn libtorrent_on(&self, mode: &str, dir: &Path, listen: &str) -> Client {
         Client::spawn(
             "libtorrent",
             Command::new("/usr/bin/python3")
@@ -187,7 +216,8 @@ impl Scenario {
                 .arg(mode)
                 .arg(&self.torrent)
                 .arg(dir)
-                .arg("90"),
+                .arg("90")
+                .arg(listen),
         )
     }
 }
@@ -224,9 +254,20 @@ fn info_hash_of(torrent: &[u8]) -> [u8; 20] {
 
 /// Polls the scrape until it shows `want` (complete, incomplete, downloaded).
 fn wait_for_counts(tracker: &Tracker, hash: [u8; 20], want: (i64, i64, i64), what: &str) {
+    wait_for_counts_at(tracker, "/scrape", hash, want, what);
+}
+
+/// The same, scraping at `path` (`/scrape/<passkey>` for a private tracker).
+fn wait_for_counts_at(
+    tracker: &Tracker,
+    path: &str,
+    hash: [u8; 20],
+    want: (i64, i64, i64),
+    what: &str,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let got = tracker.counts(hash);
+        let got = tracker.counts_at(path, hash);
         if got == want {
             return;
         }
@@ -310,7 +351,166 @@ fn aria2_downloads_from_libtorrent_through_shoal() {
     );
 }
 
+/// A leecher downloads from a seeder found only through `tracker`; the
+/// scrape (at `scrape`) follows: seeding, after the download, after both
+/// stop. `seeder` and `leecher` start the clients in the scenario's
+/// directories.
+fn swarm(
+    tracker: &Tracker,
+    scrape: &str,
+    scenario: &Scenario,
+    seeder: impl FnOnce(&Path) -> Client,
+    leecher: impl FnOnce(&Path) -> Client,
+) {
+    let seeder = seeder(&scenario.dir.join("seed"));
+    wait_for_counts_at(tracker, scrape, scenario.info_hash, (1, 0, 0), "seeding");
+    let leecher = leecher(&scenario.dir.join("leech"));
+    let deadline = Instant::now() + WAIT;
+    while !scenario.download_matches() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not download the file from {}",
+            leecher.name,
+            seeder.name
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The leecher announced `completed` (libtorrent then stops; aria2 seeds
+    // on until interrupted).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (complete, incomplete, downloaded) = tracker.counts_at(scrape, scenario.info_hash);
+        if downloaded == 1 && incomplete == 0 && complete >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the download the scrape shows {:?}",
+            (complete, incomplete, downloaded)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    leecher.interrupt();
+    seeder.interrupt();
+    wait_for_counts_at(
+        tracker,
+        scrape,
+        scenario.info_hash,
+        (0, 0, 1),
+        "after both stopped",
+    );
+}
+
+fn udp_url(addr: std::net::SocketAddr, path: &str) -> String {
+    format!("udp://{addr}{path}")
+}
+
+fn libtorrent_downloads_from_aria2_over_udp() {
+    if !clients_available() {
+        return;
+    }
+    let tracker = Tracker::start(&[]);
+    let scenario = Scenario::new("udp-lt-from-aria2", &udp_url(tracker.v4, "/announce"));
+    swarm(
+        &tracker,
+        "/scrape",
+        &scenario,
+        |dir| scenario.aria2_udp(dir),
+        |dir| scenario.libtorrent("leech", dir),
+    );
+}
+
+fn aria2_downloads_from_libtorrent_over_udp() {
+    if !clients_available() {
+        return;
+    }
+    let tracker = Tracker::start(&[]);
+    let scenario = Scenario::new("udp-aria2-from-lt", &udp_url(tracker.v4, "/announce"));
+    swarm(
+        &tracker,
+        "/scrape",
+        &scenario,
+        |dir| scenario.libtorrent("seed", dir),
+        |dir| scenario.aria2_udp(dir),
+    );
+}
+
+fn libtorrent_swarms_over_udp_on_ipv6() {
+    if !clients_available() {
+        return;
+    }
+    let tracker = Tracker::start(&[]);
+    let scenario = Scenario::new("udp-lt-v6", &udp_url(tracker.v6, "/announce"));
+    swarm(
+        &tracker,
+        "/scrape",
+        &scenario,
+        |dir| scenario.libtorrent_on("seed", dir, "[::1]:0"),
+        |dir| scenario.libtorrent_on("leech", dir, "[::1]:0"),
+    );
+}
+
+fn a_private_torrent_swarms_with_the_passkey_in_the_udp_url() {
+    if !clients_available() {
+        return;
+    }
+    let keys = std::env::temp_dir().join(format!(
+        "shoal-e2e-keys-{}-{}.txt",
+        std::process::id(),
+        common::reactor()
+    ));
+    std::fs::write(&keys, "k3y-for-udp-swarm\n").unwrap();
+    let tracker = Tracker::start(&["--passkeys", keys.to_str().unwrap()]);
+    let url = udp_url(tracker.v4, "/announce/k3y-for-udp-swarm");
+    let scenario = Scenario::with_flags("udp-private", &url, &["-p"]);
+    let scrape = "/scrape/k3y-for-udp-swarm";
+    swarm(
+        &tracker,
+        scrape,
+        &scenario,
+        |dir| scenario.libtorrent("seed", dir),
+        |dir| scenario.libtorrent("leech", dir),
+    );
+    // A wrong passkey in the URL gets libtorrent nowhere.
+    let wrong = Scenario::with_flags(
+        "udp-private-wrong",
+        &udp_url(tracker.v4, "/announce/not-a-valid-key"),
+        &["-p"],
+    );
+    let seeder = wrong.libtorrent("seed", &wrong.dir.join("seed"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(tracker.counts_at(scrape, wrong.info_hash), (0, 0, 0));
+    seeder.interrupt();
+    let _ = std::fs::remove_file(&keys);
+}
+
 reactor_tests!(
     libtorrent_downloads_from_aria2_through_shoal,
     aria2_downloads_from_libtorrent_through_shoal,
 );
+
+/// The UDP swarms, spread over the reactors: each runs at least one.
+mod udp {
+    #[test]
+    fn libtorrent_downloads_from_aria2_tokio() {
+        crate::common::on_reactor("tokio", super::libtorrent_downloads_from_aria2_over_udp);
+    }
+
+    #[test]
+    fn aria2_downloads_from_libtorrent_per_core() {
+        crate::common::on_reactor("per-core", super::aria2_downloads_from_libtorrent_over_udp);
+    }
+
+    #[test]
+    fn libtorrent_over_ipv6_io_uring() {
+        crate::common::on_reactor("io-uring", super::libtorrent_swarms_over_udp_on_ipv6);
+    }
+
+    #[test]
+    fn private_torrent_tokio() {
+        crate::common::on_reactor(
+            "tokio",
+            super::a_private_torrent_swarms_with_the_passkey_in_the_udp_url,
+        );
+    }
+}

@@ -347,7 +347,14 @@ fn private_mode_reads_the_passkey_from_url_data() {
     ]
     .concat();
     assert_eq!(error(split), None);
-    assert_eq!(client.scrape(&[hash]), [(0, 0, 2)]);
+    // A UDP scrape cannot carry a passkey: refused; over HTTP with the key
+    // the two peers are there.
+    let id_ = client.connect();
+    assert_eq!(
+        client.ask(&UdpClient::scrape_bytes(id_, &[hash])).error(),
+        Some("this tracker is private: scrape over HTTP with your passkey")
+    );
+    assert_eq!(tracker.counts_at("/scrape/opensesame", hash), (0, 2, 0));
 }
 
 fn udp_listen_follows_http_or_its_own_setting() {

@@ -29,6 +29,9 @@ pub const MAX_DATAGRAM: usize = 2048;
 /// The error message for a missing, expired or forged connection id.
 const BAD_CONNECTION_ID: &str = "invalid connection id";
 
+/// The error message for a UDP scrape of a private tracker.
+const PRIVATE_SCRAPE: &str = "this tracker is private: scrape over HTTP with your passkey";
+
 /// Buffers reused by every request on a thread: sampled peers, the hashes
 /// of a scrape and their counts.
 type Scratch = (PeerSet, Vec<InfoHash>, Vec<(InfoHash, SwarmCounts)>);
@@ -139,6 +142,13 @@ impl UdpTracker {
                 let failure = answered.err().map(|refused| refused.failure());
                 self.core
                     .count(Transport::Udp, Kind::Announce, client, failure);
+            }
+            Request::Scrape { transaction_id, .. } if self.core.is_private() => {
+                // A UDP scrape has no URL data, so it cannot carry a passkey.
+                udp::encode_error(out, transaction_id, PRIVATE_SCRAPE);
+                let failure = Some(crate::tracker::Refusal::NoPasskey.failure());
+                self.core
+                    .count(Transport::Udp, Kind::Scrape, client, failure);
             }
             Request::Scrape {
                 transaction_id,

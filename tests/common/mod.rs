@@ -197,16 +197,26 @@ impl Tracker {
     }
 
     pub fn scrape(&self, hashes: &[[u8; 20]]) -> Dict {
+        self.scrape_at("/scrape", hashes)
+    }
+
+    /// A scrape at `path` (`/scrape/<passkey>` in private mode).
+    pub fn scrape_at(&self, path: &str, hashes: &[[u8; 20]]) -> Dict {
         let query: Vec<String> = hashes
             .iter()
             .map(|h| format!("info_hash={}", escape(h)))
             .collect();
-        get(self.v4, &format!("/scrape?{}", query.join("&"))).dict()
+        get(self.v4, &format!("{path}?{}", query.join("&"))).dict()
     }
 
     /// The (complete, incomplete, downloaded) counts of one torrent.
     pub fn counts(&self, hash: [u8; 20]) -> (i64, i64, i64) {
-        let dict = self.scrape(&[hash]);
+        self.counts_at("/scrape", hash)
+    }
+
+    /// The counts of one torrent, scraped at `path`.
+    pub fn counts_at(&self, path: &str, hash: [u8; 20]) -> (i64, i64, i64) {
+        let dict = self.scrape_at(path, &[hash]);
         let files = dict.dict("files");
         let file = files.dict_bytes(&hash);
         (

@@ -1,6 +1,9 @@
 """A libtorrent peer for shoal's real-client tests (run with /usr/bin/python3).
 
-usage: lt_client.py seed|leech TORRENT SAVE_DIR SECONDS
+usage: lt_client.py seed|leech TORRENT SAVE_DIR SECONDS [LISTEN]
+
+LISTEN is libtorrent's listen_interfaces (default 127.0.0.1:0; [::1]:0 for a
+peer on IPv6 loopback).
 
 Peer discovery is limited to the tracker: no DHT, LSD, PEX (default plugins
 off), UPnP or NAT-PMP. Every peer is on loopback, so several connections per
@@ -15,8 +18,9 @@ import time
 import libtorrent as lt
 
 mode, torrent, save_dir, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+listen = sys.argv[5] if len(sys.argv) > 5 else "127.0.0.1:0"
 settings = {
-    "listen_interfaces": "127.0.0.1:0",
+    "listen_interfaces": listen,
     "enable_dht": False,
     "enable_lsd": False,
     "enable_upnp": False,
