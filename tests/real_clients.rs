@@ -83,6 +83,20 @@ fn have(program: &str, args: &[&str]) -> bool {
 
 /// True when every client is installed; otherwise skip, or fail in CI.
 fn clients_available() -> bool {
+    available(&[])
+}
+
+/// True when rtorrent and qbittorrent-nox are installed too.
+fn all_clients_available() -> bool {
+    available(&[
+        ("rtorrent", have("which", &["rtorrent"])),
+        ("qbittorrent-nox", have("qbittorrent-nox", &["--version"])),
+    ])
+}
+
+/// True when the clients every test uses, and `more`, are installed;
+/// otherwise skip, or fail in CI.
+fn available(more: &[(&'static str, bool)]) -> bool {
     let missing: Vec<&str> = [
         (
             "mktorrent",
@@ -95,6 +109,7 @@ fn clients_available() -> bool {
         ),
     ]
     .into_iter()
+    .chain(more.iter().copied())
     .filter(|(_, ok)| !ok)
     .map(|(name, _)| name)
     .collect();
@@ -103,7 +118,8 @@ fn clients_available() -> bool {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "real clients missing in CI: {missing:?} (apt-get install aria2 python3-libtorrent mktorrent)"
+        "real clients missing in CI: {missing:?} (apt-get install aria2 python3-libtorrent \
+         mktorrent rtorrent qbittorrent-nox)"
     );
     eprintln!("skipping the real-client test: {missing:?} not installed");
     false
@@ -205,6 +221,79 @@ impl Scenario {
 
     fn libtorrent(&self, mode: &str, dir: &Path) -> Client {
         self.libtorrent_on(mode, dir, "127.0.0.1:0")
+    }
+
+    /// rtorrent (libtorrent-rakshasa) on its own loopback address `ip`: it
+    /// keeps one peer per IP, so it must not share 127.0.0.1. Headless, DHT
+    /// and PEX off, UDP trackers on, `completed` sent at once; SIGINT stops
+    /// it with `event=stopped`.
+    fn rtorrent(&self, dir: &Path, ip: &str) -> Client {
+        let session = dir.join(".rtorrent-session");
+        std::fs::create_dir_all(&session).unwrap();
+        let rc = dir.join(".rtorrent.rc");
+        std::fs::write(
+            &rc,
+            format!(
+                "directory.default.set = {dir}\n\
+                 session.path.set = {session}\n\
+                 network.port_range.set = 28000-28999\n\
+                 network.port_random.set = yes\n\
+                 network.bind_address.set = {ip}\n\
+                 network.local_address.set = {ip}\n\
+                 dht.mode.set = disable\n\
+                 protocol.pex.set = no\n\
+                 trackers.use_udp.set = yes\n\
+                 pieces.hash.on_completion.set = no\n\
+                 system.daemon.set = true\n\
+                 load.start = {torrent}\n",
+                dir = dir.display(),
+                session = session.display(),
+                torrent = self.torrent.display(),
+            ),
+        )
+        .unwrap();
+        Client::spawn(
+            "rtorrent",
+            Command::new("rtorrent")
+                .args(["-n", "-o"])
+                .arg(format!("import={}", rc.display())),
+        )
+    }
+
+    /// qBittorrent (libtorrent-rasterbar inside) with a profile of its own:
+    /// DHT, PEX, LSD and UPnP off, several connections per IP (every peer is
+    /// on loopback). A seeder skips the hash check of the file it has.
+    fn qbittorrent(&self, dir: &Path, seed: bool) -> Client {
+        let profile = dir.join(".qbittorrent");
+        let config = profile.join("qBittorrent/config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(
+            config.join("qBittorrent.conf"),
+            format!(
+                "[LegalNotice]\nAccepted=true\n\n\
+                 [BitTorrent]\n\
+                 Session\\DHTEnabled=false\n\
+                 Session\\PeXEnabled=false\n\
+                 Session\\LSDEnabled=false\n\
+                 Session\\MultiConnectionsPerIp=true\n\
+                 Session\\QueueingSystemEnabled=false\n\
+                 Session\\Port={}\n\n\
+                 [Preferences]\n\
+                 Connection\\UPnP=false\n\
+                 WebUI\\LocalHostAuth=false\n",
+                fastrand::u16(29_000..30_000)
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new("qbittorrent-nox");
+        command
+            .arg(format!("--profile={}", profile.display()))
+            .arg(format!("--webui-port={}", fastrand::u16(30_000..31_000)))
+            .arg(format!("--save-path={}", dir.display()));
+        if seed {
+            command.arg("--skip-hash-check");
+        }
+        Client::spawn("qbittorrent-nox", command.arg(&self.torrent))
     }
 
     /// libtorrent listening on `listen` (`[::1]:0` for an IPv6 peer).
@@ -484,6 +573,36 @@ fn a_private_torrent_swarms_with_the_passkey_in_the_udp_url() {
     let _ = std::fs::remove_file(&keys);
 }
 
+fn qbittorrent_downloads_from_rtorrent_over_udp() {
+    if !all_clients_available() {
+        return;
+    }
+    let tracker = Tracker::start(&[]);
+    let scenario = Scenario::new("udp-qb-from-rt", &udp_url(tracker.v4, "/announce"));
+    swarm(
+        &tracker,
+        "/scrape",
+        &scenario,
+        |dir| scenario.rtorrent(dir, "127.0.0.2"),
+        |dir| scenario.qbittorrent(dir, false),
+    );
+}
+
+fn rtorrent_downloads_from_qbittorrent_over_udp() {
+    if !all_clients_available() {
+        return;
+    }
+    let tracker = Tracker::start(&[]);
+    let scenario = Scenario::new("udp-rt-from-qb", &udp_url(tracker.v4, "/announce"));
+    swarm(
+        &tracker,
+        "/scrape",
+        &scenario,
+        |dir| scenario.qbittorrent(dir, true),
+        |dir| scenario.rtorrent(dir, "127.0.0.3"),
+    );
+}
+
 reactor_tests!(
     libtorrent_downloads_from_aria2_through_shoal,
     aria2_downloads_from_libtorrent_through_shoal,
@@ -504,6 +623,22 @@ mod udp {
     #[test]
     fn libtorrent_over_ipv6_io_uring() {
         crate::common::on_reactor("io-uring", super::libtorrent_swarms_over_udp_on_ipv6);
+    }
+
+    #[test]
+    fn qbittorrent_downloads_from_rtorrent_per_core() {
+        crate::common::on_reactor(
+            "per-core",
+            super::qbittorrent_downloads_from_rtorrent_over_udp,
+        );
+    }
+
+    #[test]
+    fn rtorrent_downloads_from_qbittorrent_io_uring() {
+        crate::common::on_reactor(
+            "io-uring",
+            super::rtorrent_downloads_from_qbittorrent_over_udp,
+        );
     }
 
     #[test]
