@@ -10,7 +10,8 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::Response;
 
-use shoal::reactor::{Bound, Choice, Handler, Options, RequestHead, ResponseBody};
+use shoal::http::driver::{Driver, DriverOptions, Handler, RequestHead, ResponseBody};
+use shoal::reactor::{Bound, Choice, Options};
 use shoal::shutdown::{self, Shutdown};
 
 const BODY: &[u8] = b"d8:completei10e10:incompletei20e8:intervali1800e5:peers0:e";
@@ -30,14 +31,16 @@ fn main() -> anyhow::Result<()> {
     let options = Options {
         kind: choice.resolve().map_err(anyhow::Error::msg)?,
         workers,
+        max_connections: 50_000,
+        shutdown_grace: Duration::from_secs(1),
+    };
+    let driver = DriverOptions {
         request_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(30),
         max_request_bytes: 8192,
-        max_connections: 50_000,
-        shutdown_grace: Duration::from_secs(1),
         tls: None,
-        // "fast-path" as a fourth argument measures the reactor's own
-        // fast path; by default hyper alone.
+        // "fast-path" as a fourth argument measures the driver's own fast
+        // path; by default hyper alone.
         fast_path: args.next().as_deref() == Some("fast-path"),
     };
     let bound = Bound::bind(options, &[addr], &[])?;
@@ -48,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     );
     let shutdown = Shutdown::new();
     shutdown::on_signals(shutdown.clone(), shutdown::Reload::new())?;
-    bound.serve(|_| Hello, None, shutdown)?;
+    bound.serve(Driver::new(&driver, |_| Hello), None, shutdown)?;
     Ok(())
 }
 

@@ -1,15 +1,21 @@
-//! shoal: an HTTP BitTorrent tracker (BEP 3 announce, BEP 48 scrape).
+//! shoal: a BitTorrent tracker over HTTP (BEP 3 announce, BEP 48 scrape)
+//! and UDP (BEP 15, BEP 41), both front ends over one tracker core.
 //!
 //! One way down, nothing below imports anything above it:
 //!
 //! ```text
-//! socket -> reactor -> http -> protocol (parse) -> store -> protocol (encode) -> socket
+//! socket -> reactor -> http (driver, routes) | udp -> tracker -> store
+//!                      \________ protocol (parse, encode) ________/
 //! ```
 //!
-//! - [`reactor`]: listeners, runtime and connection tasks; knows no BitTorrent.
-//! - [`http`]: routes and headers; knows nothing of how peers are kept.
-//! - [`protocol`]: pure parsing and bencoding.
-//! - [`store`]: the sharded swarm store; knows nothing of HTTP.
+//! - [`reactor`]: runtimes, listeners, UDP sockets, connection tasks; knows
+//!   neither HTTP nor BitTorrent.
+//! - [`http`]: the HTTP/1.1 driver ([`http::driver`]), routes, headers,
+//!   client address, operator pages; [`udp`]: the BEP 15 front end.
+//! - [`tracker`]: the transport-neutral core (access list, passkeys, the
+//!   announce and scrape rules, counts).
+//! - [`protocol`]: pure parsing and encoding (HTTP queries, bencode, BEP 15).
+//! - [`store`]: the sharded swarm store; knows nothing of HTTP or UDP.
 //! - [`state`]: the state file that keeps snatch counts across restarts.
 //! - [`metrics`]: the tracker's counters and their Prometheus rendering.
 //! - [`config`], [`clock`], [`shutdown`]: what every part shares.
@@ -93,7 +99,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         .map_err(anyhow::Error::msg)?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) if !config.tls_listen.is_empty() => {
-            let tls = Arc::new(reactor::TlsConfig::load(cert, key)?);
+            let tls = Arc::new(http::driver::TlsConfig::load(cert, key)?);
             let reloaded = tls.clone();
             reload.subscribe(move || match reloaded.reload() {
                 Ok(()) => tracing::info!(
@@ -109,11 +115,13 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
     let options = reactor::Options {
         kind,
         workers: config.effective_workers(),
+        max_connections: config.max_connections,
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let driver_options = http::driver::DriverOptions {
         request_timeout: Duration::from_secs(config.header_timeout),
         idle_timeout: Duration::from_secs(config.idle_timeout),
         max_request_bytes: config.max_request_bytes,
-        max_connections: config.max_connections,
-        shutdown_grace: Duration::from_secs(5),
         tls,
         fast_path: true,
     };
@@ -241,11 +249,10 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         config.effective_peer_ttl(),
         snapshots,
     )?;
-    let served = bound.serve(
-        move |conn| TrackerService::new(tracker.clone(), conn),
-        datagrams,
-        shutdown,
-    );
+    let http = http::driver::Driver::new(&driver_options, move |conn| {
+        TrackerService::new(tracker.clone(), conn)
+    });
+    let served = bound.serve(http, datagrams, shutdown);
     housekeeping.stop();
     // The last snapshot, after the last announce.
     if let Some(path) = &config.state_file {

@@ -13,7 +13,7 @@ use shoal::clock::Clock;
 use shoal::http::{HttpConfig, Surface, Tracker};
 use shoal::metrics::{BuildInfo, Metrics};
 use shoal::protocol::AnnounceOptions;
-use shoal::reactor::{Headers, RequestHead};
+use shoal::http::driver::{Headers, RequestHead};
 use shoal::store::{Store, StoreConfig};
 use shoal::tracker::{Core, Rules};
 

@@ -7,7 +7,7 @@
 //! table of [`Setting`]s from which the command line (flags with the real
 //! default in `--help`), the `SHOAL_*` variables, `--print-config` and the
 //! docs page are built at run time. Layering is twenty lines of
-//! [`super::load`]; a library would add a dependency and a second vocabulary
+//! `config::load`; a library would add a dependency and a second vocabulary
 //! without removing any of the declarations.
 
 use std::net::SocketAddr;

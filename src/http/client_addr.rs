@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use crate::reactor::{Headers, header_text};
+use super::driver::{Headers, header_text};
 
 /// A network in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use crate::reactor::{Headers, header_text};
+use super::driver::{Headers, header_text};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;

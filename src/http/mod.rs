@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod client_addr;
+pub mod driver;
 pub mod full_scrape;
 mod routes;
 
@@ -28,9 +29,10 @@ use hyper::{Method, Response, StatusCode};
 
 use crate::metrics::{Failure, Family, Metrics, Transport};
 use crate::protocol::{PeerSet, encode_failure};
-use crate::reactor::{ConnectionInfo, Handler, Headers, RequestHead, ResponseBody};
+use crate::reactor::ConnectionInfo;
 use crate::tracker::Core;
 use admin::{Admin, AdminRoute};
+use driver::{Handler, Headers, RequestHead, ResponseBody};
 
 /// The response type every route produces.
 pub type HttpResponse = Response<ResponseBody>;

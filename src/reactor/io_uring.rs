@@ -3,8 +3,8 @@
 //! Like `per-core`, each worker owns its listeners (`SO_REUSEPORT`) and its
 //! connections, but sockets are driven by io_uring completions instead of
 //! epoll readiness: accept, read and write are submitted to the ring and
-//! complete without a readiness round trip. hyper reads and writes through
-//! monoio-compat's buffered stream adaptor and sleeps on monoio's timer.
+//! complete without a readiness round trip. Streams reach the server through
+//! monoio-compat's tokio-style adaptor.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 use monoio_compat::TcpStreamCompat;
-use monoio_compat::hyper::MonoioTimer;
 
-use super::connection::{self, Connections, Serving};
-use super::fast_path::Session;
-use super::tls::TlsConfig;
-use super::{ConnectionInfo, DatagramHandler, Handler, Listener, Options, Udp, datagram};
+use super::{
+    ConnectionInfo, Connections, DatagramHandler, Early, Listener, Options, StreamServer, Udp,
+    datagram,
+};
 use crate::shutdown::Shutdown;
 
 /// Ring entries per worker.
@@ -48,26 +47,21 @@ pub(super) fn availability() -> Result<(), String> {
     Ok(())
 }
 
-pub(super) fn serve<M, S>(
+pub(super) fn serve<Srv: StreamServer>(
     options: &Options,
     groups: Vec<Vec<Listener>>,
     mut udp: Udp,
     open: Connections,
-    make_service: M,
+    server: Arc<Srv>,
     shutdown: Shutdown,
-) -> io::Result<()>
-where
-    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: Handler,
-{
+) -> io::Result<()> {
     availability().map_err(io::Error::other)?;
-    let make_service = Arc::new(make_service);
     let mut workers = Vec::with_capacity(groups.len());
     for (index, listeners) in groups.into_iter().enumerate() {
         let sockets = udp.of_worker(index);
         let handler = udp.handler.clone();
-        let (make_service, open, shutdown, options) = (
-            make_service.clone(),
+        let (server, open, shutdown, options) = (
+            server.clone(),
             open.clone(),
             shutdown.clone(),
             options.clone(),
@@ -83,7 +77,7 @@ where
                     listeners,
                     (sockets, handler),
                     options,
-                    make_service,
+                    server,
                     open,
                     shutdown,
                 ))
@@ -93,19 +87,14 @@ where
     super::join_workers(workers)
 }
 
-async fn worker<M, S>(
+async fn worker<Srv: StreamServer>(
     listeners: Vec<Listener>,
     (sockets, handler): (Vec<std::net::UdpSocket>, Arc<dyn DatagramHandler>),
     options: Options,
-    make_service: Arc<M>,
+    server: Arc<Srv>,
     open: Connections,
     shutdown: Shutdown,
-) -> io::Result<()>
-where
-    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: Handler,
-{
-    let serving = std::rc::Rc::new(Serving::new(&options));
+) -> io::Result<()> {
     let mut udp_loops = Vec::new();
     for socket in sockets {
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
@@ -118,9 +107,8 @@ where
         accept_loops.push(monoio::spawn(accept_loop(
             TcpListener::from_std(listener.socket)?,
             listener.index,
-            listener.tls.then(|| options.tls.clone()).flatten(),
-            serving.clone(),
-            make_service.clone(),
+            listener.tls,
+            server.clone(),
             open.clone(),
             shutdown.clone(),
         )));
@@ -138,18 +126,14 @@ where
     Ok(())
 }
 
-async fn accept_loop<M, S>(
+async fn accept_loop<Srv: StreamServer>(
     listener: TcpListener,
     index: usize,
-    tls: Option<Arc<TlsConfig>>,
-    serving: std::rc::Rc<Serving>,
-    make_service: Arc<M>,
+    tls: bool,
+    server: Arc<Srv>,
     open: Connections,
     shutdown: Shutdown,
-) where
-    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: Handler,
-{
+) {
     let Ok(local) = listener.local_addr() else {
         return;
     };
@@ -174,32 +158,28 @@ async fn accept_loop<M, S>(
             tracing::debug!(%remote, "connection refused: max_connections reached");
             continue;
         };
-        let service = make_service(ConnectionInfo {
+        let info = ConnectionInfo {
             remote,
             local,
-            tls: tls.is_some(),
+            tls,
             listener: index,
-        });
-        // As on the other reactors: the listener defers accepts until the
-        // request has arrived, so it is usually answered right here.
-        let session = if tls.is_none() && serving.fast_path {
-            let socket = DontWait(stream.as_raw_fd());
-            let recv = |buf: &mut [u8]| socket.recv(buf);
-            let send = |buf: &[u8]| socket.send(buf);
-            match connection::answer_now(recv, send, &service, &serving) {
-                Some(session) => session,
-                None => continue,
-            }
-        } else {
-            Session::default()
         };
-        let serving = serving.clone();
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
+        // As on the other reactors: the listener defers accepts until the
+        // request has arrived, so the server can usually answer right here.
+        let socket = DontWait(stream.as_raw_fd());
+        let mut recv = |buf: &mut [u8]| socket.recv(buf);
+        let mut send = |buf: &[u8]| socket.send(buf);
+        let early = Early {
+            recv: &mut recv,
+            send: &mut send,
+        };
+        let Some(conn) = server.accepted(info, Some(early)) else {
+            continue;
+        };
+        let (server, shutdown) = (server.clone(), shutdown.clone());
         monoio::spawn(async move {
             let stream = TcpStreamCompat::new(stream);
-            let (tls, timer) = (tls.as_deref(), &MonoioTimer);
-            connection::serve(&serving, stream, tls, session, service, &shutdown, timer).await;
+            server.serve_local(conn, stream, &shutdown).await;
             drop(guard);
         });
     }

@@ -1,13 +1,12 @@
-//! The reactor: listeners, runtimes and connection tasks.
+//! The reactor: runtimes, listeners, sockets and connection tasks.
 //!
 //! Like Twisted's reactor, one event-loop design drives all socket I/O and
 //! the operator picks which at start-up (`--reactor`). A reactor is given the
-//! addresses to listen on, a function that makes a [`Handler`] for each
-//! accepted connection, and a [`Shutdown`]. It binds, accepts, serves
-//! HTTP/1.1 (plain GET/HEAD requests on its own fast path, anything else
-//! through hyper), and on shutdown stops accepting and lets open
-//! connections finish. It knows nothing of BitTorrent: the handler is
-//! opaque to it.
+//! addresses to listen on (TCP and UDP), a [`StreamServer`] for accepted
+//! connections, a [`DatagramHandler`] for datagrams, and a [`Shutdown`]. It
+//! binds, accepts, counts and schedules, and on shutdown stops accepting and
+//! lets open connections finish. It knows neither HTTP nor BitTorrent: what
+//! a connection or a datagram says is the server's business.
 //!
 //! - [`Kind::Tokio`]: one multi-threaded work-stealing tokio runtime.
 //! - [`Kind::PerCore`]: one single-threaded tokio runtime per worker, each
@@ -15,26 +14,20 @@
 //! - [`Kind::IoUring`]: monoio on Linux io_uring, one thread per worker, also
 //!   with `SO_REUSEPORT` listeners.
 //!
-//! Any listener can be HTTPS ([`TlsConfig`]); the handshake runs on the same
-//! reactor before the first request is read.
+//! A listener can be marked TLS; the stream server sees it in
+//! [`ConnectionInfo::tls`] and runs the handshake itself.
 
-mod connection;
+mod connections;
 mod datagram;
-mod deadline;
-mod fast_path;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 mod io_uring;
 #[cfg(target_os = "linux")]
 mod mmsg;
-mod on_wake;
 mod per_core;
-mod tls;
 mod tokio_rt;
 
-pub use connection::Connections;
-pub use tls::{TlsConfig, TlsError};
+pub use connections::Connections;
 
-use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -42,11 +35,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{Either, Full};
-use hyper::{HeaderMap, Method, Response};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::shutdown::Shutdown;
 
@@ -233,33 +223,13 @@ pub struct Options {
     pub kind: Kind,
     /// Worker threads.
     pub workers: usize,
-    /// A request must be answered within this time of its first byte, so a
-    /// client sending its request head slowly (slowloris) is cut off.
-    pub request_timeout: Duration,
-    /// A keep-alive connection silent this long after a response (or after
-    /// connecting) is closed.
-    pub idle_timeout: Duration,
-    /// Largest request head; hyper answers 431 beyond it (minimum 8192).
-    pub max_request_bytes: usize,
     /// Open connections at most; more are closed as soon as accepted.
     pub max_connections: usize,
     /// Open connections get this long to finish after shutdown starts.
     pub shutdown_grace: Duration,
-    /// Certificate for the HTTPS listeners, if any.
-    pub tls: Option<Arc<TlsConfig>>,
-    /// Answer plain GET and HEAD requests without hyper (see `fast_path`).
-    /// Off only to measure hyper alone.
-    pub fast_path: bool,
 }
 
 impl Options {
-    fn limits(&self) -> deadline::Limits {
-        deadline::Limits {
-            request: self.request_timeout,
-            idle: self.idle_timeout,
-        }
-    }
-
     /// The human description used at start-up and in stats, e.g.
     /// `per-core (epoll), 2 workers`.
     pub fn describe(&self) -> String {
@@ -291,83 +261,45 @@ pub struct ConnectionInfo {
     pub listener: usize,
 }
 
-/// A response body: all in one piece (every tracker response), or streamed
-/// in chunks the service produces as the connection drains them.
-pub type ResponseBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
-
-/// What answers the requests of one connection. It is given each request's
-/// head (a request body is never read: no route takes one) and answers at
-/// once; the reactor writes the response, directly on its fast path or
-/// through hyper.
-pub trait Handler: Send + 'static {
-    fn handle(&self, request: &RequestHead<'_>) -> Response<ResponseBody>;
-
-    /// The answer (status 431) to a request head over the size limit, whose
-    /// target has `path` when it could be read. By default an empty one.
-    fn too_large(&self, path: Option<&str>) -> Response<ResponseBody> {
-        let _ = path;
-        let mut response = Response::new(ResponseBody::Left(Default::default()));
-        *response.status_mut() = hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-        response
-    }
+/// Non-blocking access to a just-accepted socket: `recv` and `send` never
+/// wait (they return `WouldBlock` instead), so a server can answer a
+/// request that is already there without a task, a timer or a wake-up.
+pub struct Early<'a> {
+    pub recv: &'a mut dyn FnMut(&mut [u8]) -> io::Result<usize>,
+    pub send: &'a mut dyn FnMut(&[u8]) -> io::Result<usize>,
 }
 
-/// What a [`Handler`] sees of a request: its head, borrowed from wherever
-/// the reactor parsed it (its own read buffer on the fast path, or hyper's
-/// request), so that nothing is copied or allocated to hand it over.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestHead<'a> {
-    pub method: &'a Method,
-    /// The path of an origin-form target (`/announce`), without the query.
-    pub path: &'a str,
-    /// The raw query, without `?`; empty when there is none.
-    pub query: &'a [u8],
-    pub headers: Headers<'a>,
-}
+/// What runs on accepted connections. The reactor accepts, counts and
+/// schedules them; what they speak is the server's business.
+pub trait StreamServer: Send + Sync + 'static {
+    /// What a connection carries from [`StreamServer::accepted`] to its task.
+    type Conn: Send + 'static;
 
-/// A request's header fields, as hyper's map or as the fast path parsed
-/// them.
-#[derive(Debug, Clone, Copy)]
-pub struct Headers<'a>(HeaderSource<'a>);
+    /// Called in the accept loop for each admitted connection; `early` (where
+    /// the listener defers accepts until data arrives) may answer at once.
+    /// `None`: the connection is done, close it.
+    fn accepted(&self, info: ConnectionInfo, early: Option<Early<'_>>) -> Option<Self::Conn>;
 
-#[derive(Debug, Clone, Copy)]
-enum HeaderSource<'a> {
-    Map(&'a HeaderMap),
-    Parsed(&'a [httparse::Header<'a>]),
-}
+    /// Serves the rest of a connection on a tokio runtime.
+    fn serve<St>(
+        &self,
+        conn: Self::Conn,
+        stream: St,
+        shutdown: &Shutdown,
+    ) -> impl Future<Output = ()> + Send
+    where
+        St: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
-impl<'a> Headers<'a> {
-    pub fn from_map(map: &'a HeaderMap) -> Self {
-        Self(HeaderSource::Map(map))
-    }
-
-    fn parsed(headers: &'a [httparse::Header<'a>]) -> Self {
-        Self(HeaderSource::Parsed(headers))
-    }
-
-    /// The values of every field named `name` (lower-case), in order.
-    pub fn get_all(self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let (map, parsed) = match self.0 {
-            HeaderSource::Map(map) => (Some(map.get_all(name).iter()), None),
-            HeaderSource::Parsed(headers) => (None, Some(headers.iter())),
-        };
-        let from_map = map.into_iter().flatten().map(|v| v.as_bytes());
-        let from_parsed = parsed
-            .into_iter()
-            .flatten()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value);
-        from_map.chain(from_parsed)
-    }
-}
-
-/// A header value as text, when it is all visible ASCII (tabs and spaces
-/// allowed), as hyper's `HeaderValue::to_str` takes it.
-pub fn header_text(value: &[u8]) -> Option<&str> {
-    let visible = value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
-    visible.then(|| std::str::from_utf8(value).ok()).flatten()
+    /// Serves the rest of a connection on a thread-local runtime (monoio),
+    /// whose streams are not `Send`.
+    fn serve_local<St>(
+        &self,
+        conn: Self::Conn,
+        stream: St,
+        shutdown: &Shutdown,
+    ) -> impl Future<Output = ()>
+    where
+        St: AsyncRead + AsyncWrite + Unpin + 'static;
 }
 
 /// One listening socket and whether it speaks TLS.
@@ -479,19 +411,15 @@ impl Bound {
     }
 
     /// Serves until `shutdown` triggers and the open connections have
-    /// finished (or the grace period ends): connections through
-    /// `make_service`, datagrams on the UDP sockets through `datagrams`.
-    /// Blocks the calling thread.
-    pub fn serve<M, S>(
+    /// finished (or the grace period ends): connections through `server`,
+    /// datagrams on the UDP sockets through `datagrams`. Blocks the calling
+    /// thread.
+    pub fn serve<Srv: StreamServer>(
         self,
-        make_service: M,
+        server: Srv,
         datagrams: Option<Arc<dyn DatagramHandler>>,
         shutdown: Shutdown,
-    ) -> io::Result<()>
-    where
-        M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-        S: Handler,
-    {
+    ) -> io::Result<()> {
         let Bound {
             options,
             groups,
@@ -499,9 +427,7 @@ impl Bound {
             udp,
             ..
         } = self;
-        if options.tls.is_none() && groups.iter().flatten().any(|l| l.tls) {
-            return Err(io::Error::other("HTTPS listeners need a TLS certificate"));
-        }
+        let server = Arc::new(server);
         let udp = match datagrams {
             Some(handler) => Udp {
                 sockets: udp,
@@ -512,10 +438,10 @@ impl Bound {
         };
         let open = connections;
         match options.kind {
-            Kind::Tokio => tokio_rt::serve(&options, groups, udp, open, make_service, shutdown),
-            Kind::PerCore => per_core::serve(&options, groups, udp, open, make_service, shutdown),
+            Kind::Tokio => tokio_rt::serve(&options, groups, udp, open, server, shutdown),
+            Kind::PerCore => per_core::serve(&options, groups, udp, open, server, shutdown),
             #[cfg(all(target_os = "linux", feature = "io-uring"))]
-            Kind::IoUring => io_uring::serve(&options, groups, udp, open, make_service, shutdown),
+            Kind::IoUring => io_uring::serve(&options, groups, udp, open, server, shutdown),
             #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
             Kind::IoUring => Err(io::Error::other(
                 io_uring_availability().err().unwrap_or_default(),
@@ -605,9 +531,9 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
 
 /// Seconds the kernel holds a new connection until its first bytes arrive
 /// (`TCP_DEFER_ACCEPT`). HTTP (and TLS) clients speak first, so a
-/// connection is accepted with its request already readable and is usually
-/// answered on the spot (see `connection::answer_now`) instead of after
-/// another readiness event. The request follows the handshake within
+/// connection is accepted with its request already readable and can be
+/// answered on the spot (see [`Early`]) instead of after another readiness
+/// event. The request follows the handshake within
 /// microseconds, so one second is plenty; a client that sends nothing is
 /// accepted after it and meets the usual timeouts.
 #[cfg(target_os = "linux")]

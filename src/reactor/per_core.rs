@@ -11,25 +11,18 @@ use std::thread;
 
 use tokio::net::TcpListener;
 
-use super::connection::{Connections, Serving};
 use super::tokio_rt::{accept_loop, drain};
-use super::{ConnectionInfo, Handler, Listener, Options, Udp, datagram};
+use super::{Connections, Listener, Options, StreamServer, Udp, datagram};
 use crate::shutdown::Shutdown;
 
-pub(super) fn serve<M, S>(
+pub(super) fn serve<Srv: StreamServer>(
     options: &Options,
     groups: Vec<Vec<Listener>>,
     mut udp: Udp,
     open: Connections,
-    make_service: M,
+    server: Arc<Srv>,
     shutdown: Shutdown,
-) -> io::Result<()>
-where
-    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: Handler,
-{
-    let serving = Arc::new(Serving::new(options));
-    let make_service = Arc::new(make_service);
+) -> io::Result<()> {
     let grace = options.shutdown_grace;
     let mut workers = Vec::with_capacity(groups.len());
     for (index, listeners) in groups.into_iter().enumerate() {
@@ -38,13 +31,7 @@ where
             .enable_time()
             .build()?;
         let (sockets, handler) = (udp.of_worker(index), udp.handler.clone());
-        let (serving, make_service, open, shutdown, tls) = (
-            serving.clone(),
-            make_service.clone(),
-            open.clone(),
-            shutdown.clone(),
-            options.tls.clone(),
-        );
+        let (server, open, shutdown) = (server.clone(), open.clone(), shutdown.clone());
         let worker = thread::Builder::new()
             .name(format!("shoal-core-{index}"))
             .spawn(move || -> io::Result<()> {
@@ -61,9 +48,8 @@ where
                         accept_loops.push(tokio::spawn(accept_loop(
                             TcpListener::from_std(listener.socket)?,
                             listener.index,
-                            listener.tls.then(|| tls.clone()).flatten(),
-                            serving.clone(),
-                            make_service.clone(),
+                            listener.tls,
+                            server.clone(),
                             open.clone(),
                             shutdown.clone(),
                         )));

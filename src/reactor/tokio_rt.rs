@@ -5,35 +5,25 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 
-use super::connection::{self, Connections, Serving};
-use super::fast_path::Session;
-use super::tls::TlsConfig;
-use super::{ConnectionInfo, Handler, Listener, Options, Udp, datagram};
+use super::{ConnectionInfo, Connections, Early, Listener, Options, StreamServer, Udp, datagram};
 use crate::shutdown::Shutdown;
 
-pub(super) fn serve<M, S>(
+pub(super) fn serve<Srv: StreamServer>(
     options: &Options,
     groups: Vec<Vec<Listener>>,
     mut udp: Udp,
     open: Connections,
-    make_service: M,
+    server: Arc<Srv>,
     shutdown: Shutdown,
-) -> io::Result<()>
-where
-    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: Handler,
-{
+) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.workers)
         .thread_name("shoal-worker")
         .enable_io()
         .enable_time()
         .build()?;
-    let serving = Arc::new(Serving::new(options));
-    let make_service = Arc::new(make_service);
     let grace = options.shutdown_grace;
     let options = options.clone();
     runtime.block_on(async move {
@@ -52,9 +42,8 @@ where
             accept_loops.push(tokio::spawn(accept_loop(
                 TcpListener::from_std(listener.socket)?,
                 listener.index,
-                listener.tls.then(|| options.tls.clone()).flatten(),
-                serving.clone(),
-                make_service.clone(),
+                listener.tls,
+                server.clone(),
                 open.clone(),
                 shutdown.clone(),
             )));
@@ -79,19 +68,15 @@ pub(super) async fn drain(open: &Connections, grace: Duration) {
 }
 
 /// Accepts connections until shutdown, each served on its own task of the
-/// current runtime.
-pub(super) async fn accept_loop<M, S>(
+/// current runtime (unless the server answers it at accept time).
+pub(super) async fn accept_loop<Srv: StreamServer>(
     listener: TcpListener,
     index: usize,
-    tls: Option<Arc<TlsConfig>>,
-    serving: Arc<Serving>,
-    make_service: Arc<M>,
+    tls: bool,
+    server: Arc<Srv>,
     open: Connections,
     shutdown: Shutdown,
-) where
-    M: Fn(ConnectionInfo) -> S + Send + Sync + 'static,
-    S: Handler,
-{
+) {
     let Ok(local) = listener.local_addr() else {
         return;
     };
@@ -117,34 +102,34 @@ pub(super) async fn accept_loop<M, S>(
             tracing::debug!(%remote, "connection refused: max_connections reached");
             continue;
         };
-        let service = make_service(ConnectionInfo {
+        let info = ConnectionInfo {
             remote,
             local,
-            tls: tls.is_some(),
+            tls,
             listener: index,
-        });
+        };
         // Only where the listener defers accepts until data arrives (Linux):
         // elsewhere the first read would nearly always come too early.
-        let session = if cfg!(target_os = "linux") && tls.is_none() && serving.fast_path {
+        let conn = if cfg!(target_os = "linux") {
             // tokio's accepted sockets are non-blocking.
             use std::io::{Read, Write};
             let socket = socket2::SockRef::from(&stream);
-            let recv = |buf: &mut [u8]| (&*socket).read(buf);
-            let send = |buf: &[u8]| (&*socket).write(buf);
-            match connection::answer_now(recv, send, &service, &serving) {
-                Some(session) => session,
-                None => continue,
-            }
+            let mut recv = |buf: &mut [u8]| (&*socket).read(buf);
+            let mut send = |buf: &[u8]| (&*socket).write(buf);
+            let early = Early {
+                recv: &mut recv,
+                send: &mut send,
+            };
+            server.accepted(info, Some(early))
         } else {
-            Session::default()
+            server.accepted(info, None)
         };
-        let serving = serving.clone();
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
+        let Some(conn) = conn else {
+            continue;
+        };
+        let (server, shutdown) = (server.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let timer = TokioTimer::new();
-            let tls = tls.as_deref();
-            connection::serve(&serving, stream, tls, session, service, &shutdown, &timer).await;
+            server.serve(conn, stream, &shutdown).await;
             drop(guard);
         });
     }

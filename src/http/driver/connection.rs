@@ -1,12 +1,11 @@
 //! Driving one HTTP/1.1 connection, whatever the runtime: the optional TLS
 //! handshake, the fast path's [`Session`], hyper once the fast path hands
-//! over, the deadlines, and the connection counts.
+//! over, and the deadlines.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use hyper::body::Incoming;
@@ -144,8 +143,8 @@ async fn serve_session<St, S>(
 /// client is gone), drop the stream. Otherwise the session for [`serve`] to
 /// carry on with.
 pub(super) fn answer_now<S: Handler>(
-    recv: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
-    send: impl FnOnce(&[u8]) -> std::io::Result<usize>,
+    recv: &mut dyn FnMut(&mut [u8]) -> std::io::Result<usize>,
+    send: &mut dyn FnMut(&[u8]) -> std::io::Result<usize>,
     service: &S,
     serving: &Serving,
 ) -> Option<Session> {
@@ -299,14 +298,17 @@ pub(super) struct Serving {
 }
 
 impl Serving {
-    pub fn new(options: &super::Options) -> Self {
+    pub fn new(options: &super::DriverOptions) -> Self {
         let mut http1 = http1::Builder::new();
         http1
             .max_buf_size(options.max_request_bytes)
             .keep_alive(true);
         Self {
             http1,
-            limits: options.limits(),
+            limits: Limits {
+                request: options.request_timeout,
+                idle: options.idle_timeout,
+            },
             max_head: options.max_request_bytes,
             fast_path: options.fast_path,
         }
@@ -330,67 +332,5 @@ impl<S: Handler> hyper::service::Service<Request<Incoming>> for HyperService<S> 
             headers: Headers::from_map(request.headers()),
         };
         ready(Ok(self.0.handle(&head)))
-    }
-}
-
-/// Connection counts shared by every worker of a reactor: the open count
-/// enforces the cap (`max_connections`) and lets shutdown wait for
-/// connections to drain; all three are reported in the tracker's metrics.
-#[derive(Clone)]
-pub struct Connections(Arc<Counts>);
-
-struct Counts {
-    max: usize,
-    open: AtomicUsize,
-    accepted: AtomicU64,
-    refused: AtomicU64,
-}
-
-/// Held by each connection task; decrements the open count when dropped.
-pub(super) struct OpenGuard(Connections);
-
-impl Connections {
-    /// Counts of a reactor that keeps at most `max` connections open.
-    pub(super) fn new(max: usize) -> Self {
-        Self(Arc::new(Counts {
-            max,
-            open: AtomicUsize::new(0),
-            accepted: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-        }))
-    }
-
-    /// Counts a just-accepted connection: a guard to hold while serving it,
-    /// or `None` (counted as refused) when the cap is reached and it must be
-    /// closed at once, leaving the open ones untouched.
-    pub(super) fn admit(&self) -> Option<OpenGuard> {
-        if self.count() >= self.0.max {
-            self.0.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        self.0.accepted.fetch_add(1, Ordering::Relaxed);
-        self.0.open.fetch_add(1, Ordering::Relaxed);
-        Some(OpenGuard(self.clone()))
-    }
-
-    /// Connections open now.
-    pub fn count(&self) -> usize {
-        self.0.open.load(Ordering::Relaxed)
-    }
-
-    /// Connections accepted and served since start.
-    pub fn accepted(&self) -> u64 {
-        self.0.accepted.load(Ordering::Relaxed)
-    }
-
-    /// Connections closed on accept (over `max_connections`) since start.
-    pub fn refused(&self) -> u64 {
-        self.0.refused.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
