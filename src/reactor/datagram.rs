@@ -149,42 +149,63 @@ pub(super) async fn serve_tokio(
     }
 }
 
-/// Serves `socket` on the current monoio (io_uring) runtime until shutdown:
-/// one receive and one send submitted to the ring at a time, buffers owned
-/// by the ring while in flight.
+/// Serves `socket` on the current monoio (io_uring) runtime until shutdown.
+/// A receive on the ring waits for the first datagram; what else is queued
+/// by then is taken with non-blocking `recvmmsg` and all the answers go out
+/// in one non-blocking `sendmmsg`, as on the other reactors.
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(super) async fn serve_monoio(
     socket: UdpSocket,
     handler: Arc<dyn DatagramHandler>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    use super::mmsg::{BATCH, RecvBatch, SendBatch};
+
+    let fd = socket.as_raw_fd();
     let socket = monoio::net::udp::UdpSocket::from_std(socket)?;
     let mut buf = vec![0u8; RECV_BUF];
-    let mut out = Vec::with_capacity(4096);
+    let mut received = RecvBatch::new();
+    let mut answers = SendBatch::new();
     let mut stopping = pin!(shutdown.wait());
     loop {
-        let (received, back) = tokio::select! {
+        let (first, back) = tokio::select! {
             biased;
             () = &mut stopping => return Ok(()),
-            received = socket.recv_from(buf) => received,
+            first = socket.recv_from(buf) => first,
         };
         buf = back;
-        let (n, from) = match received {
-            Ok(received) => received,
-            Err(error) => {
-                tracing::debug!(%error, "UDP receive failed");
-                continue;
+        answers.clear();
+        match first {
+            Ok((n, from)) => {
+                handler.handle(&buf[..n], from, &mut answers.bytes);
+                answers.push(from);
             }
-        };
-        out.clear();
-        handler.handle(&buf[..n], from, &mut out);
-        if out.is_empty() {
-            continue;
+            Err(error) => tracing::debug!(%error, "UDP receive failed"),
         }
-        let (sent, back) = socket.send_to(out, from).await;
-        out = back;
-        if let Err(error) = sent {
-            tracing::debug!(%error, "UDP send failed");
+        // What else is queued, without waiting.
+        for _ in 0..4 {
+            let Ok(n) = received.recv(fd) else { break };
+            for i in 0..n {
+                if let Some((datagram, from)) = received.datagram(i) {
+                    handler.handle(datagram, from, &mut answers.bytes);
+                    answers.push(from);
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        // A full socket buffer is rare: wait a little and try again.
+        let mut tries = 0;
+        while let Err(error) = answers.send(fd) {
+            tries += 1;
+            if tries > 100 {
+                tracing::debug!(%error, "UDP answers dropped: the send buffer stays full");
+                break;
+            }
+            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
 }
