@@ -5,42 +5,20 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use hyper::{HeaderMap, Method};
 use libfuzzer_sys::fuzz_target;
-use shoal::clock::Clock;
-use shoal::http::{HttpConfig, Surface, Tracker};
-use shoal::metrics::{BuildInfo, Metrics};
-use shoal::protocol::AnnounceOptions;
+
+#[path = "shared/core.rs"]
+mod shared;
 use shoal::http::driver::{Headers, RequestHead};
-use shoal::store::{Store, StoreConfig};
-use shoal::tracker::{Core, Rules};
+use shoal::http::{HttpConfig, Surface, Tracker};
 
 fn tracker() -> &'static Tracker {
     static TRACKER: OnceLock<Tracker> = OnceLock::new();
     TRACKER.get_or_init(|| {
-        let store = Arc::new(Store::new(StoreConfig {
-            peer_ttl: 60,
-            max_torrents: 10_000,
-            max_peers_per_torrent: 1_000,
-        }));
-        let metrics = Arc::new(Metrics::new(BuildInfo {
-            version: "fuzz",
-            reactor: "none",
-            reactor_detail: String::new(),
-            workers: 1,
-        }));
-        let rules = Rules {
-            announce: AnnounceOptions {
-                accept_ip_param: true,
-                ..AnnounceOptions::default()
-            },
-            interval: 1800,
-            min_interval: 900,
-            max_scrape_hashes: 100,
-        };
-        let core = Arc::new(Core::new(store, Clock::new(), metrics, rules));
+        let core = shared::core();
         Tracker::new(
             core,
             HttpConfig {
@@ -60,12 +38,25 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let method = if selector & 1 == 0 { Method::GET } else { Method::POST };
+    let method = if selector & 1 == 0 {
+        Method::GET
+    } else {
+        Method::POST
+    };
     let client = match (selector >> 1) & 3 {
         0 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, selector)),
         1 => IpAddr::V4(Ipv4Addr::LOCALHOST),
         2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        _ => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(selector))),
+        _ => IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::from(selector),
+        )),
     };
     let path = match (selector >> 3) & 3 {
         0 | 1 => "/announce",

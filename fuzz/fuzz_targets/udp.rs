@@ -6,14 +6,12 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use shoal::clock::Clock;
-use shoal::metrics::{BuildInfo, Metrics};
-use shoal::protocol::AnnounceOptions;
-use shoal::store::{Store, StoreConfig};
-use shoal::tracker::{Core, Rules};
+
+#[path = "shared/core.rs"]
+mod shared;
 use shoal::udp::{ConnectionIds, UdpConfig, UdpTracker};
 
 const KEY: [u8; 16] = [7; 16];
@@ -21,27 +19,7 @@ const KEY: [u8; 16] = [7; 16];
 fn tracker() -> &'static UdpTracker {
     static TRACKER: OnceLock<UdpTracker> = OnceLock::new();
     TRACKER.get_or_init(|| {
-        let store = Arc::new(Store::new(StoreConfig {
-            peer_ttl: 60,
-            max_torrents: 10_000,
-            max_peers_per_torrent: 1_000,
-        }));
-        let metrics = Arc::new(Metrics::new(BuildInfo {
-            version: "fuzz",
-            reactor: "none",
-            reactor_detail: String::new(),
-            workers: 1,
-        }));
-        let rules = Rules {
-            announce: AnnounceOptions {
-                accept_ip_param: true,
-                ..AnnounceOptions::default()
-            },
-            interval: 1800,
-            min_interval: 900,
-            max_scrape_hashes: 100,
-        };
-        let core = Arc::new(Core::new(store, Clock::new(), metrics, rules));
+        let core = shared::core();
         UdpTracker::new(
             core,
             ConnectionIds::with_key(KEY),
@@ -60,7 +38,16 @@ fuzz_target!(|data: &[u8]| {
         0 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, selector)),
         1 => IpAddr::V4(Ipv4Addr::LOCALHOST),
         2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        _ => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(selector))),
+        _ => IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::from(selector),
+        )),
     };
     let from = SocketAddr::new(ip, 6881);
     let mut datagram = rest.to_vec();
@@ -84,7 +71,12 @@ fuzz_target!(|data: &[u8]| {
     // No amplification towards a source that showed no valid id.
     let connect = action == 0;
     if !verified && !connect {
-        assert!(out.len() <= datagram.len(), "{} > {}", out.len(), datagram.len());
+        assert!(
+            out.len() <= datagram.len(),
+            "{} > {}",
+            out.len(),
+            datagram.len()
+        );
     }
     if connect {
         assert_eq!(out.len(), 16);

@@ -43,6 +43,23 @@ pub(super) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> 
     Ok(socket.into())
 }
 
+/// Has `handler` answer the first `n` datagrams of `received` into
+/// `answers`.
+#[cfg(target_os = "linux")]
+fn answer_batch(
+    received: &super::mmsg::RecvBatch,
+    n: usize,
+    handler: &dyn DatagramHandler,
+    answers: &mut super::mmsg::SendBatch,
+) {
+    for i in 0..n {
+        if let Some((datagram, from)) = received.datagram(i) {
+            handler.handle(datagram, from, &mut answers.bytes);
+            answers.push(from);
+        }
+    }
+}
+
 /// Serves `socket` on the current tokio runtime until shutdown: waits for
 /// readiness, then takes what is queued in batches (`recvmmsg`), answers
 /// each datagram and sends the answers in one `sendmmsg`.
@@ -80,12 +97,7 @@ pub(super) async fn serve_tokio(
                 }
             };
             answers.clear();
-            for i in 0..n {
-                if let Some((datagram, from)) = received.datagram(i) {
-                    handler.handle(datagram, from, &mut answers.bytes);
-                    answers.push(from);
-                }
-            }
+            answer_batch(&received, n, &*handler, &mut answers);
             while !answers.is_empty() {
                 match socket.try_io(Interest::WRITABLE, || answers.send(fd)) {
                     Ok(()) => {}
@@ -187,12 +199,7 @@ pub(super) async fn serve_monoio(
         // What else is queued, without waiting.
         for _ in 0..4 {
             let Ok(n) = received.recv(fd) else { break };
-            for i in 0..n {
-                if let Some((datagram, from)) = received.datagram(i) {
-                    handler.handle(datagram, from, &mut answers.bytes);
-                    answers.push(from);
-                }
-            }
+            answer_batch(&received, n, &*handler, &mut answers);
             if n < BATCH {
                 break;
             }

@@ -68,6 +68,29 @@ impl<M> Driver<M> {
             make_service,
         }
     }
+
+    /// Serves the rest of `conn` on `stream`, its deadlines on `timer`.
+    async fn drive<S: Handler, St>(
+        &self,
+        conn: Conn<S>,
+        stream: St,
+        shutdown: &Shutdown,
+        timer: impl hyper::rt::Timer,
+    ) where
+        St: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let tls = if conn.tls { self.tls.as_deref() } else { None };
+        connection::serve(
+            &self.serving,
+            stream,
+            tls,
+            conn.session,
+            conn.service,
+            shutdown,
+            &timer,
+        )
+        .await;
+    }
 }
 
 /// One connection between accept and its task: the fast path's state so
@@ -106,63 +129,30 @@ where
 
     fn serve<St>(
         &self,
-        Conn {
-            session,
-            service,
-            tls,
-        }: Self::Conn,
+        conn: Self::Conn,
         stream: St,
         shutdown: &Shutdown,
     ) -> impl Future<Output = ()> + Send
     where
         St: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let tls = if tls { self.tls.as_deref() } else { None };
-        async move {
-            let timer = TokioTimer::new();
-            connection::serve(
-                &self.serving,
-                stream,
-                tls,
-                session,
-                service,
-                shutdown,
-                &timer,
-            )
-            .await;
-        }
+        self.drive(conn, stream, shutdown, TokioTimer::new())
     }
 
     fn serve_local<St>(
         &self,
-        Conn {
-            session,
-            service,
-            tls,
-        }: Self::Conn,
+        conn: Self::Conn,
         stream: St,
         shutdown: &Shutdown,
     ) -> impl Future<Output = ()>
     where
         St: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let tls = if tls { self.tls.as_deref() } else { None };
-        async move {
-            #[cfg(all(target_os = "linux", feature = "io-uring"))]
-            let timer = monoio_compat::hyper::MonoioTimer;
-            #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
-            let timer = TokioTimer::new();
-            connection::serve(
-                &self.serving,
-                stream,
-                tls,
-                session,
-                service,
-                shutdown,
-                &timer,
-            )
-            .await;
-        }
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        let timer = monoio_compat::hyper::MonoioTimer;
+        #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+        let timer = TokioTimer::new();
+        self.drive(conn, stream, shutdown, timer)
     }
 }
 
