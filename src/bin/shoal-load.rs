@@ -559,76 +559,88 @@ async fn udp_task(
             }
             connected_at = Instant::now();
         }
-        while pending.len() < args.in_flight.max(1) {
-            let due = match &pacer {
-                Some(pacer) => match pacer.next().await {
-                    Some(due) => due,
-                    None => return tally,
-                },
-                None => Instant::now(),
-            };
-            next_tid = next_tid.wrapping_add(1);
-            let (kind, hashes) = next_udp_request(
-                &args,
-                &zipf,
-                &mut rng,
-                connection_id,
-                next_tid,
-                &mut request,
-            );
-            if socket.send(&request).await.is_err() {
-                if due >= measure_from {
-                    tally.io_errors += 1;
-                }
-                continue;
+        // Wait for whichever comes first: a reply, the oldest request's
+        // deadline, or (with room in the window) the next request's turn.
+        let room = pending.len() < args.in_flight.max(1);
+        let oldest = pending.front().map(|p| p.1 + LOST_AFTER);
+        let deadline = tokio::time::Instant::from_std(oldest.unwrap_or_else(Instant::now));
+        let next_due = async {
+            match &pacer {
+                Some(pacer) => pacer.next().await,
+                None => Some(Instant::now()),
             }
-            pending.push_back((next_tid, due, kind, hashes));
-        }
-        let Some(&(_, oldest, _, _)) = pending.front() else {
-            continue;
         };
-        let deadline = tokio::time::Instant::from_std(oldest + LOST_AFTER);
-        match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-            Ok(Ok(n)) => {
-                let reply = &buf[..n];
-                let Some(tid) = reply
-                    .get(4..8)
-                    .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
-                else {
-                    tally.bad_responses += 1;
-                    continue;
-                };
-                let Some(at) = pending.iter().position(|p| p.0 == tid) else {
-                    // A reply to a request already counted as lost.
-                    continue;
-                };
-                let Some((_, began, kind, hashes)) = pending.remove(at) else {
-                    continue;
-                };
-                if began < measure_from {
-                    continue;
-                }
-                tally
-                    .latencies_us
-                    .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                match (udp_reply_ok(reply, kind, hashes, target.is_ipv6()), kind) {
-                    (Some(true), Kind::Announce) => tally.ok_announces += 1,
-                    (Some(true), Kind::Scrape) => tally.ok_scrapes += 1,
-                    (Some(false), _) => tally.failures += 1,
-                    (None, _) => tally.bad_responses += 1,
-                }
-            }
-            Ok(Err(_)) => tally.io_errors += 1,
-            Err(_) => {
+        tokio::select! {
+            biased;
+            received = socket.recv(&mut buf), if oldest.is_some() => match received {
+                Ok(n) => udp_reply(&buf[..n], &mut pending, measure_from, target.is_ipv6(), &mut tally),
+                Err(_) => tally.io_errors += 1,
+            },
+            () = tokio::time::sleep_until(deadline), if oldest.is_some() => {
                 if let Some((_, began, _, _)) = pending.pop_front()
                     && began >= measure_from
                 {
                     tally.lost += 1;
                 }
             }
+            due = next_due, if room => {
+                let Some(due) = due else { break };
+                next_tid = next_tid.wrapping_add(1);
+                let (kind, hashes) = next_udp_request(
+                    &args,
+                    &zipf,
+                    &mut rng,
+                    connection_id,
+                    next_tid,
+                    &mut request,
+                );
+                if socket.send(&request).await.is_err() {
+                    if due >= measure_from {
+                        tally.io_errors += 1;
+                    }
+                    continue;
+                }
+                pending.push_back((next_tid, due, kind, hashes));
+            }
         }
     }
     tally
+}
+
+/// Counts one UDP reply against the request it answers (by transaction id).
+fn udp_reply(
+    reply: &[u8],
+    pending: &mut std::collections::VecDeque<(u32, Instant, Kind, usize)>,
+    measure_from: Instant,
+    v6: bool,
+    tally: &mut Tally,
+) {
+    let Some(tid) = reply
+        .get(4..8)
+        .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+    else {
+        tally.bad_responses += 1;
+        return;
+    };
+    // None: a reply to a request already counted as lost.
+    let Some(at) = pending.iter().position(|p| p.0 == tid) else {
+        return;
+    };
+    let Some((_, began, kind, hashes)) = pending.remove(at) else {
+        return;
+    };
+    if began < measure_from {
+        return;
+    }
+    tally
+        .latencies_us
+        .push(began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+    match (udp_reply_ok(reply, kind, hashes, v6), kind) {
+        (Some(true), Kind::Announce) => tally.ok_announces += 1,
+        (Some(true), Kind::Scrape) => tally.ok_scrapes += 1,
+        (Some(false), _) => tally.failures += 1,
+        (None, _) => tally.bad_responses += 1,
+    }
 }
 
 /// (CPU seconds, RSS bytes) of a process, from /proc.
