@@ -280,7 +280,8 @@ impl<'a> UrlData<'a> {
                     1 => options = rest,
                     2 => {
                         let (&len, rest) = rest.split_first()?;
-                        let (part, rest) = rest.split_at(usize::from(len));
+                        // Checked by `url_data`; never trusted to be.
+                        let (part, rest) = rest.split_at_checked(usize::from(len))?;
                         options = rest;
                         return Some(part);
                     }
