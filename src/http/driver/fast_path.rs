@@ -271,9 +271,11 @@ impl Session {
                     return used;
                 }
                 Parsed::TooLarge(path) => {
+                    // A HEAD request gets the head of the answer only.
+                    let head_only = input[used..].starts_with(b"HEAD ");
                     encode(
                         output,
-                        false,
+                        head_only,
                         Version::HTTP_11,
                         true,
                         service.too_large(path),
@@ -710,6 +712,26 @@ mod tests {
             );
             assert!(output.contains("connection: close\r\n"), "{output}");
             assert!(session.input.is_empty());
+        }
+        // The handler's answer; a HEAD request gets its head only.
+        struct Reason;
+        impl Handler for Reason {
+            fn handle(&self, _: &RequestHead<'_>) -> Response<ResponseBody> {
+                Response::new(Either::Left(http_body_util::Full::new(Bytes::new())))
+            }
+            fn too_large(&self, path: Option<&str>) -> Response<ResponseBody> {
+                let body = format!("too large at {}", path.unwrap_or("?"));
+                Response::new(Either::Left(http_body_util::Full::new(Bytes::from(body))))
+            }
+        }
+        for (method, body) in [("GET", "too large at /announce"), ("HEAD", "")] {
+            let mut session = Session::default();
+            let long = format!("{method} /announce?{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+            session.input.extend_from_slice(long.as_bytes());
+            session.answer(&Reason, 8192);
+            let output = String::from_utf8_lossy(&session.output);
+            assert!(output.contains("content-length: 22\r\n"), "{output}");
+            assert!(output.ends_with(&format!("\r\n\r\n{body}")), "{output}");
         }
         // The handler is told the path when its end has been read.
         assert_eq!(target_path(b"GET /announce?info_hash="), Some("/announce"));
