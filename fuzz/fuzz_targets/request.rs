@@ -4,7 +4,6 @@
 //! whether the path is announce, scrape or something else.
 #![no_main]
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 use hyper::{HeaderMap, Method};
@@ -43,21 +42,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Method::POST
     };
-    let client = match (selector >> 1) & 3 {
-        0 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, selector)),
-        1 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        _ => IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            0,
-            0,
-            0,
-            0,
-            0,
-            u16::from(selector),
-        )),
-    };
+    let client = shared::client(selector >> 1);
     let path = match (selector >> 3) & 3 {
         0 | 1 => "/announce",
         2 => "/scrape",

@@ -5,7 +5,7 @@
 //! (so announces and scrapes are reached, not only refusals).
 #![no_main]
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
@@ -34,21 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let ip = match selector & 3 {
-        0 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, selector)),
-        1 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        _ => IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            0,
-            0,
-            0,
-            0,
-            0,
-            u16::from(selector),
-        )),
-    };
+    let ip = shared::client(selector);
     let from = SocketAddr::new(ip, 6881);
     let mut datagram = rest.to_vec();
     // Half the inputs carry the id this source would have been issued (the

@@ -60,6 +60,26 @@ fn answer_batch(
     }
 }
 
+/// Sends every answer of `answers` with non-blocking `sendmmsg`. A full
+/// socket buffer is rare: it is waited out with 1 ms naps on the runtime's
+/// `sleep`, for 100 ms at most, then the rest is dropped.
+#[cfg(target_os = "linux")]
+async fn send_all<F: std::future::Future>(
+    answers: &mut super::mmsg::SendBatch,
+    fd: std::os::fd::RawFd,
+    sleep: impl Fn(std::time::Duration) -> F,
+) {
+    let mut tries = 0;
+    while let Err(error) = answers.send(fd) {
+        tries += 1;
+        if tries > 100 {
+            tracing::debug!(%error, "UDP answers dropped: the send buffer stays full");
+            return;
+        }
+        sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// Serves `socket` on the current tokio runtime until shutdown: waits for
 /// readiness, then takes what is queued in batches (`recvmmsg`), answers
 /// each datagram and sends the answers in one `sendmmsg`. The socket is
@@ -106,15 +126,7 @@ pub(super) async fn serve_tokio(
             };
             answers.clear();
             answer_batch(&received, n, &*handler, &mut answers);
-            let mut tries = 0;
-            while let Err(error) = answers.send(fd) {
-                tries += 1;
-                if tries > 100 {
-                    tracing::debug!(%error, "UDP answers dropped: the send buffer stays full");
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            send_all(&mut answers, fd, tokio::time::sleep).await;
             if n < BATCH {
                 break;
             }
@@ -211,15 +223,6 @@ pub(super) async fn serve_monoio(
                 break;
             }
         }
-        // A full socket buffer is rare: wait a little and try again.
-        let mut tries = 0;
-        while let Err(error) = answers.send(fd) {
-            tries += 1;
-            if tries > 100 {
-                tracing::debug!(%error, "UDP answers dropped: the send buffer stays full");
-                break;
-            }
-            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        send_all(&mut answers, fd, monoio::time::sleep).await;
     }
 }

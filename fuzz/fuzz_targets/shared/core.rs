@@ -1,6 +1,7 @@
 //! The tracker core every request-level fuzz target drives: one small,
 //! capped store and metrics, claimed addresses honoured so that code runs.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use shoal::clock::Clock;
@@ -31,4 +32,24 @@ pub fn core() -> Arc<Core> {
         max_scrape_hashes: 100,
     };
     Arc::new(Core::new(store, Clock::new(), metrics, rules))
+}
+
+/// A client address picked by two bits of `selector`: a private IPv4
+/// address, IPv4 or IPv6 loopback, or a documentation IPv6 address.
+pub fn client(selector: u8) -> IpAddr {
+    match selector & 3 {
+        0 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, selector)),
+        1 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        2 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        _ => IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u16::from(selector),
+        )),
+    }
 }
