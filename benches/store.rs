@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 use shoal::protocol::{AnnounceOptions, AnnounceRequest, InfoHash, PeerSet};
-use shoal::store::{Store, StoreConfig};
+use shoal::store::{MemoryStore as Store, StoreConfig};
 
 fn request(hash: [u8; 20], peer: u32, left: u64) -> AnnounceRequest {
     let q = format!(

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::Response;
 
-use shoal::http::driver::{Driver, DriverOptions, Handler, RequestHead, ResponseBody};
+use shoal::http::driver::{Driver, DriverOptions, Handler, Reply, RequestHead};
 use shoal::reactor::{Bound, Choice, Options};
 use shoal::shutdown::{self, Shutdown};
 
@@ -59,12 +59,12 @@ fn main() -> anyhow::Result<()> {
 struct Hello;
 
 impl Handler for Hello {
-    fn handle(&self, _request: &RequestHead<'_>) -> Response<ResponseBody> {
+    fn handle(&self, _request: &RequestHead<'_>) -> Reply {
         let mut response = Response::new(Either::Left(Full::new(Bytes::from_static(BODY))));
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("text/plain"),
         );
-        response
+        Reply::Now(response)
     }
 }

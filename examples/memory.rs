@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU16;
 
 use shoal::protocol::{AnnounceRequest, Event, InfoHash, PeerId, PeerSet};
-use shoal::store::{Store, StoreConfig};
+use shoal::store::{MemoryStore as Store, StoreConfig};
 
 /// The allocator the `shoal` binary uses, so the figures are the binary's.
 #[global_allocator]

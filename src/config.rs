@@ -140,6 +140,36 @@ crate::settings! {
         stats_allow: Vec<String> = vec!["127.0.0.0/8".into(), "::1/128".into()], "CIDR";
     }
 
+    group "Store" {
+        /// Where swarms live: memory (this process, nothing to install) or redis (a
+        /// Redis server or Redis Cluster shared by any number of shoal nodes; see
+        /// docs/scaling.md).
+        store: String = "memory".into(), "BACKEND" [choices = Some(&["memory", "redis"])];
+        /// Redis seed URLs for --store redis: redis://HOST:PORT, or rediss:// for TLS;
+        /// a password may be given as redis://:PASSWORD@HOST:PORT (never logged). Any
+        /// node of a cluster will do: the cluster is found from it.
+        redis_url: Vec<String> = Vec::new(), "URL"
+            [example = Some("[\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]")];
+        /// File whose first line is the Redis password (instead of putting it in the URL).
+        redis_password_file: Option<PathBuf> = None, "FILE"
+            [example = Some("\"/etc/shoal/redis-password\"")];
+        /// Put before every Redis key, so several trackers can share one cluster.
+        redis_key_prefix: String = "shoal:".into(), "PREFIX";
+        /// Milliseconds a request to Redis may take, retries included; past it the
+        /// client gets the failure reason "tracker storage unavailable, try again later".
+        redis_timeout_ms: u64 = 1000, "MS";
+        /// Milliseconds to open a connection to a Redis node.
+        redis_connect_timeout_ms: u64 = 1000, "MS";
+        /// Multiplexed Redis connections (each to every master) requests are spread over.
+        redis_connections: usize = 2, "N";
+        /// Requests waiting for Redis at most; beyond it requests are refused at once
+        /// (failure reason) instead of queueing without bound.
+        redis_max_in_flight: usize = 16_384, "N";
+        /// Seconds between the totals each node gathers from Redis for /stats and
+        /// /metrics (one read per swarm). 0: never (the totals show as unknown).
+        redis_stats_interval: u64 = 60, "SECS";
+    }
+
     group "Persistence" {
         /// File the per-torrent snatch counts (downloaded) are kept in across restarts:
         /// written atomically every snapshot_interval seconds and at shutdown, read at
@@ -307,6 +337,29 @@ impl Config {
             );
         }
         self.stats_allow()?;
+        match self.store.as_str() {
+            "memory" => {}
+            "redis" => {
+                anyhow::ensure!(
+                    !self.redis_url.is_empty(),
+                    "store redis needs redis_url, e.g. --redis-url redis://127.0.0.1:6379"
+                );
+                anyhow::ensure!(
+                    !self.full_scrape,
+                    "full_scrape works with the memory store only: with store redis a \
+                     scrape must name its info hashes"
+                );
+                anyhow::ensure!(
+                    self.redis_timeout_ms > 0 && self.redis_connect_timeout_ms > 0,
+                    "redis_timeout_ms and redis_connect_timeout_ms must be at least 1"
+                );
+                anyhow::ensure!(
+                    self.redis_connections > 0 && self.redis_max_in_flight > 0,
+                    "redis_connections and redis_max_in_flight must be at least 1"
+                );
+            }
+            other => anyhow::bail!("store must be memory or redis, not {other:?}"),
+        }
         match (&self.tls_cert, &self.tls_key, self.tls_listen.is_empty()) {
             (Some(_), Some(_), false) | (None, None, true) => {}
             (_, _, false) => anyhow::bail!(

@@ -54,7 +54,7 @@ pub(crate) fn start(
                 }
                 if now - last_sweep >= sweep_every {
                     last_sweep = now;
-                    let expired = store.expire(now);
+                    let expired = store.memory().map(|m| m.expire(now)).unwrap_or_default();
                     metrics.peers_expired(expired.peers);
                     if expired.peers > 0 {
                         tracing::debug!(
@@ -69,7 +69,7 @@ pub(crate) fn start(
                 {
                     last_snapshot = now;
                     let started = Instant::now();
-                    let counts = store.downloads();
+                    let counts = store.memory().map(|m| m.downloads()).unwrap_or_default();
                     match state::save(path, &counts) {
                         Ok(()) => {
                             let took = started.elapsed();

@@ -48,7 +48,7 @@ use http::{HttpConfig, Tracker, TrackerService};
 use metrics::{BuildInfo, Metrics};
 use protocol::AnnounceOptions;
 use shutdown::{Reload, Shutdown};
-use store::{Store, StoreConfig};
+use store::{MemoryStore, RedisOptions, RedisStore, Store, StoreConfig};
 use tracker::{Core, Rules};
 
 /// Runs the tracker until `shutdown` triggers; `reload` (SIGHUP) re-reads
@@ -57,41 +57,6 @@ use tracker::{Core, Rules};
 pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result<()> {
     config.validate()?;
     let clock = Clock::new();
-    let store = Arc::new(Store::new(StoreConfig {
-        peer_ttl: config.effective_peer_ttl(),
-        max_torrents: config.max_torrents,
-        max_peers_per_torrent: config.max_peers_per_torrent,
-    }));
-    if let Some(path) = &config.state_file {
-        restore_state(&store, path, config.ignore_bad_state)?;
-    }
-    let access = match &config.access_list {
-        Some(path) => Some(Arc::new(access::AccessList::load(
-            path,
-            config.access_mode,
-        )?)),
-        None => None,
-    };
-    if let Some(list) = &access {
-        tracing::info!(
-            "access list {}: {} torrents ({:?} mode)",
-            config
-                .access_list
-                .as_deref()
-                .unwrap_or_else(|| std::path::Path::new(""))
-                .display(),
-            list.len(),
-            list.mode()
-        );
-        let (list, store) = (list.clone(), store.clone());
-        reload.subscribe(move || match list.reload() {
-            Ok(count) => {
-                let purged = store.purge(|hash| list.allows(hash));
-                tracing::info!("access list reloaded: {count} torrents; {purged} torrents purged");
-            }
-            Err(error) => tracing::error!("{error:#}; the previous list stays in force"),
-        });
-    }
     // Bind first: a port in use should stop the start before anything else.
     let kind = config
         .reactor_choice()?
@@ -142,6 +107,47 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         reactor_detail: described.clone(),
         workers: bound.options().workers,
     }));
+
+    let store = Arc::new(open_store(&config, &metrics)?);
+    if let Some(memory) = store.memory()
+        && let Some(path) = &config.state_file
+    {
+        restore_state(memory, path, config.ignore_bad_state)?;
+    }
+    let access = match &config.access_list {
+        Some(path) => Some(Arc::new(access::AccessList::load(
+            path,
+            config.access_mode,
+        )?)),
+        None => None,
+    };
+    if let Some(list) = &access {
+        tracing::info!(
+            "access list {}: {} torrents ({:?} mode)",
+            config
+                .access_list
+                .as_deref()
+                .unwrap_or_else(|| std::path::Path::new(""))
+                .display(),
+            list.len(),
+            list.mode()
+        );
+        let (list, store) = (list.clone(), store.clone());
+        reload.subscribe(move || match list.reload() {
+            Ok(count) => {
+                let allowed = list.clone();
+                match store.purge(Arc::new(move |hash| allowed.allows(hash))) {
+                    Ok(purged) => tracing::info!(
+                        "access list reloaded: {count} torrents; {purged} torrents purged"
+                    ),
+                    Err(error) => tracing::error!(
+                        "access list reloaded: {count} torrents; the purge failed ({error})"
+                    ),
+                }
+            }
+            Err(error) => tracing::error!("{error:#}; the previous list stays in force"),
+        });
+    }
 
     let mut core = Core::new(
         store.clone(),
@@ -255,8 +261,10 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
     let served = bound.serve(http, datagrams, shutdown);
     housekeeping.stop();
     // The last snapshot, after the last announce.
-    if let Some(path) = &config.state_file {
-        let counts = store.downloads();
+    if let Some(memory) = store.memory()
+        && let Some(path) = &config.state_file
+    {
+        let counts = memory.downloads();
         state::save(path, &counts)?;
         tracing::info!(
             "state saved to {} ({} torrents with downloads)",
@@ -269,10 +277,55 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
     Ok(())
 }
 
+/// The store `config.store` names: the in-memory one, or the shared one on
+/// Redis (its thread started, its servers named in the log).
+fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Store> {
+    let peer_ttl = config.effective_peer_ttl();
+    if config.store != "redis" {
+        return Ok(Store::Memory(MemoryStore::new(StoreConfig {
+            peer_ttl,
+            max_torrents: config.max_torrents,
+            max_peers_per_torrent: config.max_peers_per_torrent,
+        })));
+    }
+    if config.state_file.is_some() {
+        tracing::warn!(
+            "state_file is for the memory store only and is not used with store redis: \
+             Redis keeps the snatch counts itself (enable its AOF or RDB persistence)"
+        );
+    }
+    let store = RedisStore::start(
+        RedisOptions {
+            urls: config.redis_url.clone(),
+            password_file: config.redis_password_file.clone(),
+            key_prefix: config.redis_key_prefix.clone(),
+            timeout: Duration::from_millis(config.redis_timeout_ms),
+            connect_timeout: Duration::from_millis(config.redis_connect_timeout_ms),
+            connections: config.redis_connections,
+            max_in_flight: config.redis_max_in_flight,
+            stats_interval: Duration::from_secs(config.redis_stats_interval),
+            peer_ttl,
+            max_peers_per_torrent: config.max_peers_per_torrent,
+        },
+        metrics.clone(),
+    )?;
+    tracing::info!(
+        "store: redis at {} (keys prefixed {:?}); max_torrents is not enforced there: \
+         Redis's maxmemory bounds it",
+        store.describe(),
+        config.redis_key_prefix
+    );
+    Ok(Store::Redis(store))
+}
+
 /// Loads the state file into the store. A missing file is a first start; a
 /// corrupt one stops the start-up unless `ignore_bad` (then it is kept aside
 /// as `PATH.bad` and the counts start empty).
-fn restore_state(store: &Store, path: &std::path::Path, ignore_bad: bool) -> anyhow::Result<()> {
+fn restore_state(
+    store: &MemoryStore,
+    path: &std::path::Path,
+    ignore_bad: bool,
+) -> anyhow::Result<()> {
     match state::load(path) {
         Ok(Some(counts)) => {
             store.restore(&counts);

@@ -94,6 +94,63 @@ failures! {
     MethodNotAllowed => "method_not_allowed",
     Forbidden => "forbidden",
     RequestTooLarge => "request_too_large",
+    StoreUnavailable => "store_unavailable",
+}
+
+/// How a request to the shared store failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// No answer within the deadline.
+    Timeout,
+    /// Not connected, the connection broke, or no node holds the slot.
+    Connection,
+    /// Redis answered with an error.
+    Redis,
+    /// Too many requests already waiting: refused without asking.
+    Busy,
+}
+
+impl StoreError {
+    pub const ALL: [StoreError; 4] = [
+        StoreError::Timeout,
+        StoreError::Connection,
+        StoreError::Redis,
+        StoreError::Busy,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreError::Timeout => "timeout",
+            StoreError::Connection => "connection",
+            StoreError::Redis => "redis",
+            StoreError::Busy => "busy",
+        }
+    }
+}
+
+/// Upper bounds of the shared store's latency buckets, in seconds: a round
+/// trip to Redis takes tens to hundreds of microseconds.
+pub const STORE_BUCKETS: [f64; 10] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// The shared store's figures (all zero with the memory store).
+#[derive(Default)]
+struct StoreRecord {
+    backend: std::sync::OnceLock<&'static str>,
+    latency: [AtomicU64; STORE_BUCKETS.len() + 1],
+    latency_nanos: AtomicU64,
+    errors: [AtomicU64; StoreError::ALL.len()],
+    in_flight: AtomicU64,
+}
+
+/// Counts a request to the shared store as in flight until dropped.
+pub struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Which tracker request a count is for.
@@ -231,6 +288,7 @@ pub struct Metrics {
     peers_expired: AtomicU64,
     snapshots: Mutex<SnapshotRecord>,
     history: Mutex<VecDeque<Sample>>,
+    store: StoreRecord,
 }
 
 /// Values owned by other parts, read when rendering.
@@ -285,7 +343,41 @@ impl Metrics {
             peers_expired: AtomicU64::new(0),
             snapshots: Mutex::new(SnapshotRecord::default()),
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            store: StoreRecord::default(),
         }
+    }
+
+    /// Names the shared store in use; its series are rendered from then on.
+    pub fn set_store_backend(&self, backend: &'static str) {
+        let _ = self.store.backend.set(backend);
+    }
+
+    /// Marks one request to the shared store in flight until the guard drops.
+    pub fn store_begin(&self) -> InFlight<'_> {
+        self.store.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.store.in_flight)
+    }
+
+    /// Records a shared-store request answered in `took`.
+    pub fn store_latency(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = STORE_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(STORE_BUCKETS.len());
+        self.store.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.store.latency_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Counts a shared-store request that failed.
+    pub fn store_error(&self, error: StoreError) {
+        self.store.errors[error as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Shared-store requests failed with `error` so far.
+    pub fn store_errors(&self, error: StoreError) -> u64 {
+        self.store.errors[error as usize].load(Ordering::Relaxed)
     }
 
     pub fn build(&self) -> &BuildInfo {
@@ -637,7 +729,67 @@ impl Metrics {
             "State file snapshots that could not be written.",
         );
         let _ = writeln!(out, "shoal_snapshot_failures_total {}", snapshot.failures);
+        self.render_store(&mut out);
         out
+    }
+
+    /// The shared store's series, when there is one.
+    fn render_store(&self, out: &mut String) {
+        let Some(backend) = self.store.backend.get() else {
+            return;
+        };
+        let store = &self.store;
+        let name = "shoal_store_request_duration_seconds";
+        family(
+            out,
+            name,
+            "histogram",
+            "Round trip of the requests the shared store answered, queue included.",
+        );
+        let mut cumulative = 0;
+        for (bound, count) in STORE_BUCKETS.iter().zip(&store.latency) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{backend=\"{backend}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += store.latency[STORE_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{backend=\"{backend}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let nanos = store.latency_nanos.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{backend=\"{backend}\"}} {:.9}",
+            nanos as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count{{backend=\"{backend}\"}} {cumulative}");
+        let name = "shoal_store_errors_total";
+        family(
+            out,
+            name,
+            "counter",
+            "Shared-store requests that failed (the client got a failure reason), by kind.",
+        );
+        for kind in StoreError::ALL {
+            let value = store.errors[kind as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{backend}\",kind=\"{}\"}} {value}",
+                kind.label()
+            );
+        }
+        let name = "shoal_store_in_flight";
+        family(
+            out,
+            name,
+            "gauge",
+            "Shared-store requests waiting for an answer.",
+        );
+        let value = store.in_flight.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}{{backend=\"{backend}\"}} {value}");
     }
 }
 

@@ -37,6 +37,7 @@ fn every_key_is_declared_once_with_a_doc_and_valid_example() {
         root_redirect: Some("https://x/".into()),
         tls_cert: Some("/tmp/cert.pem".into()),
         tls_key: Some("/tmp/key.pem".into()),
+        redis_password_file: Some("/tmp/redis-password".into()),
         ..Config::default()
     };
     let table = toml::Table::try_from(&full).unwrap();
@@ -63,6 +64,7 @@ fn every_key_is_declared_once_with_a_doc_and_valid_example() {
             "Protocol",
             "Limits",
             "Security",
+            "Store",
             "Persistence",
             "Operations"
         ]

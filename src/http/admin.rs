@@ -122,14 +122,16 @@ impl Admin {
     /// The store summary, recomputed at most once per [`SUMMARY_TTL`].
     fn summary(&self) -> Arc<Summary> {
         let Ok(mut cached) = self.summary.lock() else {
-            return Arc::new(self.store.summary(TOP_TORRENTS));
+            return Arc::new(self.store.summary(TOP_TORRENTS).unwrap_or_default());
         };
         if let Some((at, summary)) = cached.as_ref()
             && at.elapsed() < SUMMARY_TTL
         {
             return summary.clone();
         }
-        let summary = Arc::new(self.store.summary(TOP_TORRENTS));
+        // A shared store's totals are its latest periodic aggregate; zeros
+        // (and `store.totals_known: false`) before the first.
+        let summary = Arc::new(self.store.summary(TOP_TORRENTS).unwrap_or_default());
         *cached = Some((Instant::now(), summary.clone()));
         summary
     }
@@ -183,6 +185,10 @@ impl Admin {
             "reactor": build.reactor,
             "reactor_detail": build.reactor_detail,
             "workers": build.workers,
+            "store": {
+                "backend": self.store.backend(),
+                "totals_known": self.store.memory().is_some() || self.store.summary(0).is_some(),
+            },
             "uptime_seconds": uptime.floor(),
             "torrents": summary.torrents,
             "peers": { "ipv4": peers(0), "ipv6": peers(1), "total": peers(0) + peers(1) },

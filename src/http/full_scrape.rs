@@ -131,7 +131,11 @@ pub struct FullScrapeBody {
 
 impl FullScrapeBody {
     pub fn new(store: Arc<Store>, gzip: bool) -> Self {
-        let slices = store.torrents().div_ceil(SLICE_TORRENTS).clamp(1, 256) as u32;
+        let slices = store
+            .memory()
+            .map_or(0, |m| m.torrents())
+            .div_ceil(SLICE_TORRENTS)
+            .clamp(1, 256) as u32;
         Self {
             store,
             next: 0,
@@ -158,7 +162,9 @@ impl FullScrapeBody {
         if self.next < PREFIXES {
             let end = self.next.saturating_add(self.step).min(PREFIXES);
             self.files.clear();
-            self.store.scrape_prefixes(self.next..end, &mut self.files);
+            if let Some(memory) = self.store.memory() {
+                memory.scrape_prefixes(self.next..end, &mut self.files);
+            }
             plain.reserve(self.files.len() * 72);
             for (hash, counts) in &self.files {
                 encode_file(&mut plain, hash, counts);
@@ -214,12 +220,12 @@ impl Body for FullScrapeBody {
 mod tests {
     use super::*;
     use crate::protocol::{AnnounceOptions, AnnounceRequest, PeerSet, ScrapeResponse};
-    use crate::store::StoreConfig;
+    use crate::store::{MemoryStore, StoreConfig};
     use hyper::HeaderMap;
     use hyper::header::{self, HeaderValue};
 
     fn store_with(torrents: u32) -> Arc<Store> {
-        let store = Arc::new(Store::new(StoreConfig::unlimited(60)));
+        let store = Arc::new(Store::Memory(MemoryStore::new(StoreConfig::unlimited(60))));
         let mut out = PeerSet::default();
         for n in 0..torrents {
             let mut hash = [0u8; 20];
@@ -234,6 +240,8 @@ mod tests {
             let request =
                 AnnounceRequest::parse(query.as_bytes(), &AnnounceOptions::default()).unwrap();
             store
+                .memory()
+                .unwrap()
                 .announce(&request, "10.0.0.1".parse().unwrap(), 0, &mut out)
                 .unwrap();
         }
@@ -252,7 +260,10 @@ mod tests {
     /// What an ordinary scrape of every torrent would answer.
     fn expected(store: &Store) -> Vec<u8> {
         let mut files = Vec::new();
-        store.scrape_prefixes(0..PREFIXES, &mut files);
+        store
+            .memory()
+            .unwrap()
+            .scrape_prefixes(0..PREFIXES, &mut files);
         let mut out = Vec::new();
         ScrapeResponse {
             files: &files,

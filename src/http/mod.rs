@@ -30,9 +30,10 @@ use hyper::{Method, Response, StatusCode};
 use crate::metrics::{Failure, Family, Metrics, Transport};
 use crate::protocol::{PeerSet, encode_failure};
 use crate::reactor::ConnectionInfo;
+use crate::tracker::Answer;
 use crate::tracker::Core;
 use admin::{Admin, AdminRoute};
-use driver::{Handler, Headers, RequestHead, ResponseBody};
+use driver::{Handler, Headers, Reply, RequestHead, ResponseBody};
 
 /// The response type every route produces.
 pub type HttpResponse = Response<ResponseBody>;
@@ -145,20 +146,21 @@ impl Tracker {
     /// Answers one request from `client` (a canonical address: an IPv4-mapped
     /// IPv6 address must already be folded to IPv4) that came in on a
     /// listener serving `surface`.
-    pub fn handle(&self, head: &RequestHead<'_>, client: IpAddr, surface: Surface) -> HttpResponse {
+    pub fn handle(&self, head: &RequestHead<'_>, client: IpAddr, surface: Surface) -> Reply {
         if surface != Surface::Tracker
             && let (Some(admin), Some(route)) = (&self.admin, AdminRoute::of(head.path))
         {
-            return self
-                .only_get(head.method)
-                .unwrap_or_else(|| admin.handle(route, client));
+            return Reply::Now(
+                self.only_get(head.method)
+                    .unwrap_or_else(|| admin.handle(route, client)),
+            );
         }
         if surface == Surface::Admin {
             self.metrics.failure(Failure::NotFound);
-            return failure(
+            return Reply::Now(failure(
                 StatusCode::NOT_FOUND,
                 "not found: this listener serves /metrics, /stats and /stats.json",
-            );
+            ));
         }
         let (route, passkey) = match self.route(head.path) {
             Routing::To(route, passkey) => (route, passkey),
@@ -166,11 +168,11 @@ impl Tracker {
                 if let Some(refusal) = refusal {
                     self.metrics.failure(refusal);
                 }
-                return response;
+                return Reply::Now(response);
             }
         };
         if let Some(response) = self.only_get(head.method) {
-            return response;
+            return Reply::Now(response);
         }
         if let Err(refused) = self.core.check_passkey(passkey.map(str::as_bytes)) {
             self.core.count(
@@ -179,7 +181,7 @@ impl Tracker {
                 client,
                 Some(refused.failure()),
             );
-            return failure(StatusCode::OK, &refused.to_string());
+            return Reply::Now(failure(StatusCode::OK, &refused.to_string()));
         }
         let answer = match route {
             Route::Announce => {
@@ -187,15 +189,21 @@ impl Tracker {
             }
             Route::Scrape => match self.scrape(head.query) {
                 Err(crate::protocol::Error::FullScrapeDisabled) if self.full_scrape.is_some() => {
-                    return self.full_scrape(client, head.headers);
+                    return Reply::Now(self.full_scrape(client, head.headers));
                 }
-                answer => answer.map_err(|error| refusal(&error)),
+                Err(error) => Answer::Now(Err(refusal(&error))),
+                Ok(answer) => answer,
             },
         };
-        let refused = answer.as_ref().err().map(|f| f.0);
-        self.core
-            .count(Transport::Http, route.into(), client, refused);
-        ok(answer.unwrap_or_else(|f| f.1))
+        match answer {
+            Answer::Now(answer) => Reply::Now(count_and_answer(&self.core, route, client, answer)),
+            Answer::Later(later) => {
+                let core = self.core.clone();
+                Reply::Later(Box::pin(async move {
+                    count_and_answer(&core, route, client, later.await)
+                }))
+            }
+        }
     }
 
     /// 405 for anything but GET and HEAD.
@@ -267,6 +275,18 @@ impl From<Route> for crate::metrics::Request {
             Route::Scrape => crate::metrics::Request::Scrape,
         }
     }
+}
+
+/// Counts a tracker route's outcome and makes its response.
+fn count_and_answer(
+    core: &Core,
+    route: Route,
+    client: IpAddr,
+    answer: Result<Vec<u8>, Refused>,
+) -> HttpResponse {
+    let refused = answer.as_ref().err().map(|f| f.0);
+    core.count(Transport::Http, route.into(), client, refused);
+    ok(answer.unwrap_or_else(|f| f.1))
 }
 
 /// A refused tracker request: the metric label and the bencoded reason.
@@ -398,7 +418,7 @@ impl TrackerService {
 }
 
 impl Handler for TrackerService {
-    fn handle(&self, head: &RequestHead<'_>) -> HttpResponse {
+    fn handle(&self, head: &RequestHead<'_>) -> Reply {
         let started = Instant::now();
         let tracker = &self.tracker;
         let client = match &tracker.config.proxy {
@@ -407,25 +427,42 @@ impl Handler for TrackerService {
                 Ok(client) => client,
                 Err(reason) => {
                     tracker.metrics.failure(Failure::ProxyHeader);
-                    return failure(StatusCode::OK, &reason);
+                    return Reply::Now(failure(StatusCode::OK, &reason));
                 }
             },
         };
-        let response = tracker.handle(head, client, self.surface);
-        let took = started.elapsed();
-        tracker.metrics.latency(took);
-        // One line per request at debug level only: at info it would cost
-        // throughput. The route is named, never the path (it may hold a
-        // passkey) or the query.
-        tracing::debug!(
-            %client,
-            method = %head.method,
-            route = tracker.route_name(head.path),
-            status = response.status().as_u16(),
-            micros = took.as_micros() as u64,
-            "request"
-        );
-        response
+        // Named only when it will be logged: routing again costs.
+        let route = tracing::enabled!(tracing::Level::DEBUG).then(|| tracker.route_name(head.path));
+        let method = head.method.clone();
+        let done = move |metrics: &Metrics, response: &HttpResponse| {
+            let took = started.elapsed();
+            metrics.latency(took);
+            // One line per request at debug level only: at info it would
+            // cost throughput. The route is named, never the path (it may
+            // hold a passkey) or the query.
+            tracing::debug!(
+                %client,
+                %method,
+                route = route.unwrap_or_default(),
+                status = response.status().as_u16(),
+                micros = took.as_micros() as u64,
+                "request"
+            );
+        };
+        match tracker.handle(head, client, self.surface) {
+            Reply::Now(response) => {
+                done(&tracker.metrics, &response);
+                Reply::Now(response)
+            }
+            Reply::Later(later) => {
+                let metrics = tracker.metrics.clone();
+                Reply::Later(Box::pin(async move {
+                    let response = later.await;
+                    done(&metrics, &response);
+                    response
+                }))
+            }
+        }
     }
 
     /// An over-long head on a tracker route gets a failure reason a client

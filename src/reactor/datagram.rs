@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::DatagramHandler;
+use super::{DatagramHandler, Later};
 use crate::shutdown::Shutdown;
 
 /// Receive buffer per loop (without `recvmmsg`): the largest datagram IPv4
@@ -44,18 +44,49 @@ pub(super) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> 
 }
 
 /// Has `handler` answer the first `n` datagrams of `received` into
-/// `answers`.
+/// `answers`; an answer that comes later goes to `later`.
 #[cfg(target_os = "linux")]
 fn answer_batch(
     received: &super::mmsg::RecvBatch,
     n: usize,
     handler: &dyn DatagramHandler,
     answers: &mut super::mmsg::SendBatch,
+    later: &mut impl FnMut(Later, SocketAddr),
 ) {
     for i in 0..n {
         if let Some((datagram, from)) = received.datagram(i) {
-            handler.handle(datagram, from, &mut answers.bytes);
+            if let Some(answer) = handler.handle(datagram, from, &mut answers.bytes) {
+                later(answer, from);
+            }
             answers.push(from);
+        }
+    }
+}
+
+/// Awaits an answer that comes later (a shared store's), then sends it to
+/// `to` from its own task with non-blocking sends; a full send buffer is
+/// waited out with 1 ms naps, for 100 ms at most.
+async fn send_later<F: std::future::Future>(
+    answer: Later,
+    socket: Arc<UdpSocket>,
+    to: SocketAddr,
+    sleep: impl Fn(std::time::Duration) -> F,
+) {
+    let bytes = answer.await;
+    if bytes.is_empty() {
+        return;
+    }
+    for _ in 0..100 {
+        match socket.send_to(&bytes, to) {
+            Ok(_) => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "UDP send failed");
+                return;
+            }
         }
     }
 }
@@ -98,6 +129,11 @@ pub(super) async fn serve_tokio(
 
     use super::mmsg::{BATCH, RecvBatch, SendBatch};
 
+    // Later answers are sent from their own tasks, on a second descriptor.
+    let sender = Arc::new(socket.try_clone()?);
+    let mut later = |answer, to| {
+        tokio::spawn(send_later(answer, sender.clone(), to, tokio::time::sleep));
+    };
     // SAFETY: the AsyncFd owns the std socket, whose descriptor stays open
     // and the same until the AsyncFd is dropped.
     let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
@@ -125,7 +161,7 @@ pub(super) async fn serve_tokio(
                 }
             };
             answers.clear();
-            answer_batch(&received, n, &*handler, &mut answers);
+            answer_batch(&received, n, &*handler, &mut answers, &mut later);
             send_all(&mut answers, fd, tokio::time::sleep).await;
             if n < BATCH {
                 break;
@@ -142,6 +178,7 @@ pub(super) async fn serve_tokio(
     handler: Arc<dyn DatagramHandler>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    let sender = Arc::new(socket.try_clone()?);
     let socket = tokio::net::UdpSocket::from_std(socket)?;
     let mut buf = vec![0u8; RECV_BUF];
     let mut out = Vec::with_capacity(4096);
@@ -163,7 +200,10 @@ pub(super) async fn serve_tokio(
                 }
             };
             out.clear();
-            handler.handle(&buf[..n], from, &mut out);
+            if let Some(answer) = handler.handle(&buf[..n], from, &mut out) {
+                let sender = sender.clone();
+                tokio::spawn(send_later(answer, sender, from, tokio::time::sleep));
+            }
             if out.is_empty() {
                 continue;
             }
@@ -195,6 +235,11 @@ pub(super) async fn serve_monoio(
     use super::mmsg::{BATCH, RecvBatch, SendBatch};
 
     let fd = socket.as_raw_fd();
+    // Later answers are sent from their own tasks, on a second descriptor.
+    let sender = Arc::new(socket.try_clone()?);
+    let mut later = |answer, to| {
+        monoio::spawn(send_later(answer, sender.clone(), to, monoio::time::sleep));
+    };
     let socket = monoio::net::udp::UdpSocket::from_std(socket)?;
     let mut buf = vec![0u8; RECV_BUF];
     let mut received = RecvBatch::new();
@@ -210,7 +255,9 @@ pub(super) async fn serve_monoio(
         answers.clear();
         match first {
             Ok((n, from)) => {
-                handler.handle(&buf[..n], from, &mut answers.bytes);
+                if let Some(answer) = handler.handle(&buf[..n], from, &mut answers.bytes) {
+                    later(answer, from);
+                }
                 answers.push(from);
             }
             Err(error) => tracing::debug!(%error, "UDP receive failed"),
@@ -218,7 +265,7 @@ pub(super) async fn serve_monoio(
         // What else is queued, without waiting.
         for _ in 0..4 {
             let Ok(n) = received.recv(fd) else { break };
-            answer_batch(&received, n, &*handler, &mut answers);
+            answer_batch(&received, n, &*handler, &mut answers, &mut later);
             if n < BATCH {
                 break;
             }

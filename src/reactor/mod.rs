@@ -242,11 +242,16 @@ impl Options {
     }
 }
 
+/// An answer to a datagram that is not ready yet: its bytes (empty: no
+/// answer), sent to the datagram's source when they come.
+pub type Later = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>>;
+
 /// What answers datagrams: the reactor receives each one on a bound UDP
 /// socket and sends back what the handler wrote into `out` (nothing: no
-/// answer). It is called on the worker that received the datagram.
+/// answer), or, when the handler returns a [`Later`], what that gives once
+/// it is ready. It is called on the worker that received the datagram.
 pub trait DatagramHandler: Send + Sync + 'static {
-    fn handle(&self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>);
+    fn handle(&self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Option<Later>;
 }
 
 /// Who is on each end of an accepted connection.
@@ -460,7 +465,9 @@ impl Udp {
     fn none() -> Self {
         struct Nothing;
         impl DatagramHandler for Nothing {
-            fn handle(&self, _: &[u8], _: SocketAddr, _: &mut Vec<u8>) {}
+            fn handle(&self, _: &[u8], _: SocketAddr, _: &mut Vec<u8>) -> Option<Later> {
+                None
+            }
         }
         Self {
             sockets: Vec::new(),

@@ -8,7 +8,9 @@
 //! HTTP and UDP front ends parse and encode; this module knows neither, nor
 //! any socket.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::access::AccessList;
@@ -16,7 +18,7 @@ use crate::clock::Clock;
 use crate::metrics::{Failure, Family, Metrics, Request, Transport};
 use crate::passkeys::{PasskeyError, Passkeys};
 use crate::protocol::{AnnounceOptions, AnnounceRequest, InfoHash, PeerSet, SwarmCounts};
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// The rules an operator sets for every transport.
 #[derive(Debug, Clone)]
@@ -52,6 +54,7 @@ impl Refusal {
             Refusal::NotAllowed => Failure::TorrentNotAllowed,
             Refusal::Store(crate::store::Refusal::TrackerFull) => Failure::TrackerFull,
             Refusal::Store(crate::store::Refusal::SwarmFull) => Failure::SwarmFull,
+            Refusal::Store(crate::store::Refusal::Unavailable) => Failure::StoreUnavailable,
             Refusal::NoPasskey => Failure::NoPasskey,
             Refusal::Passkey(_) => Failure::BadPasskey,
         }
@@ -67,6 +70,20 @@ pub struct Announced {
     pub interval: u32,
     pub min_interval: u32,
 }
+
+/// An answer now, or a future one: the memory store answers on the calling
+/// thread; a shared store answers later, and the front end awaits it.
+pub enum Answer<Now, Later> {
+    Now(Now),
+    Later(Pin<Box<dyn Future<Output = Later> + Send>>),
+}
+
+/// What an announce gets: at once (the peers in the caller's set), or
+/// later with a set of its own.
+pub type Announcing = Answer<Result<Announced, Refusal>, Result<(Announced, PeerSet), Refusal>>;
+
+/// What a scrape gets: at once (appended to the caller's list), or later.
+pub type Scraping = Answer<(), Result<Vec<(InfoHash, SwarmCounts)>, Refusal>>;
 
 /// The tracker's shared state and rules, one per process, behind every
 /// front end.
@@ -141,26 +158,35 @@ impl Core {
 
     /// Records `request` from `client` (at `peer_ip`, its own address unless
     /// the transport lets it claim another) in its swarm and samples peers
-    /// for it into `peers`.
+    /// for it: into `peers` when the store answers at once.
     pub fn announce(
         &self,
         request: &AnnounceRequest,
         peer_ip: IpAddr,
         peers: &mut PeerSet,
-    ) -> Result<Announced, Refusal> {
+    ) -> Announcing {
         peers.clear();
         if !self.allowed(&request.info_hash) {
-            return Err(Refusal::NotAllowed);
+            return Answer::Now(Err(Refusal::NotAllowed));
         }
-        let counts = self
+        let (interval, min_interval) = (self.jittered_interval(), self.rules.min_interval);
+        let announced = move |counts| Announced {
+            counts,
+            interval,
+            min_interval,
+        };
+        match self
             .store
             .announce(request, peer_ip, self.clock.now(), peers)
-            .map_err(Refusal::Store)?;
-        Ok(Announced {
-            counts,
-            interval: self.jittered_interval(),
-            min_interval: self.rules.min_interval,
-        })
+        {
+            store::Announce::Done(result) => {
+                Answer::Now(result.map(announced).map_err(Refusal::Store))
+            }
+            store::Announce::Pending(pending) => Answer::Later(Box::pin(async move {
+                let (counts, peers) = pending.await.map_err(Refusal::Store)?;
+                Ok((announced(counts), peers))
+            })),
+        }
     }
 
     /// The configured interval plus up to 5% random jitter, so that clients
@@ -170,15 +196,32 @@ impl Core {
         interval.saturating_add(fastrand::u32(0..=interval / 20))
     }
 
-    /// Appends the counts of each of `hashes`, in order; a torrent the access
-    /// list refuses looks unknown (zeros).
-    pub fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmCounts)>) {
+    /// The counts of each of `hashes`, in order (appended to `out` when the
+    /// store answers at once); a torrent the access list refuses looks
+    /// unknown (zeros).
+    pub fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmCounts)>) -> Scraping {
         let start = out.len();
-        self.store.scrape(hashes, out);
-        for (hash, counts) in &mut out[start..] {
-            if !self.allowed(hash) {
-                *counts = SwarmCounts::default();
+        match self.store.scrape(hashes, out) {
+            store::Scrape::Done => {
+                self.hide_refused(&mut out[start..]);
+                Answer::Now(())
             }
+            store::Scrape::Pending(pending) => {
+                let access = self.access.clone();
+                Answer::Later(Box::pin(async move {
+                    let mut files = pending.await.map_err(Refusal::Store)?;
+                    if let Some(list) = access {
+                        hide(&list, &mut files);
+                    }
+                    Ok(files)
+                }))
+            }
+        }
+    }
+
+    fn hide_refused(&self, files: &mut [(InfoHash, SwarmCounts)]) {
+        if let Some(list) = &self.access {
+            hide(list, files);
         }
     }
 
@@ -193,5 +236,14 @@ impl Core {
     ) {
         self.metrics
             .request(transport, request, Family::of(client), failure);
+    }
+}
+
+/// Zeros the counts of the torrents `list` refuses.
+fn hide(list: &AccessList, files: &mut [(InfoHash, SwarmCounts)]) {
+    for (hash, counts) in files {
+        if !list.allows(hash) {
+            *counts = SwarmCounts::default();
+        }
     }
 }

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use crate::metrics::{Request as Kind, Transport, UdpProblem};
 use crate::protocol::udp::{self, Malformed, ParseError, Request, UrlData};
 use crate::protocol::{InfoHash, PeerSet, SwarmCounts};
-use crate::reactor::DatagramHandler;
-use crate::tracker::Core;
+use crate::reactor::{DatagramHandler, Later};
+use crate::tracker::{Announced, Answer, Core, Refusal};
 pub use connection_id::ConnectionIds;
 
 /// Longest datagram answered; longer ones are dropped as `too_long`. A
@@ -61,12 +61,13 @@ impl UdpTracker {
     }
 
     /// Appends to `out` the answer to `datagram` from `from`, or nothing
-    /// when it must be dropped.
-    pub fn answer(&self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) {
+    /// when it must be dropped; or returns the answer to come when a shared
+    /// store has it.
+    pub fn answer(&self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Option<Later> {
         let metrics = self.core.metrics();
         if datagram.len() > MAX_DATAGRAM {
             metrics.udp_problem(UdpProblem::TooLong, false);
-            return;
+            return None;
         }
         let request = match Request::parse(datagram, &self.core.rules().announce) {
             Ok(request) => request,
@@ -78,7 +79,7 @@ impl UdpTracker {
                     self.refuse_unverified(datagram.len(), id, &why.to_string(), out)
                 });
                 metrics.udp_problem(problem(why), answered);
-                return;
+                return None;
             }
         };
         let client = from.ip().to_canonical();
@@ -112,36 +113,37 @@ impl UdpTracker {
                         );
                         udp::encode_error(out, transaction_id, &message);
                         metrics.udp_problem(UdpProblem::WrongPath, true);
-                        return;
+                        return None;
                     }
                 };
-                let answered = self.core.check_passkey(passkey.as_deref()).and_then(|()| {
-                    let peer_ip = announce.ip.map_or(client, |ip| ip.to_canonical());
-                    SCRATCH.with_borrow_mut(|(peers, _, _)| {
-                        let announced = self.core.announce(&announce, peer_ip, peers)?;
-                        let counts = announced.counts;
-                        udp::encode_announce(
-                            out,
-                            transaction_id,
-                            announced.interval,
-                            counts.incomplete,
-                            counts.complete,
-                        );
-                        // Peers of the socket's family only: 6 bytes over
-                        // IPv4, 18 over IPv6 (BEP 15).
-                        match client {
-                            IpAddr::V4(_) => peers.v4.iter().for_each(|p| out.extend(p)),
-                            IpAddr::V6(_) => peers.v6.iter().for_each(|p| out.extend(p)),
-                        }
-                        Ok(())
-                    })
-                });
-                if let Err(refused) = &answered {
+                if let Err(refused) = self.core.check_passkey(passkey.as_deref()) {
                     udp::encode_error(out, transaction_id, &refused.to_string());
+                    let failure = Some(refused.failure());
+                    self.core
+                        .count(Transport::Udp, Kind::Announce, client, failure);
+                    return None;
                 }
-                let failure = answered.err().map(|refused| refused.failure());
-                self.core
-                    .count(Transport::Udp, Kind::Announce, client, failure);
+                let peer_ip = announce.ip.map_or(client, |ip| ip.to_canonical());
+                let answer = SCRATCH.with_borrow_mut(|(peers, _, _)| {
+                    match self.core.announce(&announce, peer_ip, peers) {
+                        Answer::Now(answer) => {
+                            announced(&self.core, out, transaction_id, client, answer, peers);
+                            None
+                        }
+                        Answer::Later(later) => Some(later),
+                    }
+                });
+                let later = answer?;
+                let core = self.core.clone();
+                return Some(Box::pin(async move {
+                    let mut out = Vec::new();
+                    let (answer, peers) = match later.await {
+                        Ok((answer, peers)) => (Ok(answer), peers),
+                        Err(refused) => (Err(refused), PeerSet::default()),
+                    };
+                    announced(&core, &mut out, transaction_id, client, answer, &peers);
+                    out
+                }));
             }
             Request::Scrape { transaction_id, .. } if self.core.is_private() => {
                 // A UDP scrape has no URL data, so it cannot carry a passkey.
@@ -162,7 +164,7 @@ impl UdpTracker {
                     .rules()
                     .max_scrape_hashes
                     .max(udp::MIN_SCRAPE_HASHES);
-                SCRATCH.with_borrow_mut(|(_, hashes, files)| {
+                let later = SCRATCH.with_borrow_mut(|(_, hashes, files)| {
                     hashes.clear();
                     files.clear();
                     hashes.extend(
@@ -171,21 +173,24 @@ impl UdpTracker {
                             .take(most)
                             .filter_map(|chunk| chunk.try_into().ok().map(InfoHash)),
                     );
-                    self.core.scrape(hashes, files);
-                    udp::encode_scrape(out, transaction_id);
-                    for (_, counts) in files.iter() {
-                        let completed = u32::try_from(counts.downloaded).unwrap_or(u32::MAX);
-                        udp::encode_scrape_entry(
-                            out,
-                            counts.complete,
-                            completed,
-                            counts.incomplete,
-                        );
+                    match self.core.scrape(hashes, files) {
+                        Answer::Now(()) => {
+                            scraped(&self.core, out, transaction_id, client, Ok(files));
+                            None
+                        }
+                        Answer::Later(later) => Some(later),
                     }
-                });
-                self.core.count(Transport::Udp, Kind::Scrape, client, None);
+                })?;
+                let core = self.core.clone();
+                return Some(Box::pin(async move {
+                    let mut out = Vec::new();
+                    let files = later.await;
+                    scraped(&core, &mut out, transaction_id, client, files.as_deref());
+                    out
+                }));
             }
         }
+        None
     }
 
     /// Writes an error to a source not (yet) verified, only if it is no
@@ -225,9 +230,62 @@ impl UdpTracker {
 }
 
 impl DatagramHandler for UdpTracker {
-    fn handle(&self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) {
-        self.answer(datagram, from, out);
+    fn handle(&self, datagram: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Option<Later> {
+        self.answer(datagram, from, out)
     }
+}
+
+/// Encodes an announce's answer (or its refusal) and counts it. Peers of
+/// the client's own family only: 6 bytes over IPv4, 18 over IPv6 (BEP 15).
+fn announced(
+    core: &Core,
+    out: &mut Vec<u8>,
+    transaction_id: u32,
+    client: IpAddr,
+    answer: Result<Announced, Refusal>,
+    peers: &PeerSet,
+) {
+    match &answer {
+        Ok(announced) => {
+            let counts = announced.counts;
+            udp::encode_announce(
+                out,
+                transaction_id,
+                announced.interval,
+                counts.incomplete,
+                counts.complete,
+            );
+            match client {
+                IpAddr::V4(_) => peers.v4.iter().for_each(|p| out.extend(p)),
+                IpAddr::V6(_) => peers.v6.iter().for_each(|p| out.extend(p)),
+            }
+        }
+        Err(refused) => udp::encode_error(out, transaction_id, &refused.to_string()),
+    }
+    let failure = answer.err().map(|refused| refused.failure());
+    core.count(Transport::Udp, Kind::Announce, client, failure);
+}
+
+/// Encodes a scrape's answer (or its refusal) and counts it.
+fn scraped(
+    core: &Core,
+    out: &mut Vec<u8>,
+    transaction_id: u32,
+    client: IpAddr,
+    files: Result<&[(InfoHash, SwarmCounts)], &Refusal>,
+) {
+    match files {
+        Ok(files) => {
+            udp::encode_scrape(out, transaction_id);
+            for (_, counts) in files {
+                let completed = u32::try_from(counts.downloaded).unwrap_or(u32::MAX);
+                udp::encode_scrape_entry(out, counts.complete, completed, counts.incomplete);
+            }
+        }
+        Err(refused) => udp::encode_error(out, transaction_id, &refused.to_string()),
+    }
+    let failure = files.err().map(|refused| refused.failure());
+    core.count(Transport::Udp, Kind::Scrape, client, failure);
 }
 
 /// The metric label of a malformed datagram.

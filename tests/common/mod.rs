@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use percent_encoding::{NON_ALPHANUMERIC, percent_encode};
 use serde_bencode::value::Value;
 
+pub mod redis;
 pub mod udp;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,6 +20,36 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 thread_local! {
     /// The reactor trackers started on this test thread run on.
     static REACTOR: std::cell::Cell<&'static str> = const { std::cell::Cell::new("tokio") };
+    /// The store trackers started on this test thread use: "memory", or
+    /// "redis" (the shared cluster of [`redis::shared`]).
+    static STORE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("memory") };
+}
+
+/// The store the current test runs against.
+pub fn store() -> &'static str {
+    STORE.with(|s| s.get())
+}
+
+/// For a test of what only the memory store has (the state file, the full
+/// scrape, the torrent cap, totals walked on demand): whether to skip it
+/// because this run is on Redis; says so.
+pub fn memory_only(what: &str) -> bool {
+    let skip = store() != "memory";
+    if skip {
+        eprintln!("not on the {} store: {what} is the memory store's", store());
+    }
+    skip
+}
+
+/// Runs `test` on `reactor` with every tracker using the shared Redis
+/// cluster (skipped with a note where Redis is not installed, except in CI).
+pub fn on_redis(reactor: &'static str, test: fn()) {
+    if !redis::available() {
+        return;
+    }
+    redis::shared();
+    STORE.with(|s| s.set("redis"));
+    on_reactor(reactor, test);
 }
 
 /// The reactor the current test runs against.
@@ -46,8 +77,11 @@ pub fn on_reactor(reactor: &'static str, test: fn()) {
 }
 
 /// Declares each listed test function once per reactor, as
-/// `tokio::name`, `per_core::name` and `io_uring::name`: the black-box suite
-/// is written once and runs against every reactor.
+/// `tokio::name`, `per_core::name` and `io_uring::name`, and once per
+/// reactor on the Redis store, as `redis::tokio::name` and so on: the
+/// black-box suite is written once and runs against every reactor and both
+/// store backends.
+#[allow(unused_macros)] // tests/redis_cluster.rs runs on one reactor
 macro_rules! reactor_tests {
     ($($test:ident),* $(,)?) => {
         mod tokio {
@@ -58,6 +92,17 @@ macro_rules! reactor_tests {
         }
         mod io_uring {
             $( #[test] fn $test() { crate::common::on_reactor("io-uring", super::$test) } )*
+        }
+        mod redis {
+            mod tokio {
+                $( #[test] fn $test() { crate::common::on_redis("tokio", super::super::$test) } )*
+            }
+            mod per_core {
+                $( #[test] fn $test() { crate::common::on_redis("per-core", super::super::$test) } )*
+            }
+            mod io_uring {
+                $( #[test] fn $test() { crate::common::on_redis("io-uring", super::super::$test) } )*
+            }
         }
     };
 }
@@ -88,6 +133,13 @@ impl Tracker {
             .stderr(Stdio::piped());
         if !args.contains(&"--reactor") {
             command.args(["--reactor", reactor()]);
+        }
+        if store() == "redis" && !args.contains(&"--store") {
+            // A key prefix of its own: tests share the cluster, not swarms.
+            let prefix = format!("t{}:", fastrand::u64(..));
+            command
+                .args(["--store", "redis", "--redis-url", redis::shared()])
+                .args(["--redis-key-prefix", &prefix, "--redis-stats-interval", "1"]);
         }
         for (key, value) in env {
             command.env(key, value);
@@ -133,6 +185,18 @@ impl Tracker {
             .find(|a| a.is_ipv6())
             .expect("an IPv6 listener");
         Tracker { child, v4, v6, log }
+    }
+
+    /// Runs shoal with `args` where it must refuse to start; what it said.
+    pub fn start_expecting_failure(args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run shoal");
+        assert!(!output.status.success(), "shoal started with {args:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     /// The address in the first log line containing `prefix` followed by
@@ -332,6 +396,11 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

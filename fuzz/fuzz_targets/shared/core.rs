@@ -7,7 +7,7 @@ use std::sync::Arc;
 use shoal::clock::Clock;
 use shoal::metrics::{BuildInfo, Metrics};
 use shoal::protocol::AnnounceOptions;
-use shoal::store::{Store, StoreConfig};
+use shoal::store::{MemoryStore as Store, StoreConfig};
 use shoal::tracker::{Core, Rules};
 
 pub fn core() -> Arc<Core> {

@@ -19,7 +19,7 @@ use super::deadline::{self, Limits, Phase, Timed};
 use super::fast_path::{self, Next, Rewind, Session};
 use super::on_wake::OnWake;
 use super::tls::TlsConfig;
-use super::{Handler, Headers, RequestHead, ResponseBody};
+use super::{Handler, Headers, Reply, RequestHead, ResponseBody};
 use crate::shutdown::Shutdown;
 
 /// Serves requests on `stream` until the client closes, an error ends the
@@ -100,6 +100,21 @@ async fn serve_session<St, S>(
                 Next::Read => {}
                 Next::Answer => {
                     session.answer(&service, serving.max_head);
+                    continue;
+                }
+                Next::Await => {
+                    let Some(mut deferred) = session.deferred.take() else {
+                        return;
+                    };
+                    let response = tokio::select! {
+                        biased;
+                        response = &mut deferred.future => response,
+                        () = &mut watchdog => {
+                            tracing::debug!("connection closed: answer not ready in time");
+                            return;
+                        }
+                    };
+                    session.settle(*deferred, response);
                     continue;
                 }
                 Next::Close => return,
@@ -318,10 +333,30 @@ impl Serving {
 /// A [`Handler`] as a hyper service: the request body is dropped unread.
 struct HyperService<S>(S);
 
+/// A [`Reply`] as hyper's response future.
+enum Replying {
+    Now(Ready<Result<Response<ResponseBody>, Infallible>>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send>>),
+}
+
+impl std::future::Future for Replying {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Replying::Now(ready) => std::pin::Pin::new(ready).poll(cx),
+            Replying::Later(later) => later.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
 impl<S: Handler> hyper::service::Service<Request<Incoming>> for HyperService<S> {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
+    type Future = Replying;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let uri = request.uri();
@@ -331,6 +366,9 @@ impl<S: Handler> hyper::service::Service<Request<Incoming>> for HyperService<S> 
             query: uri.query().unwrap_or("").as_bytes(),
             headers: Headers::from_map(request.headers()),
         };
-        ready(Ok(self.0.handle(&head)))
+        match self.0.handle(&head) {
+            Reply::Now(response) => Replying::Now(ready(Ok(response))),
+            Reply::Later(later) => Replying::Later(later),
+        }
     }
 }

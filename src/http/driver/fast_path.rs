@@ -29,7 +29,7 @@ use hyper::body::Body;
 use hyper::{Method, Response, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::{Handler, Headers, RequestHead, ResponseBody};
+use super::{Handler, Headers, Reply, RequestHead, ResponseBody};
 
 /// Bytes asked for per read. Announces are a few hundred bytes.
 pub(super) const READ_SIZE: usize = 2048;
@@ -177,6 +177,23 @@ pub(super) enum Next {
     /// is drained (closing with unread input would reset the connection
     /// and could lose the answer on its way).
     Linger,
+    /// Await the [`Deferred`] answer, then answer more from the input.
+    Await,
+}
+
+/// A response the handler will give later, and how to encode it then.
+pub(super) struct Deferred {
+    pub future: std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send>>,
+    head_only: bool,
+    version: Version,
+    close: bool,
+}
+
+/// What the fast path did with a request it took.
+enum Taken {
+    /// Encoded into the output; a streamed body follows, if any.
+    Encoded(Option<Streamed>),
+    Later(Box<Deferred>),
 }
 
 /// A response body still to stream after the output (the full scrape).
@@ -195,6 +212,8 @@ pub(super) struct Session {
     pub output: Vec<u8>,
     /// Written after `output`. Boxed: rare, and the session stays small.
     pub streamed: Option<Box<Streamed>>,
+    /// The answer to await before anything else is answered.
+    pub deferred: Option<Box<Deferred>>,
     pub next: Next,
 }
 
@@ -204,6 +223,7 @@ impl Default for Session {
             input: BytesMut::new(),
             output: Vec::new(),
             streamed: None,
+            deferred: None,
             next: Next::Read,
         }
     }
@@ -238,11 +258,31 @@ impl Session {
             let output = &mut self.output;
             let parsed = parse(&input[used..], max_head, |head, version, close| {
                 let head_only = *head.method == Method::HEAD;
-                encode(output, head_only, version, close, service.handle(head))
+                match service.handle(head) {
+                    Reply::Now(response) => {
+                        Taken::Encoded(encode(output, head_only, version, close, response))
+                    }
+                    Reply::Later(future) => Taken::Later(Box::new(Deferred {
+                        future,
+                        head_only,
+                        version,
+                        close,
+                    })),
+                }
             });
             match parsed {
                 Parsed::Take {
-                    answer,
+                    answer: Taken::Later(deferred),
+                    length,
+                    ..
+                } => {
+                    used += length;
+                    self.deferred = Some(deferred);
+                    self.next = Next::Await;
+                    return used;
+                }
+                Parsed::Take {
+                    answer: Taken::Encoded(answer),
                     length,
                     close,
                 } => {
@@ -285,6 +325,24 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Encodes the awaited answer of `deferred` into the output; the
+    /// session then answers more, or closes if that request asked to.
+    pub fn settle(&mut self, deferred: Deferred, response: Response<ResponseBody>) {
+        let Deferred {
+            head_only,
+            version,
+            close,
+            ..
+        } = deferred;
+        let streamed = encode(&mut self.output, head_only, version, close, response);
+        self.next = match &streamed {
+            Some(s) if !(s.chunked || s.head_only) => Next::Close,
+            _ if close => Next::Close,
+            _ => Next::Answer,
+        };
+        self.streamed = streamed.map(Box::new);
     }
 
     /// Writes the output and any streamed body after it.
@@ -650,9 +708,9 @@ mod tests {
     struct Echo;
 
     impl Handler for Echo {
-        fn handle(&self, request: &RequestHead<'_>) -> Response<ResponseBody> {
+        fn handle(&self, request: &RequestHead<'_>) -> Reply {
             let body = Bytes::copy_from_slice(request.path.as_bytes());
-            Response::new(Either::Left(http_body_util::Full::new(body)))
+            Reply::Now(Response::new(Either::Left(http_body_util::Full::new(body))))
         }
     }
 
@@ -716,8 +774,10 @@ mod tests {
         // The handler's answer; a HEAD request gets its head only.
         struct Reason;
         impl Handler for Reason {
-            fn handle(&self, _: &RequestHead<'_>) -> Response<ResponseBody> {
-                Response::new(Either::Left(http_body_util::Full::new(Bytes::new())))
+            fn handle(&self, _: &RequestHead<'_>) -> Reply {
+                Reply::Now(Response::new(Either::Left(http_body_util::Full::new(
+                    Bytes::new(),
+                ))))
             }
             fn too_large(&self, path: Option<&str>) -> Response<ResponseBody> {
                 let body = format!("too large at {}", path.unwrap_or("?"));

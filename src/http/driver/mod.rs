@@ -160,12 +160,20 @@ where
 /// in chunks the service produces as the connection drains them.
 pub type ResponseBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
 
+/// A handler's answer to one request: a response now, or one to await
+/// (a shared store answers later). Requests after it on the same
+/// connection wait for it, so responses keep their order.
+pub enum Reply {
+    Now(Response<ResponseBody>),
+    Later(std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>),
+}
+
 /// What answers the requests of one connection. It is given each request's
 /// head (a request body is never read: no route takes one) and answers at
-/// once; the driver writes the response, directly on its fast path or
-/// through hyper.
+/// once or with a future; the driver writes the response, directly on its
+/// fast path or through hyper.
 pub trait Handler: Send + 'static {
-    fn handle(&self, request: &RequestHead<'_>) -> Response<ResponseBody>;
+    fn handle(&self, request: &RequestHead<'_>) -> Reply;
 
     /// The answer (status 431) to a request head over the size limit, whose
     /// target has `path` when it could be read. By default an empty one.

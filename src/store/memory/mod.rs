@@ -1,0 +1,485 @@
+//! The in-memory store (the embedded default): every torrent's peers and
+//! counts in this process, shared by all workers.
+//!
+//! A [`DashMap`] from [`InfoHash`] to [`Swarm`], sharded so that announces for
+//! different torrents rarely contend; each operation locks one shard for the
+//! few hundred nanoseconds it takes and never across an `.await` (the store is
+//! synchronous and knows nothing of HTTP or of the runtime). Shards are chosen
+//! with a randomly seeded hasher, so a client cannot pick info hashes that all
+//! land in one shard.
+//!
+//! Torrents whose last peer leaves are dropped from the map; their snatch count
+//! (`downloaded`) moves to a small side map of retired counts and comes back if
+//! the torrent is announced again. Lock order is always swarms, then retired.
+//!
+//! Time is a coarse clock in whole seconds passed in by the caller
+//! ([`crate::clock`]), so tests control it and the hot path makes no syscall.
+
+mod peers;
+mod swarm;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use super::{Expired, Refusal, StoreConfig, Summary};
+use crate::protocol::{AnnounceRequest, Event, InfoHash, PeerSet, SwarmCounts};
+use swarm::Swarm;
+
+type Hasher = ahash::RandomState;
+
+/// Shards in the torrent map: enough that two workers rarely meet, few enough
+/// that a full sweep stays cheap.
+const SHARDS: usize = 64;
+
+pub struct MemoryStore {
+    swarms: DashMap<InfoHash, Swarm, Hasher>,
+    /// Snatch counts of torrents that currently have no peers.
+    retired: DashMap<InfoHash, u64, Hasher>,
+    /// Entries in `swarms`, kept beside the map because `DashMap::len`
+    /// locks every shard.
+    torrent_count: AtomicUsize,
+    config: StoreConfig,
+}
+
+impl MemoryStore {
+    pub fn new(config: StoreConfig) -> Self {
+        Self {
+            swarms: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
+            retired: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
+            torrent_count: AtomicUsize::new(0),
+            config,
+        }
+    }
+
+    /// Records an announce from `ip` at coarse time `now` and fills `out`
+    /// with peers for the client. `ip` must be canonical (IPv4-mapped IPv6
+    /// folded to IPv4). Returns the swarm's counts, announcing peer included,
+    /// or why the announce was refused (a limit is reached).
+    pub fn announce(
+        &self,
+        req: &AnnounceRequest,
+        ip: IpAddr,
+        now: u32,
+        out: &mut PeerSet,
+    ) -> Result<SwarmCounts, Refusal> {
+        if req.event == Event::Stopped {
+            return Ok(self.stop(req, ip));
+        }
+        let max_peers = self.config.max_peers_per_torrent;
+        match self.swarms.entry(req.info_hash) {
+            Entry::Occupied(mut entry) => entry.get_mut().announce(req, ip, now, max_peers, out),
+            Entry::Vacant(entry) => {
+                if self.torrent_count.load(Ordering::Relaxed) >= self.config.max_torrents {
+                    return Err(Refusal::TrackerFull);
+                }
+                let downloaded = self.retired.remove(&req.info_hash).map_or(0, |(_, d)| d);
+                let mut swarm = Swarm::with_downloaded(downloaded);
+                let result = swarm.announce(req, ip, now, max_peers, out);
+                if result.is_ok() {
+                    entry.insert(swarm);
+                    self.torrent_count.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.retire(req.info_hash, downloaded);
+                }
+                result
+            }
+        }
+    }
+
+    /// `event=stopped`: removes the peer; creates nothing for an unknown torrent.
+    fn stop(&self, req: &AnnounceRequest, ip: IpAddr) -> SwarmCounts {
+        match self.swarms.entry(req.info_hash) {
+            Entry::Occupied(mut entry) => {
+                entry.get_mut().stop(req, ip);
+                let counts = entry.get().counts();
+                if entry.get().is_empty() {
+                    let swarm = entry.remove();
+                    self.torrent_count.fetch_sub(1, Ordering::Relaxed);
+                    self.retire(req.info_hash, swarm.downloaded);
+                }
+                counts
+            }
+            Entry::Vacant(_) => SwarmCounts {
+                downloaded: self.retired_downloads(&req.info_hash),
+                ..SwarmCounts::default()
+            },
+        }
+    }
+
+    fn retire(&self, hash: InfoHash, downloaded: u64) {
+        if downloaded > 0 {
+            self.retired.insert(hash, downloaded);
+        }
+    }
+
+    fn retired_downloads(&self, hash: &InfoHash) -> u64 {
+        self.retired.get(hash).map_or(0, |d| *d)
+    }
+
+    /// The counts of one torrent; zeros for an unknown one.
+    pub fn counts(&self, hash: &InfoHash) -> SwarmCounts {
+        match self.swarms.get(hash) {
+            Some(swarm) => swarm.counts(),
+            None => SwarmCounts {
+                downloaded: self.retired_downloads(hash),
+                ..SwarmCounts::default()
+            },
+        }
+    }
+
+    /// Appends the counts of each hash, in the given order, to `out`.
+    pub fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmCounts)>) {
+        out.extend(hashes.iter().map(|hash| (*hash, self.counts(hash))));
+    }
+
+    /// Forgets peers not seen for the peer TTL as of `now`, and drops the
+    /// torrents that leaves empty (keeping their snatch counts).
+    pub fn expire(&self, now: u32) -> Expired {
+        let deadline = now.saturating_sub(self.config.peer_ttl);
+        let mut expired = Expired::default();
+        self.swarms.retain(|hash, swarm| {
+            expired.peers += swarm.expire(deadline);
+            if swarm.is_empty() {
+                expired.torrents += 1;
+                self.torrent_count.fetch_sub(1, Ordering::Relaxed);
+                self.retire(*hash, swarm.downloaded);
+                false
+            } else {
+                true
+            }
+        });
+        expired
+    }
+
+    /// Every non-zero snatch count, held or retired, sorted by hash: what
+    /// the state file keeps. Locks one shard at a time.
+    pub fn downloads(&self) -> Vec<(InfoHash, u64)> {
+        let mut counts: Vec<(InfoHash, u64)> = self
+            .swarms
+            .iter()
+            .filter(|s| s.downloaded > 0)
+            .map(|s| (*s.key(), s.downloaded))
+            .collect();
+        counts.extend(self.retired.iter().map(|r| (*r.key(), *r.value())));
+        counts.sort_unstable();
+        counts
+    }
+
+    /// Takes snatch counts back from a state file (at start, before any
+    /// announce: a torrent already held keeps the larger count).
+    pub fn restore(&self, counts: &[(InfoHash, u64)]) {
+        for &(hash, downloaded) in counts {
+            match self.swarms.get_mut(&hash) {
+                Some(mut swarm) => swarm.downloaded = swarm.downloaded.max(downloaded),
+                None => self.retire(hash, downloaded),
+            }
+        }
+    }
+
+    /// Drops the peers of every torrent `keep` says no to (their snatch
+    /// counts are kept); returns how many torrents were purged.
+    pub fn purge(&self, keep: impl Fn(&InfoHash) -> bool) -> usize {
+        let mut purged = 0;
+        self.swarms.retain(|hash, swarm| {
+            if keep(hash) {
+                return true;
+            }
+            purged += 1;
+            self.torrent_count.fetch_sub(1, Ordering::Relaxed);
+            self.retire(*hash, swarm.downloaded);
+            false
+        });
+        purged
+    }
+
+    /// Totals over every torrent and the `top` torrents with the most
+    /// peers. Walks every shard (one read lock at a time): for stats, not
+    /// the hot path.
+    pub fn summary(&self, top: usize) -> Summary {
+        let mut summary = Summary::default();
+        // A min-heap of the largest swarms so far.
+        let mut largest = BinaryHeap::with_capacity(top + 1);
+        for swarm in self.swarms.iter() {
+            summary.torrents += 1;
+            let by_family = swarm.family_counts();
+            for (family, (seeders, leechers)) in by_family.into_iter().enumerate() {
+                summary.seeders[family] += seeders as u64;
+                summary.leechers[family] += leechers as u64;
+            }
+            summary.downloads += swarm.downloaded;
+            if top > 0 {
+                let peers = swarm.peer_count();
+                largest.push(Reverse((peers, *swarm.key())));
+                if largest.len() > top {
+                    largest.pop();
+                }
+            }
+        }
+        let mut top: Vec<_> = largest.into_iter().map(|Reverse(entry)| entry).collect();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        summary.top = top
+            .into_iter()
+            .map(|(_, hash)| (hash, self.counts(&hash)))
+            .collect();
+        summary
+    }
+
+    /// Appends the counts of every torrent with peers whose info hash's
+    /// first two bytes (big-endian) fall in `prefixes`, sorted by hash: one
+    /// slice of a full scrape, so that the whole list is never held at once.
+    pub fn scrape_prefixes(
+        &self,
+        prefixes: std::ops::Range<u32>,
+        out: &mut Vec<(InfoHash, SwarmCounts)>,
+    ) {
+        let start = out.len();
+        for swarm in self.swarms.iter() {
+            let hash = swarm.key();
+            let prefix = u32::from(u16::from_be_bytes([hash.0[0], hash.0[1]]));
+            if prefixes.contains(&prefix) {
+                out.push((*hash, swarm.counts()));
+            }
+        }
+        out[start..].sort_unstable_by_key(|(hash, _)| *hash);
+    }
+
+    /// Torrents that currently have peers.
+    pub fn torrents(&self) -> usize {
+        self.torrent_count.load(Ordering::Relaxed)
+    }
+
+    /// Peers across all torrents (walks every shard: for stats, not the hot path).
+    pub fn peers(&self) -> usize {
+        self.swarms.iter().map(|s| s.peer_count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::AnnounceOptions;
+
+    fn req(hash: u8, peer: u8, port: u16, left: u64, event: &str) -> AnnounceRequest {
+        let q = format!(
+            "info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left={left}&event={event}",
+            format!("%{hash:02X}").repeat(20),
+            format!("%{peer:02X}").repeat(20),
+        );
+        AnnounceRequest::parse(q.as_bytes(), &AnnounceOptions::default()).unwrap()
+    }
+
+    fn store(ttl: u32) -> MemoryStore {
+        MemoryStore::new(StoreConfig::unlimited(ttl))
+    }
+
+    /// `Store::announce` for tests that expect no refusal.
+    trait Announce {
+        fn ok(&self, req: &AnnounceRequest, ip: IpAddr, now: u32, out: &mut PeerSet)
+        -> SwarmCounts;
+    }
+
+    impl Announce for MemoryStore {
+        fn ok(
+            &self,
+            req: &AnnounceRequest,
+            ip: IpAddr,
+            now: u32,
+            out: &mut PeerSet,
+        ) -> SwarmCounts {
+            self.announce(req, ip, now, out).unwrap()
+        }
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    const C: IpAddr = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+
+    #[test]
+    fn summary_totals_families_and_ranks_the_largest_swarms() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        // Torrent 1: a v4 seeder, a v4 leecher and a v6 leecher; torrent 2:
+        // one v6 seeder who completed; torrent 3: one v4 leecher.
+        s.ok(&req(1, 1, 1000, 0, ""), A, 0, &mut out);
+        s.ok(&req(1, 2, 1000, 5, ""), B, 0, &mut out);
+        s.ok(&req(1, 3, 1000, 5, ""), C, 0, &mut out);
+        s.ok(&req(2, 3, 1000, 0, "completed"), C, 0, &mut out);
+        s.ok(&req(3, 1, 1000, 5, ""), A, 0, &mut out);
+        let summary = s.summary(2);
+        assert_eq!(summary.torrents, 3);
+        assert_eq!(summary.seeders, [1, 1]);
+        assert_eq!(summary.leechers, [2, 1]);
+        assert_eq!(summary.downloads, 1);
+        let top: Vec<(u8, u32, u32)> = summary
+            .top
+            .iter()
+            .map(|(h, c)| (h.0[0], c.complete, c.incomplete))
+            .collect();
+        assert_eq!(top[0], (1, 1, 2));
+        assert_eq!(top.len(), 2);
+        assert!(top[1].0 == 2 || top[1].0 == 3, "{top:?}");
+        assert!(s.summary(0).top.is_empty());
+    }
+
+    #[test]
+    fn prefix_slices_partition_the_torrents_in_hash_order() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        for hash in [0x80, 0x01, 0xFF, 0x7F, 0x00] {
+            s.ok(&req(hash, 1, 1000, 5, ""), A, 0, &mut out);
+        }
+        let mut all = Vec::new();
+        for start in (0..0x1_0000u32).step_by(0x4000) {
+            s.scrape_prefixes(start..start + 0x4000, &mut all);
+        }
+        let firsts: Vec<u8> = all.iter().map(|(h, _)| h.0[0]).collect();
+        assert_eq!(firsts, [0x00, 0x01, 0x7F, 0x80, 0xFF]);
+        let mut low = Vec::new();
+        s.scrape_prefixes(0..0x0101, &mut low);
+        assert_eq!(low.len(), 1, "0x0000.. only; 0x0101.. is outside");
+    }
+
+    #[test]
+    fn counts_include_the_announcer_and_peers_exclude_it() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        let c = s.ok(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        assert_eq!((c.complete, c.incomplete), (0, 1));
+        assert!(out.is_empty());
+        out.clear();
+        let c = s.ok(&req(1, 2, 2000, 0, "started"), B, 0, &mut out);
+        assert_eq!((c.complete, c.incomplete), (1, 1));
+        assert_eq!(out.v4, vec![[10, 0, 0, 1, 0x03, 0xE8]]);
+    }
+
+    #[test]
+    fn both_families_are_served_own_family_first() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        s.ok(&req(1, 1, 1000, 5, ""), A, 0, &mut out);
+        s.ok(&req(1, 3, 3000, 5, ""), C, 0, &mut out);
+        out.clear();
+        s.ok(&req(1, 2, 2000, 5, ""), B, 0, &mut out);
+        assert_eq!((out.v4.len(), out.v6.len()), (1, 1));
+        out.clear();
+        let mut one = req(1, 2, 2000, 5, "");
+        one.numwant = 1;
+        s.ok(&one, B, 0, &mut out);
+        assert_eq!((out.v4.len(), out.v6.len()), (1, 0));
+    }
+
+    #[test]
+    fn stop_removes_and_unknown_stop_creates_nothing() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        let c = s.ok(&req(9, 1, 1000, 5, "stopped"), A, 0, &mut out);
+        assert_eq!(c, SwarmCounts::default());
+        assert_eq!(s.torrents(), 0);
+        s.ok(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        assert_eq!(s.torrents(), 1);
+        let c = s.ok(&req(1, 1, 1000, 5, "stopped"), A, 0, &mut out);
+        assert_eq!((c.complete, c.incomplete), (0, 0));
+        assert_eq!(s.torrents(), 0);
+    }
+
+    #[test]
+    fn a_stranger_cannot_stop_someone_elses_peer() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        s.ok(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        // Same peer id and port, other IP.
+        s.ok(&req(1, 1, 1000, 5, "stopped"), B, 0, &mut out);
+        assert_eq!(s.counts(&InfoHash([1; 20])).incomplete, 1);
+    }
+
+    #[test]
+    fn downloads_survive_the_torrent_being_dropped() {
+        let s = store(10);
+        let mut out = PeerSet::default();
+        s.ok(&req(1, 1, 1000, 5, "started"), A, 0, &mut out);
+        s.ok(&req(1, 1, 1000, 0, "completed"), A, 1, &mut out);
+        s.ok(&req(1, 1, 1000, 0, "completed"), A, 2, &mut out);
+        assert_eq!(s.counts(&InfoHash([1; 20])).downloaded, 1);
+        assert_eq!(s.expire(12), Expired::default());
+        assert_eq!(
+            s.expire(13),
+            Expired {
+                peers: 1,
+                torrents: 1
+            }
+        );
+        assert_eq!(s.torrents(), 0);
+        assert_eq!(
+            s.counts(&InfoHash([1; 20])),
+            SwarmCounts {
+                complete: 0,
+                incomplete: 0,
+                downloaded: 1
+            }
+        );
+        // The torrent comes back with its count.
+        let c = s.ok(&req(1, 2, 1000, 5, "started"), B, 20, &mut out);
+        assert_eq!((c.incomplete, c.downloaded), (1, 1));
+        s.ok(&req(1, 2, 1000, 0, "completed"), B, 20, &mut out);
+        assert_eq!(s.counts(&InfoHash([1; 20])).downloaded, 2);
+    }
+
+    #[test]
+    fn limits_refuse_new_torrents_and_new_peers_only() {
+        let s = MemoryStore::new(StoreConfig {
+            peer_ttl: 60,
+            max_torrents: 2,
+            max_peers_per_torrent: 2,
+        });
+        let mut out = PeerSet::default();
+        s.ok(&req(1, 1, 1000, 5, ""), A, 0, &mut out);
+        s.ok(&req(2, 1, 1000, 5, ""), A, 0, &mut out);
+        assert_eq!(
+            s.announce(&req(3, 1, 1000, 5, ""), A, 0, &mut out),
+            Err(Refusal::TrackerFull)
+        );
+        assert_eq!(s.torrents(), 2);
+        s.ok(&req(1, 2, 1000, 5, ""), B, 0, &mut out);
+        assert_eq!(
+            s.announce(&req(1, 3, 1000, 5, ""), C, 0, &mut out),
+            Err(Refusal::SwarmFull)
+        );
+        // Peers already in the swarm keep announcing.
+        assert_eq!(s.ok(&req(1, 2, 1000, 0, ""), B, 1, &mut out).complete, 1);
+        // A freed torrent slot can be taken again.
+        s.ok(&req(2, 1, 1000, 5, "stopped"), A, 1, &mut out);
+        s.ok(&req(3, 1, 1000, 5, ""), A, 1, &mut out);
+        assert_eq!(s.torrents(), 2);
+    }
+
+    #[test]
+    fn downloads_and_restore_round_trip() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        s.ok(&req(1, 1, 1000, 0, "completed"), A, 0, &mut out);
+        s.ok(&req(2, 1, 1000, 0, "completed"), A, 0, &mut out);
+        s.ok(&req(2, 1, 1000, 0, "stopped"), A, 0, &mut out);
+        let counts = s.downloads();
+        assert_eq!(counts, vec![(InfoHash([1; 20]), 1), (InfoHash([2; 20]), 1)]);
+        let fresh = store(60);
+        fresh.restore(&counts);
+        assert_eq!(fresh.counts(&InfoHash([2; 20])).downloaded, 1);
+        assert_eq!(fresh.downloads(), counts);
+    }
+
+    #[test]
+    fn scrape_answers_in_order_with_zeros_for_unknown() {
+        let s = store(60);
+        let mut out = PeerSet::default();
+        s.ok(&req(2, 1, 1000, 0, ""), A, 0, &mut out);
+        let mut files = Vec::new();
+        s.scrape(&[InfoHash([1; 20]), InfoHash([2; 20])], &mut files);
+        assert_eq!(files[0], (InfoHash([1; 20]), SwarmCounts::default()));
+        assert_eq!(files[1].1.complete, 1);
+    }
+}

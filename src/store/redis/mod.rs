@@ -1,0 +1,248 @@
+//! The shared store on Redis (one server or a Redis Cluster): any number of
+//! tracker nodes serve the same swarms.
+//!
+//! Each swarm lives in one hash slot (its keys share the hash tag of the
+//! info hash in hex: raw bytes could hold `}`), so an announce is one
+//! round trip: the server-side script `announce.lua` trims, upserts, counts
+//! a completion once and samples peers, and returns the counts and the
+//! compact peers ready to copy into the response. A scrape reads each
+//! swarm's counts with one pipelined pair of reads, the hashes concurrently.
+//!
+//! Callers never wait on Redis on their own thread: [`RedisStore`] hands
+//! each request to the store thread (`thread`), which owns a tokio runtime
+//! and the connections, and answers through a [`Pending`] within the
+//! deadline, or with [`Refusal::Unavailable`]. Nothing here falls back to
+//! memory: that would split swarms and counts between nodes.
+
+mod summary;
+mod thread;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Pending, Refusal, Summary};
+use crate::metrics::{Metrics, StoreError};
+use crate::protocol::{AnnounceRequest, Event, InfoHash, PeerSet, SwarmCounts};
+
+/// How the Redis store connects and behaves; the defaults are the
+/// settings' (see [`crate::config::Config`]).
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Seed URLs (`redis://` or `rediss://`); a cluster is found from any
+    /// of them.
+    pub urls: Vec<String>,
+    /// A file whose first line is the password, when it is not in the URL.
+    pub password_file: Option<PathBuf>,
+    /// Put before every key, so several trackers can share one cluster.
+    pub key_prefix: String,
+    /// Most time a request may take, queue and retries included; past it
+    /// the client gets "tracker storage unavailable".
+    pub timeout: Duration,
+    /// Most time to open a connection.
+    pub connect_timeout: Duration,
+    /// Multiplexed connections (each to every master) requests are spread
+    /// over.
+    pub connections: usize,
+    /// Most requests waiting for Redis at once; more are refused at once.
+    pub max_in_flight: usize,
+    /// Seconds between the totals gathered for the stats pages (0: never).
+    pub stats_interval: Duration,
+    /// Seconds after its last announce that a peer is forgotten.
+    pub peer_ttl: u32,
+    /// Peers one torrent holds at most (0: no cap).
+    pub max_peers_per_torrent: usize,
+}
+
+/// One request for the store thread, with where its answer goes.
+enum Job {
+    Announce {
+        args: AnnounceArgs,
+        reply: oneshot::Sender<Result<(SwarmCounts, PeerSet), Refusal>>,
+    },
+    Scrape {
+        hashes: Vec<InfoHash>,
+        reply: oneshot::Sender<Result<Vec<(InfoHash, SwarmCounts)>, Refusal>>,
+    },
+    /// Drop the peers of every swarm `keep` refuses; answers how many.
+    Purge {
+        keep: Keep,
+        reply: oneshot::Sender<Result<usize, Refusal>>,
+    },
+}
+
+/// Which torrents a purge keeps.
+pub type Keep = Arc<dyn Fn(&InfoHash) -> bool + Send + Sync>;
+
+/// What the announce script is told.
+struct AnnounceArgs {
+    hash: InfoHash,
+    stopped: bool,
+    ip: IpAddr,
+    port: u16,
+    peer_id: [u8; 20],
+    seeder: bool,
+    completed: bool,
+    numwant: u32,
+    with_ids: bool,
+}
+
+/// The handle every front-end thread holds: a queue to the store thread.
+pub struct RedisStore {
+    jobs: mpsc::Sender<Job>,
+    summary: Arc<Mutex<Option<Summary>>>,
+    metrics: Arc<Metrics>,
+    /// Where it connects, for the start-up log (no password).
+    described: String,
+}
+
+impl RedisStore {
+    /// Checks the options and starts the store thread. Redis need not be up
+    /// yet: until it is, requests are answered "unavailable" and the thread
+    /// keeps trying to connect.
+    pub fn start(options: RedisOptions, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let seeds = thread::seeds(&options)?;
+        let described = seeds
+            .iter()
+            .map(thread::describe)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (jobs, queue) = mpsc::channel(options.max_in_flight.max(1));
+        let summary = Arc::new(Mutex::new(None));
+        thread::spawn(options, seeds, queue, summary.clone(), metrics.clone())?;
+        metrics.set_store_backend("redis");
+        Ok(Self {
+            jobs,
+            summary,
+            metrics,
+            described,
+        })
+    }
+
+    /// The servers it was given, for the start-up log.
+    pub fn describe(&self) -> &str {
+        &self.described
+    }
+
+    /// Queues one announce from `ip` (canonical).
+    pub fn announce(
+        &self,
+        request: &AnnounceRequest,
+        ip: IpAddr,
+    ) -> Pending<(SwarmCounts, PeerSet)> {
+        let (reply, answer) = oneshot::channel();
+        let args = AnnounceArgs {
+            hash: request.info_hash,
+            stopped: request.event == Event::Stopped,
+            ip,
+            port: request.port.get(),
+            peer_id: request.peer_id.0,
+            seeder: request.is_seeder(),
+            completed: request.event == Event::Completed,
+            numwant: request.numwant,
+            with_ids: !request.compact && !request.no_peer_id,
+        };
+        self.submit(Job::Announce { args, reply }, answer)
+    }
+
+    /// Queues one scrape of `hashes`.
+    pub fn scrape(&self, hashes: &[InfoHash]) -> Pending<Vec<(InfoHash, SwarmCounts)>> {
+        let (reply, answer) = oneshot::channel();
+        let hashes = hashes.to_vec();
+        self.submit(Job::Scrape { hashes, reply }, answer)
+    }
+
+    fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T, Refusal>>) -> Pending<T> {
+        match self.jobs.try_send(job) {
+            Ok(()) => Pending::waiting(answer),
+            Err(_) => {
+                // Queue full (Redis is slower than the load) or the thread
+                // is gone: refuse at once rather than queue without bound.
+                self.metrics.store_error(StoreError::Busy);
+                Pending::failed(Refusal::Unavailable)
+            }
+        }
+    }
+
+    /// Drops the peers of every swarm `keep` refuses, walking every master
+    /// (for an access list reload: not the hot path). Blocks until done:
+    /// call it from a plain thread, not a reactor's.
+    pub fn purge(&self, keep: Keep) -> Result<usize, Refusal> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .try_send(Job::Purge { keep, reply })
+            .map_err(|_| Refusal::Unavailable)?;
+        answer.blocking_recv().unwrap_or(Err(Refusal::Unavailable))
+    }
+
+    /// The latest totals gathered from every master, if any yet.
+    pub fn summary(&self) -> Option<Summary> {
+        self.summary.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// The keys of one swarm: `<prefix>{<hex info hash>}` then a suffix. The
+/// braces are the hash tag, so every key of a swarm is in one slot.
+pub(crate) struct SwarmKeys {
+    base: String,
+}
+
+impl SwarmKeys {
+    pub fn new(prefix: &str, hash: &InfoHash) -> Self {
+        let mut base = String::with_capacity(prefix.len() + 42);
+        base.push_str(prefix);
+        base.push('{');
+        for byte in hash.0 {
+            base.push(char::from(HEX[usize::from(byte >> 4)]));
+            base.push(char::from(HEX[usize::from(byte & 15)]));
+        }
+        base.push('}');
+        Self { base }
+    }
+
+    /// `m`: counts and trim state; `4s 4l 6s 6l`: the peers by family and
+    /// role; `d`: the snatch count.
+    pub fn key(&self, suffix: &str) -> String {
+        let mut key = String::with_capacity(self.base.len() + suffix.len());
+        key.push_str(&self.base);
+        key.push_str(suffix);
+        key
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The hex info hash in a key made by [`SwarmKeys`], back as bytes.
+pub(crate) fn hash_of_key(key: &[u8]) -> Option<InfoHash> {
+    let open = memchr::memchr(b'{', key)?;
+    let hex = key.get(open + 1..open + 41)?;
+    let mut hash = [0u8; 20];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        hash[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(InfoHash(hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_swarm_has_the_hex_hash_as_its_tag() {
+        // A hash starting with `}` would give an empty tag if raw bytes
+        // were used: the hex form never holds a brace.
+        let mut bytes = [0xABu8; 20];
+        bytes[0] = b'}';
+        let hash = InfoHash(bytes);
+        let keys = SwarmKeys::new("shoal:", &hash);
+        let meta = keys.key("m");
+        assert_eq!(meta, format!("shoal:{{7d{}}}m", "ab".repeat(19)));
+        assert_eq!(hash_of_key(meta.as_bytes()), Some(hash));
+        assert_eq!(hash_of_key(keys.key("4s").as_bytes()), Some(hash));
+        assert_eq!(hash_of_key(b"shoal:{zz}m"), None);
+    }
+}

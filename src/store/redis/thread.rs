@@ -1,0 +1,498 @@
+//! The store thread: its own tokio runtime, the Redis connections, and one
+//! task per request. Requests arrive on a bounded queue from every reactor
+//! thread; each is answered through its oneshot within the deadline. Many
+//! requests share a few multiplexed connections (one per master for a
+//! cluster), so concurrent announces are pipelined on the wire.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
+use tokio::sync::mpsc;
+
+use super::{AnnounceArgs, Job, RedisOptions, SwarmKeys, summary};
+use crate::metrics::{Metrics, StoreError};
+use crate::protocol::{InfoHash, PeerId, PeerSet, SwarmCounts};
+use crate::store::{Refusal, Summary};
+
+/// The announce script, loaded once per master and run by its SHA1
+/// (`EVALSHA`; `redis::Script` loads it again after `NOSCRIPT`, e.g. on a
+/// promoted replica).
+const ANNOUNCE: &str = include_str!("announce.lua");
+
+/// How long to wait between attempts to reach Redis at start.
+const RECONNECT: Duration = Duration::from_millis(500);
+
+/// The seed addresses, with the password from the file applied.
+pub(super) fn seeds(options: &RedisOptions) -> anyhow::Result<Vec<ConnectionInfo>> {
+    anyhow::ensure!(
+        !options.urls.is_empty(),
+        "--store redis needs at least one --redis-url, e.g. redis://127.0.0.1:6379"
+    );
+    let password = match &options.password_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read redis_password_file {}", path.display()))?;
+            Some(text.lines().next().unwrap_or_default().to_owned())
+        }
+    };
+    options
+        .urls
+        .iter()
+        .map(|url| {
+            // The URL may hold a password: never echo it back.
+            let info = url.as_str().into_connection_info().map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid redis_url {}: expected redis://HOST:PORT or rediss://HOST:PORT",
+                    redact(url)
+                )
+            })?;
+            Ok(match &password {
+                Some(password) => {
+                    let redis = info.redis_settings().clone().set_password(password);
+                    info.set_redis_settings(redis)
+                }
+                None => info,
+            })
+        })
+        .collect()
+}
+
+/// `host:port` of a seed, for logs: never its password.
+pub(super) fn describe(info: &ConnectionInfo) -> String {
+    info.addr().to_string()
+}
+
+/// A URL with whatever sits between `//` and `@` (the credentials) hidden.
+fn redact(url: &str) -> String {
+    match (url.find("//"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => format!("{}//***{}", &url[..start], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Starts the store thread.
+pub(super) fn spawn(
+    options: RedisOptions,
+    seeds: Vec<ConnectionInfo>,
+    queue: mpsc::Receiver<Job>,
+    summary: Arc<Mutex<Option<Summary>>>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the Redis store's runtime")?;
+    std::thread::Builder::new()
+        .name("redis-store".into())
+        .spawn(move || runtime.block_on(serve(options, seeds, queue, summary, metrics)))
+        .context("cannot start the Redis store thread")?;
+    Ok(())
+}
+
+/// A connection to one Redis or to a whole cluster.
+#[derive(Clone)]
+enum Connection {
+    Cluster(ClusterConnection),
+    Single(ConnectionManager),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Single(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Cluster(c) => c.get_db(),
+            Connection::Single(c) => c.get_db(),
+        }
+    }
+}
+
+/// What every request task shares.
+struct Shared {
+    options: RedisOptions,
+    script: Script,
+    metrics: Arc<Metrics>,
+}
+
+async fn serve(
+    options: RedisOptions,
+    seeds: Vec<ConnectionInfo>,
+    mut queue: mpsc::Receiver<Job>,
+    summary: Arc<Mutex<Option<Summary>>>,
+    metrics: Arc<Metrics>,
+) {
+    let shared = Arc::new(Shared {
+        script: Script::new(ANNOUNCE),
+        options,
+        metrics,
+    });
+    // Until Redis answers, requests are refused at once (nothing is queued
+    // for a store that may never come).
+    let (connections, cluster) = loop {
+        match connect(&shared.options, &seeds).await {
+            Ok(connected) => break connected,
+            Err(error) => {
+                tracing::warn!("Redis store not reachable yet ({error}); retrying");
+                let retry = tokio::time::sleep(RECONNECT);
+                tokio::pin!(retry);
+                loop {
+                    tokio::select! {
+                        () = &mut retry => break,
+                        job = queue.recv() => match job {
+                            Some(job) => refuse(job, &shared.metrics, StoreError::Connection),
+                            None => return,
+                        },
+                    }
+                }
+            }
+        }
+    };
+    tracing::info!(
+        cluster,
+        connections = connections.len(),
+        "connected to the Redis store"
+    );
+    if !shared.options.stats_interval.is_zero() {
+        tokio::spawn(summary::gather(
+            shared.options.clone(),
+            seeds.clone(),
+            cluster,
+            summary,
+        ));
+    }
+    let next = AtomicUsize::new(0);
+    let seeds = Arc::new(seeds);
+    while let Some(job) = queue.recv().await {
+        if let Job::Purge { keep, reply } = job {
+            let (shared, seeds) = (shared.clone(), seeds.clone());
+            tokio::spawn(async move {
+                let purged = summary::purge(&shared.options, &seeds, cluster, &*keep).await;
+                let _ = reply.send(purged.map_err(|error| {
+                    tracing::error!("purge of torrents no longer allowed failed: {error}");
+                    Refusal::Unavailable
+                }));
+            });
+            continue;
+        }
+        let at = next.fetch_add(1, Ordering::Relaxed) % connections.len();
+        let connection = connections[at].clone();
+        tokio::spawn(run(job, connection, shared.clone()));
+    }
+}
+
+/// Opens the connections: to the cluster when the first reachable seed is
+/// part of one, else to that one server.
+async fn connect(
+    options: &RedisOptions,
+    seeds: &[ConnectionInfo],
+) -> redis::RedisResult<(Vec<Connection>, bool)> {
+    let deadline = options.connect_timeout;
+    let client = redis::Client::open(seeds[0].clone())?;
+    let mut probe = tokio::time::timeout(deadline, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| timed_out("connect"))??;
+    let info: redis::RedisResult<String> = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut probe)
+        .await;
+    let cluster = info.is_ok_and(|info| info.contains("cluster_state"));
+    let count = options.connections.max(1);
+    let mut connections = Vec::with_capacity(count);
+    if cluster {
+        let client = ClusterClientBuilder::new(seeds.to_vec())
+            .connection_timeout(deadline)
+            .response_timeout(options.timeout)
+            // The client's defaults retry for minutes: the request's own
+            // deadline is what counts, so retry briefly and give up.
+            .retries(2)
+            .min_retry_wait(50)
+            .max_retry_wait(200)
+            .build()?;
+        for _ in 0..count {
+            let connection = tokio::time::timeout(deadline * 2, client.get_async_connection())
+                .await
+                .map_err(|_| timed_out("connect to the cluster"))??;
+            connections.push(Connection::Cluster(connection));
+        }
+    } else {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(deadline))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        for _ in 0..count {
+            let manager = tokio::time::timeout(
+                deadline * 2,
+                client.get_connection_manager_with_config(config.clone()),
+            )
+            .await
+            .map_err(|_| timed_out("connect"))??;
+            connections.push(Connection::Single(manager));
+        }
+    }
+    Ok((connections, cluster))
+}
+
+fn timed_out(what: &str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what}: timed out"),
+    ))
+}
+
+/// Answers a job "unavailable" without asking Redis.
+fn refuse(job: Job, metrics: &Metrics, why: StoreError) {
+    metrics.store_error(why);
+    match job {
+        Job::Announce { reply, .. } => drop(reply.send(Err(Refusal::Unavailable))),
+        Job::Scrape { reply, .. } => drop(reply.send(Err(Refusal::Unavailable))),
+        Job::Purge { reply, .. } => drop(reply.send(Err(Refusal::Unavailable))),
+    }
+}
+
+/// Runs one job within the deadline and answers it.
+async fn run(job: Job, mut connection: Connection, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let metrics = &shared.metrics;
+    let deadline = shared.options.timeout;
+    let _in_flight = metrics.store_begin();
+    let outcome = match job {
+        Job::Announce { args, reply } => {
+            let call = announce(&shared, &mut connection, &args);
+            let result = tokio::time::timeout(deadline, call).await;
+            let (answer, outcome) = settle(result);
+            let _ = reply.send(answer);
+            outcome
+        }
+        Job::Scrape { hashes, reply } => {
+            let call = scrape(&shared.options, &connection, &hashes);
+            let result = tokio::time::timeout(deadline, call).await;
+            let (answer, outcome) = settle(result);
+            let _ = reply.send(answer);
+            outcome
+        }
+        Job::Purge { reply, .. } => {
+            let _ = reply.send(Err(Refusal::Unavailable));
+            None
+        }
+    };
+    match outcome {
+        None => metrics.store_latency(started.elapsed()),
+        Some(error) => metrics.store_error(error),
+    }
+}
+
+/// A request's answer and, if it failed, how.
+type Settled<T> = (Result<T, Refusal>, Option<StoreError>);
+
+fn settle<T>(
+    result: Result<redis::RedisResult<Result<T, Refusal>>, tokio::time::error::Elapsed>,
+) -> Settled<T> {
+    match result {
+        Ok(Ok(answer)) => (answer, None),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "Redis store request failed");
+            let kind = if error.is_timeout() {
+                StoreError::Timeout
+            } else if error.is_io_error()
+                || error.is_connection_dropped()
+                || error.kind() == redis::ErrorKind::ClusterConnectionNotFound
+            {
+                StoreError::Connection
+            } else {
+                StoreError::Redis
+            };
+            (Err(Refusal::Unavailable), Some(kind))
+        }
+        Err(_) => (Err(Refusal::Unavailable), Some(StoreError::Timeout)),
+    }
+}
+
+/// What the announce script returns: status, complete, incomplete,
+/// downloaded, then the IPv4 and IPv6 peers and their ids, compact.
+type ScriptReply = (i64, u32, u32, u64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// One announce: one `EVALSHA` of the announce script.
+async fn announce(
+    shared: &Shared,
+    connection: &mut Connection,
+    args: &AnnounceArgs,
+) -> redis::RedisResult<Result<(SwarmCounts, PeerSet), Refusal>> {
+    let options = &shared.options;
+    let keys = SwarmKeys::new(&options.key_prefix, &args.hash);
+    let (family, ip): (&str, Vec<u8>) = match args.ip {
+        IpAddr::V4(ip) => ("4", ip.octets().to_vec()),
+        IpAddr::V6(ip) => ("6", ip.octets().to_vec()),
+    };
+    let flag = |on: bool| if on { "1" } else { "0" };
+    let reply: ScriptReply = shared
+        .script
+        .key(keys.key("m"))
+        .key(keys.key("4s"))
+        .key(keys.key("4l"))
+        .key(keys.key("6s"))
+        .key(keys.key("6l"))
+        .key(keys.key("d"))
+        .arg(if args.stopped { "s" } else { "a" })
+        .arg(family)
+        .arg(ip)
+        .arg(&args.port.to_be_bytes()[..])
+        .arg(&args.peer_id[..])
+        .arg(flag(args.seeder))
+        .arg(flag(args.completed))
+        .arg(args.numwant)
+        .arg(flag(args.with_ids))
+        .arg(options.peer_ttl)
+        .arg(options.max_peers_per_torrent)
+        .invoke_async(connection)
+        .await?;
+    let (status, complete, incomplete, downloaded, v4, v6, ids4, ids6) = reply;
+    if status == 1 {
+        return Ok(Err(Refusal::SwarmFull));
+    }
+    let mut peers = PeerSet::default();
+    peers.v4.extend(
+        v4.chunks_exact(6)
+            .filter_map(|c| <[u8; 6]>::try_from(c).ok()),
+    );
+    peers.v6.extend(
+        v6.chunks_exact(18)
+            .filter_map(|c| <[u8; 18]>::try_from(c).ok()),
+    );
+    let id = |c: &[u8]| c.try_into().ok().map(PeerId);
+    peers.v4_ids.extend(ids4.chunks_exact(20).filter_map(id));
+    peers.v6_ids.extend(ids6.chunks_exact(20).filter_map(id));
+    let counts = SwarmCounts {
+        complete,
+        incomplete,
+        downloaded,
+    };
+    Ok(Ok((counts, peers)))
+}
+
+/// The counts of each hash: per hash one pipelined `HMGET` + `GET` (one
+/// slot, one round trip), all hashes at once.
+async fn scrape(
+    options: &RedisOptions,
+    connection: &Connection,
+    hashes: &[InfoHash],
+) -> redis::RedisResult<Result<Vec<(InfoHash, SwarmCounts)>, Refusal>> {
+    let reads = hashes.iter().map(|hash| {
+        let mut connection = connection.clone();
+        let keys = SwarmKeys::new(&options.key_prefix, hash);
+        async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HMGET")
+                .arg(keys.key("m"))
+                .arg(&["s4", "l4", "s6", "l6"])
+                .cmd("GET")
+                .arg(keys.key("d"));
+            let (counts, downloaded): ([Option<u32>; 4], Option<u64>) =
+                pipe.query_async(&mut connection).await?;
+            let [s4, l4, s6, l6] = counts.map(Option::unwrap_or_default);
+            redis::RedisResult::Ok((
+                *hash,
+                SwarmCounts {
+                    complete: s4 + s6,
+                    incomplete: l4 + l6,
+                    downloaded: downloaded.unwrap_or(0),
+                },
+            ))
+        }
+    });
+    let answers = join_all(reads).await;
+    answers
+        .into_iter()
+        .collect::<redis::RedisResult<Vec<_>>>()
+        .map(Ok)
+}
+
+/// Awaits every future at once, answers in order.
+async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    let mut pending = handles;
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, future) in outputs.iter_mut().zip(pending.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => *slot = Some(output),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(redact("redis://:secret@host:6379"), "redis://***@host:6379");
+        assert_eq!(redact("rediss://user:pw@h:1/0"), "rediss://***@h:1/0");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        let options = RedisOptions {
+            urls: vec!["redis://:secret@127.0.0.1:7000".into()],
+            password_file: None,
+            key_prefix: String::new(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            connections: 1,
+            max_in_flight: 1,
+            stats_interval: Duration::ZERO,
+            peer_ttl: 60,
+            max_peers_per_torrent: 0,
+        };
+        let seeds = seeds(&options).unwrap();
+        assert!(!describe(&seeds[0]).contains("secret"));
+        let bad = RedisOptions {
+            urls: vec!["http://:secret@x".into()],
+            ..options
+        };
+        let error = seeds_error(&bad);
+        assert!(error.contains("invalid redis_url"), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+    }
+
+    fn seeds_error(options: &RedisOptions) -> String {
+        match seeds(options) {
+            Ok(_) => String::from("accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+}

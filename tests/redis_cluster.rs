@@ -1,0 +1,269 @@
+//! Several shoal nodes over one Redis Cluster (`--store redis`): swarms,
+//! counts and snatch counts are shared; a node may die without loss; a
+//! master that stops gives failure reasons quickly while the other masters'
+//! swarms keep working, and serves again once it is back. Each test starts
+//! its own three-master cluster on loopback (Debian's `redis-server`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::{Cluster, available};
+use common::udp::{Answer, UdpAnnounce, UdpClient};
+use common::{Announce, Tracker, get, id};
+
+const LOCALHOST4: [u8; 4] = [127, 0, 0, 1];
+const UNAVAILABLE: &str = "tracker storage unavailable, try again later";
+
+/// A shoal node on `cluster`, with `prefix` for its keys and `extra` args.
+fn node(cluster: &Cluster, prefix: &str, extra: &[&str]) -> Tracker {
+    let url = cluster.url();
+    let mut args = vec!["--store", "redis", "--redis-url", &url];
+    args.extend(["--redis-key-prefix", prefix, "--redis-stats-interval", "1"]);
+    args.extend(extra);
+    Tracker::start(&args)
+}
+
+/// An info hash whose swarm lives on master `master` of `cluster`.
+fn hash_on(cluster: &Cluster, prefix: &str, master: usize) -> [u8; 20] {
+    (0u8..=255)
+        .map(|n| {
+            let mut hash = id(n);
+            hash[19] = 0x5A;
+            hash
+        })
+        .find(|hash| cluster.master_of(&meta_key(prefix, hash)) == master)
+        .expect("a hash on every master")
+}
+
+fn meta_key(prefix: &str, hash: &[u8; 20]) -> String {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{{{hex}}}m")
+}
+
+#[test]
+fn a_peer_announced_on_one_node_is_returned_by_the_other() {
+    if !available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let (one, two) = (node(&cluster, "n:", &[]), node(&cluster, "n:", &[]));
+    let hash = id(1);
+    one.announce(&Announce::new(hash, 1).port(7001));
+    let second = two.announce(&Announce::new(hash, 2).port(7002).seeder());
+    assert_eq!(second.peers4(), vec![(LOCALHOST4, 7001)]);
+    assert_eq!((second.int("complete"), second.int("incomplete")), (1, 1));
+    // The counts agree, whichever node is asked.
+    assert_eq!(one.counts(hash), (1, 1, 0));
+    assert_eq!(two.counts(hash), (1, 1, 0));
+    // And over UDP: a UDP client of node two gets both HTTP peers.
+    let udp = UdpClient::new(two.v4);
+    let answer = udp.announce(&UdpAnnounce::new(hash, 3));
+    let Answer::Announce { peers, .. } = answer else {
+        panic!("{answer:?}");
+    };
+    let mut ports: Vec<u16> = peers
+        .iter()
+        .map(|p| u16::from_be_bytes([p[4], p[5]]))
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![7001, 7002]);
+    // A node of another tracker (another key prefix) sees nothing of it.
+    let other = node(&cluster, "other:", &[]);
+    assert_eq!(other.counts(hash), (0, 0, 0));
+}
+
+#[test]
+fn downloaded_counts_once_across_nodes_and_survives_a_node_killed() {
+    if !available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let one = node(&cluster, "d:", &[]);
+    let two = node(&cluster, "d:", &[]);
+    let hash = id(2);
+    one.announce(&Announce::new(hash, 1));
+    one.announce(&Announce::new(hash, 1).seeder().event("completed"));
+    // The same peer's completion again, through the other node.
+    let again = two.announce(&Announce::new(hash, 1).seeder().event("completed"));
+    assert_eq!(again.int("downloaded"), 1);
+    two.announce(&Announce::new(hash, 2).seeder().event("completed"));
+    assert_eq!(one.counts(hash), (2, 0, 2));
+    // A node dies at once: nothing it confirmed is lost.
+    let mut one = one;
+    one.signal_and_wait("KILL");
+    assert_eq!(two.counts(hash), (2, 0, 2));
+    let fresh = node(&cluster, "d:", &[]);
+    assert_eq!(fresh.counts(hash), (2, 0, 2));
+    // Snatch counts never expire; the swarm's keys do.
+    let key = meta_key("d:", &hash);
+    let master = cluster.master_of(&key);
+    let ttl: i64 = cluster.command(master, &["TTL", &key]).parse().unwrap();
+    assert!(ttl > 0, "swarm key TTL {ttl}");
+    let snatches = key.trim_end_matches('m').to_owned() + "d";
+    assert_eq!(cluster.command(master, &["TTL", &snatches]), "-1");
+}
+
+#[test]
+fn peers_expire_without_a_sweep() {
+    if !available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let one = node(&cluster, "e:", &["--peer-ttl", "2"]);
+    let two = node(&cluster, "e:", &["--peer-ttl", "2"]);
+    let hash = id(3);
+    one.announce(&Announce::new(hash, 1).port(7001));
+    std::thread::sleep(Duration::from_millis(3200));
+    let later = two.announce(&Announce::new(hash, 2).port(7002));
+    assert_eq!(later.peers4(), vec![], "the silent peer is gone");
+    assert_eq!((later.int("complete"), later.int("incomplete")), (0, 1));
+    assert_eq!(one.counts(hash), (0, 1, 0));
+}
+
+#[test]
+fn a_stopped_master_fails_fast_while_other_masters_serve_and_it_comes_back() {
+    if !available() {
+        return;
+    }
+    let mut cluster = Cluster::start(3);
+    let tracker = node(&cluster, "f:", &[]);
+    let down = hash_on(&cluster, "f:", 0);
+    let up = hash_on(&cluster, "f:", 1);
+    tracker.announce(&Announce::new(down, 1).seeder().event("completed"));
+    tracker.announce(&Announce::new(up, 1));
+    cluster.kill(0);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = get(tracker.v4, &Announce::new(down, 2).target());
+        let took = started.elapsed();
+        assert_eq!(response.failure().as_deref(), Some(UNAVAILABLE));
+        assert!(
+            took < Duration::from_secs(2),
+            "failure reason after {took:?}"
+        );
+        // The other masters' swarms keep working meanwhile.
+        let fine = tracker.announce(&Announce::new(up, 2));
+        assert_eq!(fine.peers4().len(), 1);
+    }
+    // Over UDP the same failure, as a BEP 15 error.
+    let udp = UdpClient::new(tracker.v4);
+    let answer = udp.announce(&UdpAnnounce::new(down, 3));
+    assert_eq!(answer.error(), Some(UNAVAILABLE));
+    // Counted by kind.
+    let metrics = get(tracker.v4, "/metrics").text();
+    assert!(
+        metrics.contains("shoal_failures_total{reason=\"store_unavailable\"}"),
+        "{metrics}"
+    );
+    // The master comes back (from its own files): no restart of shoal.
+    cluster.restart(0);
+    common::wait_until("the master serves again", || {
+        get(tracker.v4, &Announce::new(down, 2).target())
+            .failure()
+            .is_none()
+    });
+    let back = tracker.announce(&Announce::new(down, 4));
+    assert_eq!(back.int("downloaded"), 1, "the snatch count survived");
+}
+
+#[test]
+fn unreachable_redis_gives_failure_reasons_within_two_seconds() {
+    if !available() {
+        return;
+    }
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let tracker = Tracker::start(&["--store", "redis", "--redis-url", &url]);
+    let started = Instant::now();
+    let response = get(tracker.v4, &Announce::new(id(5), 1).target());
+    assert_eq!(response.failure().as_deref(), Some(UNAVAILABLE));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let scrape = get(
+        tracker.v4,
+        &format!("/scrape?info_hash={}", common::escape(&id(5))),
+    );
+    assert_eq!(scrape.failure().as_deref(), Some(UNAVAILABLE));
+    let metrics = get(tracker.v4, "/metrics").text();
+    assert!(
+        metrics.contains("shoal_store_errors_total{backend=\"redis\",kind=\"connection\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_single_redis_works_too_and_stats_show_the_backend() {
+    if !available() {
+        return;
+    }
+    let server = common::redis::Single::start();
+    let url = server.url();
+    let tracker = Tracker::start(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--redis-stats-interval",
+        "1",
+    ]);
+    let hash = id(6);
+    tracker.announce(&Announce::new(hash, 1).port(7001));
+    let second = tracker.announce(&Announce::new(hash, 2).port(7002));
+    assert_eq!(second.peers4(), vec![(LOCALHOST4, 7001)]);
+    common::wait_until("the totals are gathered", || {
+        let stats = get(tracker.v4, "/stats.json").text();
+        stats.contains("\"backend\":\"redis\"") && stats.contains("\"torrents\":1")
+    });
+}
+
+#[test]
+fn state_file_and_full_scrape_are_the_memory_stores() {
+    if !available() {
+        return;
+    }
+    let server = common::redis::Single::start();
+    let url = server.url();
+    let state = std::env::temp_dir().join(format!("shoal-redis-state-{}", std::process::id()));
+    let state = state.to_str().unwrap();
+    let tracker = Tracker::start(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--state-file",
+        state,
+    ]);
+    assert!(
+        tracker
+            .log()
+            .contains("state_file is for the memory store only"),
+        "{}",
+        tracker.log()
+    );
+    let refused = Tracker::start_expecting_failure(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--full-scrape",
+    ]);
+    assert!(
+        refused.contains("full_scrape works with the memory store only"),
+        "{refused}"
+    );
+    let missing = Tracker::start_expecting_failure(&["--store", "redis"]);
+    assert!(missing.contains("store redis needs redis_url"), "{missing}");
+    let leaked = Tracker::start_expecting_failure(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        "http://:hunter2@127.0.0.1:1",
+    ]);
+    assert!(leaked.contains("invalid redis_url"), "{leaked}");
+    assert!(!leaked.contains("hunter2"), "{leaked}");
+}
