@@ -95,6 +95,7 @@ failures! {
     Forbidden => "forbidden",
     RequestTooLarge => "request_too_large",
     StoreUnavailable => "store_unavailable",
+    AddressFull => "address_full",
 }
 
 /// How a request to the shared store failed.

@@ -267,3 +267,31 @@ fn state_file_and_full_scrape_are_the_memory_stores() {
     assert!(leaked.contains("invalid redis_url"), "{leaked}");
     assert!(!leaked.contains("hunter2"), "{leaked}");
 }
+
+#[test]
+fn one_address_holds_at_most_128_peers_of_a_swarm() {
+    if !available() {
+        return;
+    }
+    let server = common::redis::Single::start();
+    let url = server.url();
+    let tracker = Tracker::start(&["--store", "redis", "--redis-url", &url]);
+    let hash = id(7);
+    for peer in 0..128u16 {
+        let mut announce = Announce::new(hash, 1).port(20_000 + peer);
+        announce.peer_id[..2].copy_from_slice(&peer.to_be_bytes());
+        assert_eq!(tracker.announce(&announce).failure(), None, "peer {peer}");
+    }
+    let one_more = Announce::new(hash, 2).port(30_000);
+    assert_eq!(
+        tracker.announce(&one_more).failure().as_deref(),
+        Some("too many peers from your address in this swarm: try again later")
+    );
+    // Peers already in go on; another address is welcome.
+    let mut known = Announce::new(hash, 1).port(20_005);
+    known.peer_id[..2].copy_from_slice(&5u16.to_be_bytes());
+    assert_eq!(tracker.announce(&known).failure(), None);
+    let other = tracker.announce_v6(&Announce::new(hash, 3));
+    assert_eq!(other.failure(), None);
+    assert_eq!(other.int("incomplete"), 129);
+}

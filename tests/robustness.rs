@@ -265,7 +265,10 @@ fn floods_past_the_caps_are_refused_and_memory_stays_bounded() {
             None
         );
     }
-    for torrent in 5..50u8 {
+    // The torrent cap is the memory store's (Redis's maxmemory bounds a
+    // shared store); the swarm cap is both stores'.
+    let torrent_cap = common::store() == "memory";
+    for torrent in (5..50u8).filter(|_| torrent_cap) {
         assert_eq!(
             tracker
                 .announce(&Announce::new(id(torrent), 1))
@@ -294,6 +297,9 @@ fn floods_past_the_caps_are_refused_and_memory_stays_bounded() {
     // Members of a full swarm and torrents already held go on.
     let member = tracker.announce(&Announce::new(id(0), 2).seeder());
     assert_eq!(member.int("complete"), 1);
+    if !torrent_cap {
+        return;
+    }
     // A torrent that empties frees its slot.
     tracker.announce(&Announce::new(id(4), 1).event("stopped"));
     assert_eq!(tracker.announce(&Announce::new(id(60), 1)).failure(), None);

@@ -37,6 +37,9 @@ fn start_with_state(path: &std::path::Path, extra: &[&str]) -> Tracker {
 }
 
 fn counts_survive_a_graceful_restart() {
+    if common::memory_only("the state file") {
+        return;
+    }
     let path = state_path("graceful");
     let mut tracker = start_with_state(&path, &[]);
     complete(&tracker, id(1), 1);
@@ -62,6 +65,9 @@ fn counts_survive_a_graceful_restart() {
 }
 
 fn counts_survive_sigkill_after_a_snapshot() {
+    if common::memory_only("the state file") {
+        return;
+    }
     let path = state_path("sigkill");
     let mut tracker = start_with_state(&path, &["--snapshot-interval", "1"]);
     complete(&tracker, id(3), 1);
@@ -78,6 +84,9 @@ fn counts_survive_sigkill_after_a_snapshot() {
 }
 
 fn a_corrupt_state_file_stops_the_start_unless_told() {
+    if common::memory_only("the state file") {
+        return;
+    }
     let path = state_path("corrupt");
     std::fs::write(&path, b"SHOALST\0 definitely not a state file").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -103,6 +112,9 @@ fn a_corrupt_state_file_stops_the_start_unless_told() {
 }
 
 fn repeated_sigkills_under_load_never_leave_an_unstartable_file() {
+    if common::memory_only("the state file") {
+        return;
+    }
     let path = state_path("kill-loop");
     let mut last_seen = 0;
     for round in 0..5u8 {

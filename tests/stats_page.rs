@@ -54,11 +54,13 @@ fn stats_page_renders_live_figures_in_chromium() {
     let udp = common::udp::UdpClient::new(tracker.v4);
     udp.scrape(&[id(0xab)]);
     udp.announce(&common::udp::UdpAnnounce::new(id(0x12), 9).event(3));
+    common::let_totals_settle();
 
     let profile = std::env::temp_dir().join(format!(
-        "shoal-chromium-{}-{}",
+        "shoal-chromium-{}-{}-{}",
         std::process::id(),
-        common::reactor()
+        common::reactor(),
+        common::store()
     ));
     let url = format!("http://{}/stats", tracker.v4);
     let mut child = Command::new(browser)

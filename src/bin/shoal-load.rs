@@ -84,6 +84,12 @@ struct Args {
     /// every request it delays (no coordinated omission).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// HTTP: send each announce as from its own IPv4 address, an `ip=`
+    /// parameter drawn from 10.0.0.0/8 (the tracker must run with
+    /// --allow-ip-param), so peers are spread over addresses as on the
+    /// internet instead of all behind the loopback address.
+    #[arg(long)]
+    distinct_ips: bool,
     /// The server's PID, to report its CPU time and memory.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
@@ -211,7 +217,7 @@ fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -
     for b in &mut peer_id[8..] {
         *b = b'a' + rng.u8(0..26);
     }
-    let target = format!(
+    let mut target = format!(
         "/announce?info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left={left}&numwant={}&compact=1&key={:08X}{event}",
         escape(&info_hash(torrent)),
         escape(&peer_id),
@@ -219,6 +225,10 @@ fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -
         args.numwant,
         rng.u32(..),
     );
+    if args.distinct_ips {
+        let [_, b, c, d] = rng.u32(..).to_be_bytes();
+        target.push_str(&format!("&ip=10.{b}.{c}.{d}"));
+    }
     let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n");
     (request.into_bytes(), Kind::Announce)
 }

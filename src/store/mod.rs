@@ -54,6 +54,10 @@ pub enum Refusal {
     TrackerFull,
     #[error("this torrent's swarm is full: try again later")]
     SwarmFull,
+    /// The shared store holds at most 128 peers of one IP address in one
+    /// swarm (they share one field every announce from that IP reads).
+    #[error("too many peers from your address in this swarm: try again later")]
+    AddressFull,
     /// The shared store did not answer in time, or failed.
     #[error("tracker storage unavailable, try again later")]
     Unavailable,

@@ -55,6 +55,7 @@ impl Refusal {
             Refusal::Store(crate::store::Refusal::TrackerFull) => Failure::TrackerFull,
             Refusal::Store(crate::store::Refusal::SwarmFull) => Failure::SwarmFull,
             Refusal::Store(crate::store::Refusal::Unavailable) => Failure::StoreUnavailable,
+            Refusal::Store(crate::store::Refusal::AddressFull) => Failure::AddressFull,
             Refusal::NoPasskey => Failure::NoPasskey,
             Refusal::Passkey(_) => Failure::BadPasskey,
         }

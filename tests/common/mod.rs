@@ -41,6 +41,15 @@ pub fn memory_only(what: &str) -> bool {
     skip
 }
 
+/// Waits until the store-wide totals (`/metrics` gauges, `/stats.json`)
+/// include what was announced so far: at once with the memory store (its
+/// totals are walked on demand, cached a second), after the next periodic
+/// walk (`--redis-stats-interval 1` in the tests) with Redis.
+pub fn let_totals_settle() {
+    let wait = if store() == "memory" { 0 } else { 2200 };
+    std::thread::sleep(Duration::from_millis(wait));
+}
+
 /// Runs `test` on `reactor` with every tracker using the shared Redis
 /// cluster (skipped with a note where Redis is not installed, except in CI).
 pub fn on_redis(reactor: &'static str, test: fn()) {

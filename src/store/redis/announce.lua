@@ -10,7 +10,7 @@
 -- ARGV: 1 "a" announce or "s" stopped, 2 "4"/"6", 3 IP bytes, 4 port (2 bytes),
 --       5 peer id, 6 "1" seeder, 7 "1" event=completed, 8 numwant,
 --       9 "1" peer ids wanted, 10 peer TTL (seconds), 11 most peers (0: no cap).
--- Returns {status (0 ok, 1 swarm full), complete, incomplete, downloaded,
+-- Returns {status (0 ok, 1 swarm full, 2 too many peers at this IP), complete, incomplete, downloaded,
 --          IPv4 peers, IPv6 peers, IPv4 ids, IPv6 ids} (compact strings).
 --
 -- The rules are the in-memory store's: a peer is the same peer when it comes
@@ -20,6 +20,7 @@
 -- step at a time by the announces that touch the swarm, never by a sweep.
 
 local REC = 27
+local MAX_PER_IP = 128
 local now = tonumber(redis.call('TIME')[1])
 local ttl = tonumber(ARGV[10])
 local cutoff = struct.pack('>I4', math.max(now - ttl, 0))
@@ -72,10 +73,12 @@ local ip, port, id = ARGV[3], ARGV[4], ARGV[5]
 
 -- Find the announcer: same IP, and the same port or the same peer id.
 local at, at_value, at_pos
+local same_ip = 0
 for _, i in ipairs({own_s, own_l}) do
   if count[i] > 0 then
     local value = redis.call('HGET', KEYS[1 + i], ip)
     if value then
+      same_ip = same_ip + #value / REC
       for p = 1, #value, REC do
         if string.sub(value, p, p + 1) == port or string.sub(value, p + 7, p + 26) == id then
           at, at_value, at_pos = i, value, p
@@ -128,6 +131,12 @@ else
   if most > 0 and count[1] + count[2] + count[3] + count[4] >= most then
     save_meta()
     return counts_reply(1, 0)
+  end
+  -- The peers of one IP share a field that every announce from that IP
+  -- reads: bounded, so that one address cannot make them slow.
+  if same_ip >= MAX_PER_IP then
+    save_meta()
+    return counts_reply(2, 0)
   end
 end
 local completed_now = completes and flag ~= 'c'
@@ -190,8 +199,13 @@ local function take(i, k, fam)
   local items = redis.call('HRANDFIELD', KEYS[1 + i], ask, 'WITHVALUES')
   for j = 1, #items, 2 do
     local addr, value = items[j], items[j + 1]
-    for p = 1, #value, REC do
+    -- Many peers behind one IP share a field: start at a random one of
+    -- them, so that each is as likely to be sent as any other peer.
+    local n = #value / REC
+    local first = math.random(n) - 1
+    for r = 0, n - 1 do
       if got >= k then return got end
+      local p = ((first + r) % n) * REC + 1
       local rec = string.sub(value, p, p + REC - 1)
       local me = mine and addr == ip and string.sub(rec, 1, 2) == port
       if not me and string.sub(rec, 3, 6) >= cutoff then

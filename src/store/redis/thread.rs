@@ -372,8 +372,10 @@ async fn announce(
         .invoke_async(connection)
         .await?;
     let (status, complete, incomplete, downloaded, v4, v6, ids4, ids6) = reply;
-    if status == 1 {
-        return Ok(Err(Refusal::SwarmFull));
+    match status {
+        1 => return Ok(Err(Refusal::SwarmFull)),
+        2 => return Ok(Err(Refusal::AddressFull)),
+        _ => {}
     }
     let mut peers = PeerSet::default();
     peers.v4.extend(

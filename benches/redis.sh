@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# The Redis store on a local 3-master Redis Cluster, beside the memory store,
+# all in one run on loopback:
+#   1. keep-alive announces against shoal --store memory, then --store redis
+#      (one node), then two redis nodes sharing the cluster (load split over
+#      both): responses per second and per shoal CPU-second, and for redis the
+#      Redis CPU-seconds the run cost (all three masters, from /proc), hence
+#      announces per Redis CPU-second;
+#   2. latency at half the redis node's saturating rate, memory and redis
+#      side by side: the p50/p99 Redis adds;
+#   3. Redis memory per peer: TORRENTS swarms filled with PEERS_PER peers
+#      each from distinct addresses, used_memory (all masters) before and
+#      after, divided by the peers the cluster then holds.
+# Every announce comes from its own address (shoal-load --distinct-ips, with
+# --allow-ip-param on the tracker), as on the internet.
+#
+# usage: benches/redis.sh [SECONDS] [CONNECTIONS]
+#   e.g. benches/redis.sh 10 64;  ROUNDS=3 benches/redis.sh 8 64
+# needs: redis-server (apt-get install redis-server); traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+connections=${2:-64}
+rounds=${ROUNDS:-1}
+workers=${WORKERS:-1}
+reactor=${REACTOR:-tokio}
+torrents=${TORRENTS:-10000}
+fill_torrents=${FILL_TORRENTS:-10000}
+peers_per=${PEERS_PER:-20}
+
+cargo build --release --bins >&2
+load=target/release/shoal-load
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+ports=(17100 17101 17102)
+
+for port in "${ports[@]}"; do
+    mkdir -p "$work/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+        --cluster-require-full-coverage no --save "" --appendonly no \
+        --dir "$work/$port" --daemonize no --loglevel warning >/dev/null 2>&1 &
+done
+for port in "${ports[@]}"; do
+    until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+done
+redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >/dev/null
+for port in "${ports[@]}"; do
+    until redis-cli -p "$port" cluster info | grep -q cluster_state:ok; do sleep 0.1; done
+done
+redis_pids=$(for port in "${ports[@]}"; do pgrep -f "redis-server 127.0.0.1:$port"; done)
+
+# CPU seconds (user + system) of the Redis servers so far.
+redis_cpu() {
+    local total=0 pid
+    for pid in $redis_pids; do
+        total=$(awk -v t="$total" '{ print t + ($14 + $15) / 100 }' "/proc/$pid/stat")
+    done
+    echo "$total"
+}
+redis_memory() {
+    local total=0 port
+    for port in "${ports[@]}"; do
+        total=$(( total + $(redis-cli -p "$port" info memory | awk -F: '/^used_memory:/ { print $2+0 }') ))
+    done
+    echo "$total"
+}
+flush() { for port in "${ports[@]}"; do redis-cli -p "$port" flushall >/dev/null; done; }
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+# node PORT STORE: start a shoal node, print its PID.
+node() {
+    local port=$1 store=$2
+    local args=(--listen "127.0.0.1:$port" --udp-listen none --reactor "$reactor"
+        --workers "$workers" --log-level warn --allow-ip-param --store "$store")
+    [ "$store" = redis ] && args+=(--redis-url "redis://127.0.0.1:${ports[0]}")
+    target/release/shoal "${args[@]}" >/dev/null 2>&1 &
+    echo $!
+}
+stop() { kill -INT "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
+
+# measure LABEL STORE NODES [LOAD ARGS...]: one run, a JSON line in results.
+measure() {
+    local label=$1 store=$2 nodes=$3
+    shift 3
+    flush
+    local pids=() targets=() port
+    for i in $(seq 1 "$nodes"); do
+        port=$((18170 + i))
+        pids+=("$(node "$port" "$store")")
+        targets+=(-t "127.0.0.1:$port")
+    done
+    for i in $(seq 1 "$nodes"); do wait_port $((18170 + i)); done
+    local before after
+    before=$(redis_cpu)
+    "$load" "${targets[@]}" -d "$seconds" -c "$connections" --torrents "$torrents" \
+        --distinct-ips --server-pid "${pids[0]}" --label "$label" --json "$@" > "$work/run.json"
+    after=$(redis_cpu)
+    # shoal-load measures one server's CPU: add the other node's by hand.
+    local extra=0
+    for pid in "${pids[@]:1}"; do
+        extra=$(awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat")
+    done
+    python3 - "$work/run.json" "$before" "$after" "$extra" "$nodes" >> "$work/results.$round.jsonl" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["redis_cpu_s"] = round(float(sys.argv[3]) - float(sys.argv[2]), 2)
+r["nodes"] = int(sys.argv[5])
+r["server_cpu_s"] = round(r["server_cpu_s"] + float(sys.argv[4]), 2)
+print(json.dumps(r))
+PY
+    stop "${pids[@]}"
+}
+
+for round in $(seq 1 "$rounds"); do
+    measure "memory" memory 1
+    measure "redis" redis 1
+    measure "redis, 2 nodes" redis 2
+    # Half the one-node redis rate, both stores: the latency Redis adds.
+    rate=$(python3 -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])]; print(int(next(r['rps'] for r in rows if r['label']=='redis') / 2))" "$work/results.$round.jsonl")
+    measure "memory @ $rate/s" memory 1 --rate "$rate"
+    measure "redis @ $rate/s" redis 1 --rate "$rate"
+done
+
+# Redis memory per peer: fill FILL_TORRENTS swarms evenly (zipf 0) with about
+# PEERS_PER peers each, every peer from its own address.
+flush
+fill_pid=$(node 18180 redis)
+wait_port 18180
+mem_before=$(redis_memory)
+want=$((fill_torrents * peers_per))
+"$load" -t 127.0.0.1:18180 -d 600 --rate 20000 -c 16 --torrents "$fill_torrents" --zipf 0 \
+    --seeders 0.25 --distinct-ips --json > "$work/fill.json" &
+fill=$!
+# The load creates a new peer with almost every announce (stopped events
+# aside): stop it once the cluster holds the peers wanted.
+peers_now() {
+    local total=0 port
+    for port in "${ports[@]}"; do
+        total=$(( total + $(redis-cli -p "$port" --scan --pattern 'shoal:{*}m' \
+            | awk -v p="$port" '{ print "HMGET " $0 " s4 l4 s6 l6" }' \
+            | redis-cli -p "$port" | awk '{ s += $1 } END { print s + 0 }') ))
+    done
+    echo "$total"
+}
+while kill -0 "$fill" 2>/dev/null; do
+    sleep 5
+    [ "$(peers_now)" -ge "$want" ] && break
+done
+kill -INT "$fill" 2>/dev/null || true
+wait "$fill" 2>/dev/null || true
+sleep 1
+peers=$(peers_now)
+mem_after=$(redis_memory)
+swarms=$(for port in "${ports[@]}"; do redis-cli -p "$port" --scan --pattern 'shoal:{*}m'; done | wc -l)
+stop "$fill_pid"
+
+python3 - "$work/results" "$rounds" "$seconds" "$connections" "$peers" "$swarms" "$mem_before" "$mem_after" <<'PY'
+import glob, json, statistics, sys
+base, rounds, seconds, connections = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+peers, swarms, before, after = (int(x) for x in sys.argv[5:9])
+runs = [[json.loads(l) for l in open(f)] for f in sorted(glob.glob(base + ".*.jsonl"))]
+print(f"\n{connections} connections, {seconds} s per run, {rounds} round(s); "
+      "per CPU-s = responses per shoal CPU-second (all nodes); medians over rounds, "
+      "ratios taken within each round (range in brackets)\n")
+print("| run | responses/s | shoal CPU s | per shoal CPU-s | vs memory per CPU-s | Redis CPU s | announces per Redis CPU-s | p50 ms | p99 ms | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+def fmt(values, unit="x"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    m = statistics.median(values)
+    return f"{m:.2f}{unit}" if len(values) == 1 else f"{m:.2f}{unit} ({min(values):.2f}-{max(values):.2f})"
+for i, r in enumerate(runs[0]):
+    same = [rows[i] for rows in runs]
+    med = lambda k: statistics.median([x[k] for x in same])
+    memory_rows = [next(x for x in rows if x["label"] == "memory") for rows in runs]
+    vs = fmt([x["per_cpu_s"] / m["per_cpu_s"] for x, m in zip(same, memory_rows)]) if r["label"] != "memory" else "1.00x"
+    redis = [x["rps"] * float(seconds) / x["redis_cpu_s"] if x["redis_cpu_s"] > 0.05 and not x["label"].startswith("memory") else None for x in same]
+    per_redis = fmt(redis, "") if any(redis) else "-"
+    if per_redis != "-":
+        vals = [v for v in redis if v]
+        per_redis = f"{statistics.median(vals):,.0f}"
+    errors = sum(x["failures"] + x["bad"] + x["io_errors"] for x in same)
+    print(f"| {r['label']} | {med('rps'):.0f} | {med('server_cpu_s')} | {med('per_cpu_s'):.0f} | {vs} | "
+          f"{med('redis_cpu_s')} | {per_redis} | {med('p50_ms')} | {med('p99_ms')} | {errors} |")
+print(f"\nRedis memory: {peers} peers in {swarms} swarms: used_memory {before} -> {after} bytes, "
+      f"{(after - before) / max(peers, 1):.1f} B per peer (swarm keys included)")
+PY
