@@ -131,36 +131,25 @@ for round in $(seq 1 "$rounds"); do
 done
 
 # Redis memory per peer: fill FILL_TORRENTS swarms evenly (zipf 0) with about
-# PEERS_PER peers each, every peer from its own address.
+# PEERS_PER peers each, every peer from its own address (nearly every
+# announce of shoal-load is a new peer), then count what the cluster holds.
 flush
-fill_pid=$(node 18180 redis)
-wait_port 18180
 mem_before=$(redis_memory)
-want=$((fill_torrents * peers_per))
-"$load" -t 127.0.0.1:18180 -d 600 --rate 20000 -c 16 --torrents "$fill_torrents" --zipf 0 \
-    --seeders 0.25 --distinct-ips --json > "$work/fill.json" &
-fill=$!
-# The load creates a new peer with almost every announce (stopped events
-# aside): stop it once the cluster holds the peers wanted.
-peers_now() {
-    local total=0 port
-    for port in "${ports[@]}"; do
-        total=$(( total + $(redis-cli -p "$port" --scan --pattern 'shoal:{*}m' \
-            | awk -v p="$port" '{ print "HMGET " $0 " s4 l4 s6 l6" }' \
-            | redis-cli -p "$port" | awk '{ s += $1 } END { print s + 0 }') ))
-    done
-    echo "$total"
-}
-while kill -0 "$fill" 2>/dev/null; do
-    sleep 5
-    [ "$(peers_now)" -ge "$want" ] && break
-done
-kill -INT "$fill" 2>/dev/null || true
-wait "$fill" 2>/dev/null || true
-sleep 1
-peers=$(peers_now)
+target/release/shoal --listen 127.0.0.1:18180 --udp-listen none --workers "$workers" \
+    --log-level warn --allow-ip-param --store redis --redis-stats-interval 1 \
+    --redis-url "redis://127.0.0.1:${ports[0]}" >/dev/null 2>&1 &
+fill_pid=$!
+wait_port 18180
+fill_rate=${FILL_RATE:-8000}
+fill_seconds=$(( fill_torrents * peers_per / fill_rate + 1 ))
+"$load" -t 127.0.0.1:18180 -d "$fill_seconds" --warmup 0 --rate "$fill_rate" -c 16 \
+    --torrents "$fill_torrents" --zipf 0 --distinct-ips --json > "$work/fill.json"
+sleep 3
+stats=$(exec 3<>/dev/tcp/127.0.0.1/18180; printf 'GET /stats.json HTTP/1.0\r\n\r\n' >&3; cat <&3)
+json=${stats#*$'\r\n\r\n'}
+peers=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["peers"]["total"])' "$json")
+swarms=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["torrents"])' "$json")
 mem_after=$(redis_memory)
-swarms=$(for port in "${ports[@]}"; do redis-cli -p "$port" --scan --pattern 'shoal:{*}m'; done | wc -l)
 stop "$fill_pid"
 
 python3 - "$work/results" "$rounds" "$seconds" "$connections" "$peers" "$swarms" "$mem_before" "$mem_after" <<'PY'

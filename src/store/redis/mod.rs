@@ -14,6 +14,7 @@
 //! deadline, or with [`Refusal::Unavailable`]. Nothing here falls back to
 //! memory: that would split swarms and counts between nodes.
 
+mod sample;
 mod summary;
 mod thread;
 

@@ -99,7 +99,7 @@ async fn walk_one(
         if !keys.is_empty() {
             let mut pipe = redis::pipe();
             for key in &keys {
-                pipe.cmd("HMGET").arg(key).arg(&["s4", "l4", "s6", "l6"]);
+                pipe.cmd("HGET").arg(key).arg("s");
                 let mut snatches = key.clone();
                 if let Some(last) = snatches.last_mut() {
                     *last = b'd';
@@ -108,9 +108,9 @@ async fn walk_one(
             }
             let values: Vec<redis::Value> = pipe.query_async(connection).await?;
             for (key, pair) in keys.iter().zip(values.chunks_exact(2)) {
-                let counts: [Option<u64>; 4] = redis::from_redis_value_ref(&pair[0])?;
+                let state: Option<Vec<u8>> = redis::from_redis_value_ref(&pair[0])?;
                 let downloaded: Option<u64> = redis::from_redis_value_ref(&pair[1])?;
-                let [s4, l4, s6, l6] = counts.map(Option::unwrap_or_default);
+                let [s4, l4, s6, l6] = super::thread::peer_counts(state.as_deref());
                 if s4 + l4 + s6 + l6 == 0 {
                     continue;
                 }

@@ -4,6 +4,7 @@
 //! requests share a few multiplexed connections (one per master for a
 //! cluster), so concurrent announces are pipelined on the wire.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::mpsc;
 
+use super::sample::{self, Announcer, Candidates, Drawn};
 use super::{AnnounceArgs, Job, RedisOptions, SwarmKeys, summary};
 use crate::metrics::{Metrics, StoreError};
-use crate::protocol::{InfoHash, PeerId, PeerSet, SwarmCounts};
+use crate::protocol::{InfoHash, PeerSet, SwarmCounts};
 use crate::store::{Refusal, Summary};
 
 /// The announce script, loaded once per master and run by its SHA1
@@ -137,7 +139,15 @@ struct Shared {
     options: RedisOptions,
     script: Script,
     metrics: Arc<Metrics>,
+    /// The peer counts each swarm had at its last announce through this
+    /// node, to draw about as many candidates from each hash as will be
+    /// used (see `sample::plan`). Only a hint: a stale or missing entry
+    /// costs extra draws, never a wrong answer.
+    recent: Mutex<HashMap<InfoHash, [u64; 4]>>,
 }
+
+/// Swarms remembered in `Shared::recent` at most (forgotten all at once).
+const RECENT: usize = 100_000;
 
 async fn serve(
     options: RedisOptions,
@@ -150,6 +160,7 @@ async fn serve(
         script: Script::new(ANNOUNCE),
         options,
         metrics,
+        recent: Mutex::new(HashMap::new()),
     });
     // Until Redis answers, requests are refused at once (nothing is queued
     // for a store that may never come).
@@ -333,11 +344,12 @@ fn settle<T>(
     }
 }
 
-/// What the announce script returns: status, complete, incomplete,
-/// downloaded, then the IPv4 and IPv6 peers and their ids, compact.
-type ScriptReply = (i64, u32, u32, u64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
-
-/// One announce: one `EVALSHA` of the announce script.
+/// One announce, one round trip: a pipeline of the announce script
+/// (`EVALSHA`) and the `HRANDFIELD` draws of candidates from the hashes the
+/// announcer may be sent peers of (all in the swarm's slot); the peers are
+/// then chosen here (`sample`). A master that does not know the script
+/// (`NOSCRIPT`: restarted, or a promoted replica) gets it loaded, and the
+/// pipeline runs again.
 async fn announce(
     shared: &Shared,
     connection: &mut Connection,
@@ -345,56 +357,121 @@ async fn announce(
 ) -> redis::RedisResult<Result<(SwarmCounts, PeerSet), Refusal>> {
     let options = &shared.options;
     let keys = SwarmKeys::new(&options.key_prefix, &args.hash);
-    let (family, ip): (&str, Vec<u8>) = match args.ip {
-        IpAddr::V4(ip) => ("4", ip.octets().to_vec()),
-        IpAddr::V6(ip) => ("6", ip.octets().to_vec()),
+    let (v6, ip): (bool, Vec<u8>) = match args.ip {
+        IpAddr::V4(ip) => (false, ip.octets().to_vec()),
+        IpAddr::V6(ip) => (true, ip.octets().to_vec()),
     };
     let flag = |on: bool| if on { "1" } else { "0" };
-    let reply: ScriptReply = shared
-        .script
-        .key(keys.key("m"))
-        .key(keys.key("4s"))
-        .key(keys.key("4l"))
-        .key(keys.key("6s"))
-        .key(keys.key("6l"))
-        .key(keys.key("d"))
+    let port = args.port.to_be_bytes();
+    let hashes = ["4s", "4l", "6s", "6l"];
+    let mut pipe = redis::pipe();
+    pipe.cmd("EVALSHA").arg(shared.script.get_hash()).arg(6);
+    pipe.arg(keys.key("m"));
+    for suffix in hashes {
+        pipe.arg(keys.key(suffix));
+    }
+    pipe.arg(keys.key("d"))
         .arg(if args.stopped { "s" } else { "a" })
-        .arg(family)
-        .arg(ip)
-        .arg(&args.port.to_be_bytes()[..])
+        .arg(if v6 { "6" } else { "4" })
+        .arg(&ip[..])
+        .arg(&port[..])
         .arg(&args.peer_id[..])
         .arg(flag(args.seeder))
         .arg(flag(args.completed))
         .arg(args.numwant)
-        .arg(flag(args.with_ids))
         .arg(options.peer_ttl)
         .arg(options.max_peers_per_torrent)
-        .invoke_async(connection)
-        .await?;
-    let (status, complete, incomplete, downloaded, v4, v6, ids4, ids6) = reply;
-    match status {
+        .arg(crate::metrics::unix_now());
+    let want = if args.stopped { 0 } else { args.numwant as u64 };
+    let known = shared
+        .recent
+        .lock()
+        .ok()
+        .and_then(|r| r.get(&args.hash).copied());
+    let draws = sample::plan(known, v6, args.seeder, want);
+    for &(i, count) in &draws {
+        pipe.cmd("HRANDFIELD")
+            .arg(keys.key(hashes[i]))
+            .arg(count)
+            .arg("WITHVALUES");
+    }
+    let replies: Vec<Value> = match pipe.query_async(connection).await {
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            shared
+                .script
+                .prepare_invoke()
+                .load_async(connection)
+                .await?;
+            pipe.query_async(connection).await?
+        }
+        other => other?,
+    };
+    let mut replies = replies.into_iter();
+    let script: Vec<Value> = match replies.next() {
+        Some(value) => redis::from_redis_value(value)?,
+        None => return Err(unexpected("announce reply")),
+    };
+    let [
+        status,
+        complete,
+        incomplete,
+        downloaded,
+        now,
+        c1,
+        c2,
+        c3,
+        c4,
+    ] = <[Value; 9]>::try_from(script).map_err(|_| unexpected("announce reply"))?;
+    let int = |v: &Value| redis::from_redis_value_ref::<u64>(v);
+    match int(&status)? {
         1 => return Ok(Err(Refusal::SwarmFull)),
         2 => return Ok(Err(Refusal::AddressFull)),
         _ => {}
     }
+    let mut drawn: [Drawn; 4] = Default::default();
+    for (&(i, _), value) in draws.iter().zip(replies) {
+        drawn[i] = redis::from_redis_value(value)?;
+    }
+    let counts = [int(&c1)?, int(&c2)?, int(&c3)?, int(&c4)?];
+    if let Ok(mut recent) = shared.recent.lock() {
+        if recent.len() >= RECENT {
+            recent.clear();
+        }
+        recent.insert(args.hash, counts);
+    }
+    let candidates = Candidates {
+        now: int(&now)?,
+        counts,
+        drawn,
+    };
     let mut peers = PeerSet::default();
-    peers.v4.extend(
-        v4.chunks_exact(6)
-            .filter_map(|c| <[u8; 6]>::try_from(c).ok()),
-    );
-    peers.v6.extend(
-        v6.chunks_exact(18)
-            .filter_map(|c| <[u8; 18]>::try_from(c).ok()),
-    );
-    let id = |c: &[u8]| c.try_into().ok().map(PeerId);
-    peers.v4_ids.extend(ids4.chunks_exact(20).filter_map(id));
-    peers.v6_ids.extend(ids6.chunks_exact(20).filter_map(id));
+    let me = Announcer {
+        ip: &ip,
+        port,
+        seeder: args.seeder,
+        want: args.numwant as usize,
+        with_ids: args.with_ids,
+        peer_ttl: options.peer_ttl,
+    };
+    if !args.stopped {
+        sample::choose(&candidates, &me, &mut peers);
+    }
     let counts = SwarmCounts {
-        complete,
-        incomplete,
-        downloaded,
+        complete: u32::try_from(int(&complete)?).unwrap_or(u32::MAX),
+        incomplete: u32::try_from(int(&incomplete)?).unwrap_or(u32::MAX),
+        downloaded: int(&downloaded)?,
     };
     Ok(Ok((counts, peers)))
+}
+
+fn unexpected(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        what.to_owned(),
+    ))
 }
 
 /// The counts of each hash: per hash one pipelined `HMGET` + `GET` (one
@@ -409,19 +486,19 @@ async fn scrape(
         let keys = SwarmKeys::new(&options.key_prefix, hash);
         async move {
             let mut pipe = redis::pipe();
-            pipe.cmd("HMGET")
+            pipe.cmd("HGET")
                 .arg(keys.key("m"))
-                .arg(&["s4", "l4", "s6", "l6"])
+                .arg("s")
                 .cmd("GET")
                 .arg(keys.key("d"));
-            let (counts, downloaded): ([Option<u32>; 4], Option<u64>) =
+            let (state, downloaded): (Option<Vec<u8>>, Option<u64>) =
                 pipe.query_async(&mut connection).await?;
-            let [s4, l4, s6, l6] = counts.map(Option::unwrap_or_default);
+            let [s4, l4, s6, l6] = peer_counts(state.as_deref());
             redis::RedisResult::Ok((
                 *hash,
                 SwarmCounts {
-                    complete: s4 + s6,
-                    incomplete: l4 + l6,
+                    complete: (s4 + s6) as u32,
+                    incomplete: (l4 + l6) as u32,
                     downloaded: downloaded.unwrap_or(0),
                 },
             ))
@@ -432,6 +509,24 @@ async fn scrape(
         .into_iter()
         .collect::<redis::RedisResult<Vec<_>>>()
         .map(Ok)
+}
+
+/// The peer counts (IPv4 seeders, leechers, IPv6 seeders, leechers) in a
+/// swarm's packed state field (see `announce.lua`); zeros without one.
+pub(super) fn peer_counts(state: Option<&[u8]>) -> [u64; 4] {
+    let mut counts = [0; 4];
+    if let Some(state) = state.filter(|s| s.len() >= 16) {
+        for (i, count) in counts.iter_mut().enumerate() {
+            let bytes = [
+                state[4 * i],
+                state[4 * i + 1],
+                state[4 * i + 2],
+                state[4 * i + 3],
+            ];
+            *count = u64::from(u32::from_be_bytes(bytes));
+        }
+    }
+    counts
 }
 
 /// Awaits every future at once, answers in order.
