@@ -295,3 +295,37 @@ fn one_address_holds_at_most_128_peers_of_a_swarm() {
     assert_eq!(other.failure(), None);
     assert_eq!(other.int("incomplete"), 129);
 }
+
+#[test]
+fn the_password_comes_from_a_file_or_the_url_and_is_never_logged() {
+    if !available() {
+        return;
+    }
+    let secret = "s3cret-pass";
+    let server = common::redis::Single::start_with(&["--requirepass", secret]);
+    let file = std::env::temp_dir().join(format!("shoal-redis-pw-{}", std::process::id()));
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let url = server.url();
+    let from_file = Tracker::start(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--redis-password-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(from_file.announce(&Announce::new(id(8), 1)).failure(), None);
+    let in_url = url.replace("redis://", &format!("redis://:{secret}@"));
+    let from_url = Tracker::start(&["--store", "redis", "--redis-url", &in_url]);
+    assert_eq!(from_url.announce(&Announce::new(id(8), 2)).failure(), None);
+    assert_eq!(from_url.counts(id(8)), (0, 2, 0));
+    // A wrong password: failure reasons, not a crash.
+    let wrong = url.replace("redis://", "redis://:wrong@");
+    let refused = Tracker::start(&["--store", "redis", "--redis-url", &wrong]);
+    let response = get(refused.v4, &Announce::new(id(8), 3).target());
+    assert_eq!(response.failure().as_deref(), Some(UNAVAILABLE));
+    for tracker in [&from_file, &from_url, &refused] {
+        assert!(!tracker.log().contains(secret), "{}", tracker.log());
+    }
+    let _ = std::fs::remove_file(&file);
+}

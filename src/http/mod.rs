@@ -431,34 +431,38 @@ impl Handler for TrackerService {
                 }
             },
         };
-        // Named only when it will be logged: routing again costs.
-        let route = tracing::enabled!(tracing::Level::DEBUG).then(|| tracker.route_name(head.path));
-        let method = head.method.clone();
-        let done = move |metrics: &Metrics, response: &HttpResponse| {
-            let took = started.elapsed();
-            metrics.latency(took);
-            // One line per request at debug level only: at info it would
-            // cost throughput. The route is named, never the path (it may
-            // hold a passkey) or the query.
-            tracing::debug!(
-                %client,
-                %method,
-                route = route.unwrap_or_default(),
-                status = response.status().as_u16(),
-                micros = took.as_micros() as u64,
-                "request"
-            );
-        };
         match tracker.handle(head, client, self.surface) {
             Reply::Now(response) => {
-                done(&tracker.metrics, &response);
+                let took = started.elapsed();
+                tracker.metrics.latency(took);
+                // One line per request at debug level only: at info it
+                // would cost throughput. The route is named, never the path
+                // (it may hold a passkey) or the query.
+                tracing::debug!(
+                    %client,
+                    method = %head.method,
+                    route = tracker.route_name(head.path),
+                    status = response.status().as_u16(),
+                    micros = took.as_micros() as u64,
+                    "request"
+                );
                 Reply::Now(response)
             }
             Reply::Later(later) => {
                 let metrics = tracker.metrics.clone();
+                let (method, route) = (head.method.clone(), tracker.route_name(head.path));
                 Reply::Later(Box::pin(async move {
                     let response = later.await;
-                    done(&metrics, &response);
+                    let took = started.elapsed();
+                    metrics.latency(took);
+                    tracing::debug!(
+                        %client,
+                        %method,
+                        route,
+                        status = response.status().as_u16(),
+                        micros = took.as_micros() as u64,
+                        "request"
+                    );
                     response
                 }))
             }

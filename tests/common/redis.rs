@@ -185,10 +185,16 @@ pub struct Single {
 
 impl Single {
     pub fn start() -> Single {
+        Self::start_with(&[])
+    }
+
+    /// A server started with extra arguments (e.g. `--requirepass`).
+    pub fn start_with(extra: &[&str]) -> Single {
         let port = free_ports(1)[0];
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -265,7 +271,8 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn ping(port: u16) -> bool {
-    try_command(port, &["PING"]).is_some_and(|r| r.contains("PONG"))
+    // A server with a password answers NOAUTH: it is up all the same.
+    try_command(port, &["PING"]).is_some_and(|r| r.contains("PONG") || r.contains("NOAUTH"))
 }
 
 fn cluster_ok(port: u16) -> bool {

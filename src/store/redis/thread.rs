@@ -164,11 +164,20 @@ async fn serve(
     });
     // Until Redis answers, requests are refused at once (nothing is queued
     // for a store that may never come).
+    let mut attempts = 0u32;
     let (connections, cluster) = loop {
         match connect(&shared.options, &seeds).await {
             Ok(connected) => break connected,
             Err(error) => {
-                tracing::warn!("Redis store not reachable yet ({error}); retrying");
+                // Said once, then every minute or so: not twice a second.
+                if attempts % 120 == 0 {
+                    tracing::warn!(
+                        "Redis store not reachable ({error}); requests get \"tracker storage \
+                         unavailable\" until it is, retrying every {} ms",
+                        RECONNECT.as_millis()
+                    );
+                }
+                attempts += 1;
                 let retry = tokio::time::sleep(RECONNECT);
                 tokio::pin!(retry);
                 loop {
