@@ -170,7 +170,7 @@ async fn serve(
             Ok(connected) => break connected,
             Err(error) => {
                 // Said once, then every minute or so: not twice a second.
-                if attempts % 120 == 0 {
+                if attempts.is_multiple_of(120) {
                     tracing::warn!(
                         "Redis store not reachable ({error}); requests get \"tracker storage \
                          unavailable\" until it is, retrying every {} ms",
