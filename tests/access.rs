@@ -19,7 +19,7 @@ fn list_file(name: &str, hashes: &[[u8; 20]]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "shoal-access-{}-{name}-{}",
         std::process::id(),
-        common::reactor()
+        common::run_name()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("torrents.txt");

@@ -158,7 +158,7 @@ fn expired_peers_and_snapshots_are_reported() {
     let dir = std::env::temp_dir().join(format!(
         "shoal-metrics-{}-{}",
         std::process::id(),
-        common::reactor()
+        common::run_name()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state.bin");

@@ -17,7 +17,7 @@ fn keys_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "shoal-keys-{}-{name}-{}",
         std::process::id(),
-        common::reactor()
+        common::run_name()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("passkeys.txt");

@@ -146,7 +146,7 @@ impl Scenario {
         let dir = std::env::temp_dir().join(format!(
             "shoal-e2e-{}-{name}-{}",
             std::process::id(),
-            common::reactor()
+            common::run_name()
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("seed")).unwrap();
@@ -546,7 +546,7 @@ fn a_private_torrent_swarms_with_the_passkey_in_the_udp_url() {
     let keys = std::env::temp_dir().join(format!(
         "shoal-e2e-keys-{}-{}.txt",
         std::process::id(),
-        common::reactor()
+        common::run_name()
     ));
     std::fs::write(&keys, "k3y-for-udp-swarm\n").unwrap();
     let tracker = Tracker::start(&["--passkeys", keys.to_str().unwrap()]);

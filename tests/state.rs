@@ -16,7 +16,7 @@ fn state_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "shoal-state-{}-{name}-{}",
         std::process::id(),
-        common::reactor()
+        common::run_name()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

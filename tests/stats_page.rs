@@ -57,10 +57,9 @@ fn stats_page_renders_live_figures_in_chromium() {
     common::let_totals_settle();
 
     let profile = std::env::temp_dir().join(format!(
-        "shoal-chromium-{}-{}-{}",
+        "shoal-chromium-{}-{}",
         std::process::id(),
-        common::reactor(),
-        common::store()
+        common::run_name()
     ));
     let url = format!("http://{}/stats", tracker.v4);
     let mut child = Command::new(browser)

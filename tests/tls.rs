@@ -33,7 +33,7 @@ fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "shoal-tls-{name}-{}-{}",
         std::process::id(),
-        common::reactor()
+        common::run_name()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -282,7 +282,7 @@ fn the_ip_field_counts_only_when_allowed() {
 fn access_list_and_swarm_caps_apply_as_over_http() {
     let dir = std::env::temp_dir().join(format!("shoal-udp-access-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let list = dir.join(format!("{}.txt", common::reactor()));
+    let list = dir.join(format!("{}.txt", common::run_name()));
     std::fs::write(&list, format!("{}\n", hex(&id(11)))).unwrap();
     let tracker = Tracker::start(&[
         "--access-list",
@@ -309,7 +309,7 @@ fn hex(bytes: &[u8]) -> String {
 fn private_mode_reads_the_passkey_from_url_data() {
     let dir = std::env::temp_dir().join(format!("shoal-udp-keys-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let keys = dir.join(format!("{}.txt", common::reactor()));
+    let keys = dir.join(format!("{}.txt", common::run_name()));
     std::fs::write(&keys, "opensesame\n").unwrap();
     let tracker = Tracker::start(&[
         "--passkeys",

@@ -25,6 +25,16 @@ thread_local! {
     static STORE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("memory") };
 }
 
+/// A name for this test's run, unique among the runs of one test in this
+/// process (`tokio`, `redis-tokio`, ...): for its temporary files, as every
+/// run of a test goes on at once.
+pub fn run_name() -> String {
+    match store() {
+        "memory" => reactor().to_owned(),
+        other => format!("{other}-{}", reactor()),
+    }
+}
+
 /// The store the current test runs against.
 pub fn store() -> &'static str {
     STORE.with(|s| s.get())

@@ -3,10 +3,11 @@
 //!
 //! Each swarm lives in one hash slot (its keys share the hash tag of the
 //! info hash in hex: raw bytes could hold `}`), so an announce is one
-//! round trip: the server-side script `announce.lua` trims, upserts, counts
-//! a completion once and samples peers, and returns the counts and the
-//! compact peers ready to copy into the response. A scrape reads each
-//! swarm's counts with one pipelined pair of reads, the hashes concurrently.
+//! round trip: one pipeline of the server-side script `announce.lua` (trim
+//! when due, upsert, count a completion once, return the counts) and the
+//! `HRANDFIELD` draws of candidate peers, from which `sample` chooses by the
+//! memory store's rules. A scrape reads each swarm's counts with one
+//! pipelined pair of reads, the hashes concurrently.
 //!
 //! Callers never wait on Redis on their own thread: [`RedisStore`] hands
 //! each request to the store thread (`thread`), which owns a tokio runtime

@@ -483,7 +483,7 @@ fn unexpected(what: &str) -> redis::RedisError {
     ))
 }
 
-/// The counts of each hash: per hash one pipelined `HMGET` + `GET` (one
+/// The counts of each hash: per hash one pipelined `HGET` of the packed state + `GET` (one
 /// slot, one round trip), all hashes at once.
 async fn scrape(
     options: &RedisOptions,
