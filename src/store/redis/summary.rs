@@ -50,11 +50,7 @@ async fn walk(
     seeds: &[ConnectionInfo],
     cluster: bool,
 ) -> redis::RedisResult<Summary> {
-    let masters = if cluster {
-        masters(options, &seeds[0]).await?
-    } else {
-        vec![seeds[0].clone()]
-    };
+    let masters = masters_of(options, seeds, cluster).await?;
     let mut summary = Summary::default();
     let mut largest = BinaryHeap::new();
     let mut top_counts = HashMap::new();
@@ -88,14 +84,7 @@ async fn walk_one(
     let pattern = format!("{}{{*}}m", glob_escape(&options.key_prefix));
     let mut cursor = 0u64;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(BATCH)
-            .query_async(connection)
-            .await?;
+        let (next, keys) = scan(connection, cursor, &pattern).await?;
         if !keys.is_empty() {
             let mut pipe = redis::pipe();
             for key in &keys {
@@ -152,11 +141,7 @@ pub(super) async fn purge(
     cluster: bool,
     keep: &(dyn Fn(&InfoHash) -> bool + Send + Sync),
 ) -> redis::RedisResult<usize> {
-    let masters = if cluster {
-        masters(options, &seeds[0]).await?
-    } else {
-        vec![seeds[0].clone()]
-    };
+    let masters = masters_of(options, seeds, cluster).await?;
     let pattern = format!("{}{{*}}m", glob_escape(&options.key_prefix));
     let mut purged = 0;
     for master in masters {
@@ -164,14 +149,7 @@ pub(super) async fn purge(
         let mut connection = client.get_multiplexed_async_connection().await?;
         let mut cursor = 0u64;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(&mut connection)
-                .await?;
+            let (next, keys) = scan(&mut connection, cursor, &pattern).await?;
             for key in keys {
                 let Some(hash) = hash_of_key(&key) else {
                     continue;
@@ -194,6 +172,37 @@ pub(super) async fn purge(
         }
     }
     Ok(purged)
+}
+
+/// One `SCAN` batch of the swarms' state keys from `cursor`: the next
+/// cursor (0: done) and the keys.
+async fn scan(
+    connection: &mut MultiplexedConnection,
+    cursor: u64,
+    pattern: &str,
+) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(BATCH)
+        .query_async(connection)
+        .await
+}
+
+/// The servers holding swarms: every master of the cluster, or the one
+/// server.
+async fn masters_of(
+    options: &RedisOptions,
+    seeds: &[ConnectionInfo],
+    cluster: bool,
+) -> redis::RedisResult<Vec<ConnectionInfo>> {
+    if cluster {
+        masters(options, &seeds[0]).await
+    } else {
+        Ok(vec![seeds[0].clone()])
+    }
 }
 
 /// The masters of the cluster `seed` belongs to (from `CLUSTER NODES`).
