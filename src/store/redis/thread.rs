@@ -207,6 +207,11 @@ async fn serve(
     }
     let next = AtomicUsize::new(0);
     let seeds = Arc::new(seeds);
+    // The queue bounds the requests waiting for this thread, these permits
+    // the ones running (each to `max_in_flight`): past them, "busy" at once.
+    let running = Arc::new(tokio::sync::Semaphore::new(
+        shared.options.max_in_flight.max(1),
+    ));
     while let Some(job) = queue.recv().await {
         if let Job::Purge { keep, reply } = job {
             let (shared, seeds) = (shared.clone(), seeds.clone());
@@ -219,9 +224,17 @@ async fn serve(
             });
             continue;
         }
+        let Ok(permit) = running.clone().try_acquire_owned() else {
+            refuse(job, &shared.metrics, StoreError::Busy);
+            continue;
+        };
         let at = next.fetch_add(1, Ordering::Relaxed) % connections.len();
         let connection = connections[at].clone();
-        tokio::spawn(run(job, connection, shared.clone()));
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            run(job, connection, shared).await;
+            drop(permit);
+        });
     }
 }
 
