@@ -145,6 +145,10 @@ crate::settings! {
         /// Redis server or Redis Cluster shared by any number of shoal nodes; see
         /// docs/scaling.md).
         store: String = "memory".into(), "BACKEND" [choices = Some(&["memory", "redis"])];
+        /// Memory store: keep no peer ids, only what compact answers need (8 bytes an
+        /// IPv4 peer instead of 28). A peer is then its IP and port, and compact=0
+        /// answers carry no peer ids (as if the client sent no_peer_id=1).
+        compact_only: bool = false, "BOOL";
         /// Redis seed URLs for --store redis: redis://HOST:PORT, or rediss:// for TLS;
         /// a password may be given as redis://:PASSWORD@HOST:PORT (never logged). Any
         /// node of a cluster will do: the cluster is found from it.
@@ -348,6 +352,11 @@ impl Config {
                     !self.full_scrape,
                     "full_scrape works with the memory store only: with store redis a \
                      scrape must name its info hashes"
+                );
+                anyhow::ensure!(
+                    !self.compact_only,
+                    "compact_only works with the memory store only: the Redis store \
+                     keeps peer ids"
                 );
                 anyhow::ensure!(
                     self.redis_timeout_ms > 0 && self.redis_connect_timeout_ms > 0,

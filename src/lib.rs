@@ -286,6 +286,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Store> 
             peer_ttl,
             max_torrents: config.max_torrents,
             max_peers_per_torrent: config.max_peers_per_torrent,
+            compact_only: config.compact_only,
         })));
     }
     if config.state_file.is_some() {

@@ -130,6 +130,38 @@ fn non_compact_lists_dictionaries_and_no_peer_id_drops_ids() {
     }
 }
 
+fn compact_only_keeps_no_ids_and_a_peer_is_its_address_and_port() {
+    if common::memory_only("compact-only mode") {
+        return;
+    }
+    let tracker = Tracker::start(&["--compact-only"]);
+    let hash = id(30);
+    tracker.announce(&Announce::new(hash, 1).port(7001));
+    // compact=0 lists dictionaries, without peer ids: none are kept.
+    let dict = tracker.announce(&Announce::new(hash, 2).port(7002).param("compact", "0"));
+    let peers = dict.list("peers");
+    assert_eq!(peers.len(), 1);
+    match &peers[0] {
+        serde_bencode::value::Value::Dict(d) => {
+            assert!(!d.contains_key(&b"peer id"[..]), "{d:?}");
+            let peer = common::Dict(d.clone().into_iter().collect());
+            assert_eq!(peer.int("port"), 7001);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Same address and port, another peer id: the same peer.
+    tracker.announce(&Announce::new(hash, 3).port(7001).seeder());
+    assert_eq!(tracker.counts(hash), (1, 1, 0));
+    // Same peer id, another port: another peer.
+    tracker.announce(&Announce::new(hash, 3).port(7003));
+    assert_eq!(tracker.counts(hash), (1, 2, 0));
+    // A stop from an address and port removes the peer there.
+    tracker.announce(&Announce::new(hash, 9).port(7003).event("stopped"));
+    assert_eq!(tracker.counts(hash), (1, 1, 0));
+    let compact = tracker.announce(&Announce::new(hash, 2).port(7002));
+    assert_eq!(compact.peers4(), vec![(LOCALHOST4, 7001)]);
+}
+
 fn ipv6_peers_travel_in_peers6() {
     let tracker = Tracker::start(&[]);
     let hash = id(7);
@@ -414,6 +446,7 @@ fn ipv4_mapped_addresses_are_ipv4_peers() {
 
 reactor_tests!(
     first_announce_gets_counts_interval_and_no_peers,
+    compact_only_keeps_no_ids_and_a_peer_is_its_address_and_port,
     peers_see_each_other_but_never_themselves,
     seeders_get_leechers_only,
     leechers_get_a_random_selection,

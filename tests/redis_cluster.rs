@@ -256,6 +256,17 @@ fn state_file_and_full_scrape_are_the_memory_stores() {
         refused.contains("full_scrape works with the memory store only"),
         "{refused}"
     );
+    let refused = Tracker::start_expecting_failure(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--compact-only",
+    ]);
+    assert!(
+        refused.contains("compact_only works with the memory store only"),
+        "{refused}"
+    );
     let missing = Tracker::start_expecting_failure(&["--store", "redis"]);
     assert!(missing.contains("store redis needs redis_url"), "{missing}");
     let leaked = Tracker::start_expecting_failure(&[

@@ -90,6 +90,14 @@ struct Args {
     /// internet instead of all behind the loopback address.
     #[arg(long)]
     distinct_ips: bool,
+    /// HTTP: instead of running for --duration, send exactly N announces,
+    /// each a new peer (`event=started`, its own `ip=` address counting up
+    /// from 10.0.0.0 and its own port within its torrent), torrents taken in
+    /// turn, then stop: fills a tracker with N peers over --torrents swarms
+    /// for a memory measurement (the tracker needs --allow-ip-param; one
+    /// that ignores `ip=` still sees N distinct address and port pairs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    fill: u64,
     /// The server's PID, to report its CPU time and memory.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
@@ -184,6 +192,27 @@ impl Tally {
 enum Kind {
     Announce,
     Scrape,
+}
+
+/// Announces handed out so far by a `--fill` run.
+static FILLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The next announce of a `--fill` run, `None` once N are handed out.
+fn next_fill_request(args: &Args, host: &str) -> Option<Vec<u8>> {
+    let k = FILLED.fetch_add(1, Ordering::Relaxed);
+    if k >= args.fill {
+        return None;
+    }
+    let torrents = u64::from(args.torrents);
+    let torrent = (k % torrents) as u32;
+    let port = 1024 + (k / torrents) % 64_000;
+    let [a, b, c, d] = (0x0A00_0000u32.wrapping_add(k as u32)).to_be_bytes();
+    let left = if k.is_multiple_of(4) { 0 } else { 1 };
+    let target = format!(
+        "/announce?info_hash={}&peer_id=-SL0001-{k:012}&port={port}&uploaded=0&downloaded=0&left={left}&numwant=0&compact=1&event=started&ip={a}.{b}.{c}.{d}",
+        escape(&info_hash(torrent)),
+    );
+    Some(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes())
 }
 
 /// Builds one request; returns its bytes and kind.
@@ -373,7 +402,14 @@ async fn connection_task(
             },
             None => None,
         };
-        let (request, kind) = next_request(&args, &zipf, &mut rng, &host);
+        let (request, kind) = if args.fill > 0 {
+            match next_fill_request(&args, &host) {
+                Some(request) => (request, Kind::Announce),
+                None => break,
+            }
+        } else {
+            next_request(&args, &zipf, &mut rng, &host)
+        };
         let began = due.unwrap_or_else(Instant::now);
         let reused = stream.is_some();
         let mut result = exchange(&mut stream, target, &request, &mut buf).await;
@@ -697,6 +733,10 @@ fn main() -> anyhow::Result<()> {
         args.torrents > 0 && args.connections > 0,
         "need torrents and connections"
     );
+    anyhow::ensure!(
+        args.fill == 0 || args.mode != Mode::Udp,
+        "--fill sends HTTP announces: use --mode keep-alive or close"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -705,7 +745,8 @@ fn main() -> anyhow::Result<()> {
     let zipf = Arc::new(Zipf::new(args.torrents, args.zipf));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let warmup = if args.fill > 0 { 0.0 } else { args.warmup };
+    let measure_from = start + Duration::from_secs_f64(warmup);
     let (tally, elapsed, usage) = runtime.block_on(async {
         let pacer = (args.rate > 0.0).then(|| Pacer::start(args.rate, start, stop.clone()));
         let tasks: Vec<_> = (0..args.connections)
@@ -722,11 +763,22 @@ fn main() -> anyhow::Result<()> {
         tokio::time::sleep_until(measure_from.into()).await;
         let before = args.server_pid.and_then(process_usage);
         let began = Instant::now();
-        tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+        let mut tally = Tally::default();
+        let mut tasks = tasks;
+        if args.fill > 0 {
+            // The run ends when every announce is answered.
+            for task in tasks.drain(..) {
+                if let Ok(t) = task.await {
+                    tally.merge(t);
+                }
+            }
+        }
+        if args.fill == 0 {
+            tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+        }
         let after = args.server_pid.and_then(process_usage);
         let elapsed = began.elapsed();
         stop.store(true, Ordering::Relaxed);
-        let mut tally = Tally::default();
         for task in tasks {
             if let Ok(t) = task.await {
                 tally.merge(t);

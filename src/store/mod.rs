@@ -34,6 +34,9 @@ pub struct StoreConfig {
     /// Peers one torrent holds at most; new peers beyond it are refused
     /// (peers already in the swarm keep announcing).
     pub max_peers_per_torrent: usize,
+    /// Keep no peer ids (memory store): a peer is its address and port,
+    /// and answers carry no ids.
+    pub compact_only: bool,
 }
 
 impl StoreConfig {
@@ -43,6 +46,7 @@ impl StoreConfig {
             peer_ttl,
             max_torrents: usize::MAX,
             max_peers_per_torrent: usize::MAX,
+            compact_only: false,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! Time is a coarse clock in whole seconds passed in by the caller
 //! ([`crate::clock`]), so tests control it and the hot path makes no syscall.
 
+mod index;
 mod peers;
 mod swarm;
 
@@ -28,32 +29,47 @@ use dashmap::mapref::entry::Entry;
 
 use super::{Expired, Refusal, StoreConfig, Summary};
 use crate::protocol::{AnnounceRequest, Event, InfoHash, PeerSet, SwarmCounts};
+use peers::Clock;
 use swarm::Swarm;
 
 type Hasher = ahash::RandomState;
 
-/// Shards in the torrent map: enough that two workers rarely meet, few enough
-/// that a full sweep stays cheap.
-const SHARDS: usize = 64;
+/// Shards in the torrent map. An expiry sweep (and a stats walk) holds one
+/// shard's lock at a time, so a shard's share of the peers bounds how long an
+/// announce can wait on a sweep: with 1,024 shards, 10M peers make about
+/// 10,000 a shard (about a millisecond of sweeping at most). Empty shards
+/// cost about 150 bytes each.
+const SHARDS: usize = 1024;
 
+/// The store: the torrents' swarms, with peer ids kept (the default) or
+/// not (`compact_only`: 8 bytes an IPv4 peer instead of 28).
 pub struct MemoryStore {
-    swarms: DashMap<InfoHash, Swarm, Hasher>,
-    /// Snatch counts of torrents that currently have no peers.
-    retired: DashMap<InfoHash, u64, Hasher>,
-    /// Entries in `swarms`, kept beside the map because `DashMap::len`
-    /// locks every shard.
-    torrent_count: AtomicUsize,
-    config: StoreConfig,
+    swarms: Swarms,
+}
+
+enum Swarms {
+    WithIds(Held<20>),
+    CompactOnly(Held<0>),
+}
+
+/// Runs `$body` with `$held` bound to the store's swarms, whichever kind.
+macro_rules! held {
+    ($self:ident, $held:ident => $body:expr) => {
+        match &$self.swarms {
+            Swarms::WithIds($held) => $body,
+            Swarms::CompactOnly($held) => $body,
+        }
+    };
 }
 
 impl MemoryStore {
     pub fn new(config: StoreConfig) -> Self {
-        Self {
-            swarms: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
-            retired: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
-            torrent_count: AtomicUsize::new(0),
-            config,
-        }
+        let swarms = if config.compact_only {
+            Swarms::CompactOnly(Held::new(config))
+        } else {
+            Swarms::WithIds(Held::new(config))
+        };
+        Self { swarms }
     }
 
     /// Records an announce from `ip` at coarse time `now` and fills `out`
@@ -67,19 +83,119 @@ impl MemoryStore {
         now: u32,
         out: &mut PeerSet,
     ) -> Result<SwarmCounts, Refusal> {
+        held!(self, h => h.announce(req, ip, now, out))
+    }
+
+    /// The counts of one torrent; zeros for an unknown one.
+    pub fn counts(&self, hash: &InfoHash) -> SwarmCounts {
+        held!(self, h => h.counts(hash))
+    }
+
+    /// Appends the counts of each hash, in the given order, to `out`.
+    pub fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmCounts)>) {
+        out.extend(hashes.iter().map(|hash| (*hash, self.counts(hash))));
+    }
+
+    /// Forgets peers not seen for the peer TTL as of `now`, and drops the
+    /// torrents that leaves empty (keeping their snatch counts).
+    pub fn expire(&self, now: u32) -> Expired {
+        held!(self, h => h.expire(now))
+    }
+
+    /// Every non-zero snatch count, held or retired, sorted by hash: what
+    /// the state file keeps. Locks one shard at a time.
+    pub fn downloads(&self) -> Vec<(InfoHash, u64)> {
+        held!(self, h => h.downloads())
+    }
+
+    /// Takes snatch counts back from a state file (at start, before any
+    /// announce: a torrent already held keeps the larger count).
+    pub fn restore(&self, counts: &[(InfoHash, u64)]) {
+        held!(self, h => h.restore(counts))
+    }
+
+    /// Drops the peers of every torrent `keep` says no to (their snatch
+    /// counts are kept); returns how many torrents were purged.
+    pub fn purge(&self, keep: impl Fn(&InfoHash) -> bool) -> usize {
+        held!(self, h => h.purge(keep))
+    }
+
+    /// Totals over every torrent and the `top` torrents with the most
+    /// peers. Walks every shard (one read lock at a time): for stats, not
+    /// the hot path.
+    pub fn summary(&self, top: usize) -> Summary {
+        held!(self, h => h.summary(top))
+    }
+
+    /// Appends the counts of every torrent with peers whose info hash's
+    /// first two bytes (big-endian) fall in `prefixes`, sorted by hash: one
+    /// slice of a full scrape, so that the whole list is never held at once.
+    pub fn scrape_prefixes(
+        &self,
+        prefixes: std::ops::Range<u32>,
+        out: &mut Vec<(InfoHash, SwarmCounts)>,
+    ) {
+        held!(self, h => h.scrape_prefixes(prefixes, out))
+    }
+
+    /// Torrents that currently have peers.
+    pub fn torrents(&self) -> usize {
+        held!(self, h => h.torrent_count.load(Ordering::Relaxed))
+    }
+
+    /// Peers across all torrents (walks every shard: for stats, not the hot path).
+    pub fn peers(&self) -> usize {
+        held!(self, h => h.swarms.iter().map(|s| s.peer_count()).sum())
+    }
+}
+
+/// The swarms of a store keeping `I` bytes of peer id per peer.
+struct Held<const I: usize> {
+    swarms: DashMap<InfoHash, Swarm<I>, Hasher>,
+    /// Snatch counts of torrents that currently have no peers.
+    retired: DashMap<InfoHash, u64, Hasher>,
+    /// Entries in `swarms`, kept beside the map because `DashMap::len`
+    /// locks every shard.
+    torrent_count: AtomicUsize,
+    config: StoreConfig,
+    clock: Clock,
+}
+
+impl<const I: usize> Held<I> {
+    fn new(config: StoreConfig) -> Self {
+        Self {
+            swarms: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
+            retired: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
+            torrent_count: AtomicUsize::new(0),
+            clock: Clock::new(config.peer_ttl),
+            config,
+        }
+    }
+
+    fn announce(
+        &self,
+        req: &AnnounceRequest,
+        ip: IpAddr,
+        now: u32,
+        out: &mut PeerSet,
+    ) -> Result<SwarmCounts, Refusal> {
         if req.event == Event::Stopped {
             return Ok(self.stop(req, ip));
         }
         let max_peers = self.config.max_peers_per_torrent;
         match self.swarms.entry(req.info_hash) {
-            Entry::Occupied(mut entry) => entry.get_mut().announce(req, ip, now, max_peers, out),
+            Entry::Occupied(mut entry) => {
+                entry
+                    .get_mut()
+                    .announce(req, ip, &self.clock, now, max_peers, out)
+            }
             Entry::Vacant(entry) => {
                 if self.torrent_count.load(Ordering::Relaxed) >= self.config.max_torrents {
                     return Err(Refusal::TrackerFull);
                 }
                 let downloaded = self.retired.remove(&req.info_hash).map_or(0, |(_, d)| d);
                 let mut swarm = Swarm::with_downloaded(downloaded);
-                let result = swarm.announce(req, ip, now, max_peers, out);
+                let result = swarm.announce(req, ip, &self.clock, now, max_peers, out);
                 if result.is_ok() {
                     entry.insert(swarm);
                     self.torrent_count.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +216,7 @@ impl MemoryStore {
                 if entry.get().is_empty() {
                     let swarm = entry.remove();
                     self.torrent_count.fetch_sub(1, Ordering::Relaxed);
-                    self.retire(req.info_hash, swarm.downloaded);
+                    self.retire(req.info_hash, swarm.downloaded());
                 }
                 counts
             }
@@ -122,7 +238,7 @@ impl MemoryStore {
     }
 
     /// The counts of one torrent; zeros for an unknown one.
-    pub fn counts(&self, hash: &InfoHash) -> SwarmCounts {
+    fn counts(&self, hash: &InfoHash) -> SwarmCounts {
         match self.swarms.get(hash) {
             Some(swarm) => swarm.counts(),
             None => SwarmCounts {
@@ -132,22 +248,16 @@ impl MemoryStore {
         }
     }
 
-    /// Appends the counts of each hash, in the given order, to `out`.
-    pub fn scrape(&self, hashes: &[InfoHash], out: &mut Vec<(InfoHash, SwarmCounts)>) {
-        out.extend(hashes.iter().map(|hash| (*hash, self.counts(hash))));
-    }
-
     /// Forgets peers not seen for the peer TTL as of `now`, and drops the
     /// torrents that leaves empty (keeping their snatch counts).
-    pub fn expire(&self, now: u32) -> Expired {
-        let deadline = now.saturating_sub(self.config.peer_ttl);
+    fn expire(&self, now: u32) -> Expired {
         let mut expired = Expired::default();
         self.swarms.retain(|hash, swarm| {
-            expired.peers += swarm.expire(deadline);
+            expired.peers += swarm.expire(&self.clock, now);
             if swarm.is_empty() {
                 expired.torrents += 1;
                 self.torrent_count.fetch_sub(1, Ordering::Relaxed);
-                self.retire(*hash, swarm.downloaded);
+                self.retire(*hash, swarm.downloaded());
                 false
             } else {
                 true
@@ -158,12 +268,12 @@ impl MemoryStore {
 
     /// Every non-zero snatch count, held or retired, sorted by hash: what
     /// the state file keeps. Locks one shard at a time.
-    pub fn downloads(&self) -> Vec<(InfoHash, u64)> {
+    fn downloads(&self) -> Vec<(InfoHash, u64)> {
         let mut counts: Vec<(InfoHash, u64)> = self
             .swarms
             .iter()
-            .filter(|s| s.downloaded > 0)
-            .map(|s| (*s.key(), s.downloaded))
+            .filter(|s| s.downloaded() > 0)
+            .map(|s| (*s.key(), s.downloaded()))
             .collect();
         counts.extend(self.retired.iter().map(|r| (*r.key(), *r.value())));
         counts.sort_unstable();
@@ -172,10 +282,13 @@ impl MemoryStore {
 
     /// Takes snatch counts back from a state file (at start, before any
     /// announce: a torrent already held keeps the larger count).
-    pub fn restore(&self, counts: &[(InfoHash, u64)]) {
+    fn restore(&self, counts: &[(InfoHash, u64)]) {
         for &(hash, downloaded) in counts {
             match self.swarms.get_mut(&hash) {
-                Some(mut swarm) => swarm.downloaded = swarm.downloaded.max(downloaded),
+                Some(mut swarm) => {
+                    let most = swarm.downloaded().max(downloaded);
+                    swarm.set_downloaded(most);
+                }
                 None => self.retire(hash, downloaded),
             }
         }
@@ -183,7 +296,7 @@ impl MemoryStore {
 
     /// Drops the peers of every torrent `keep` says no to (their snatch
     /// counts are kept); returns how many torrents were purged.
-    pub fn purge(&self, keep: impl Fn(&InfoHash) -> bool) -> usize {
+    fn purge(&self, keep: impl Fn(&InfoHash) -> bool) -> usize {
         let mut purged = 0;
         self.swarms.retain(|hash, swarm| {
             if keep(hash) {
@@ -191,7 +304,7 @@ impl MemoryStore {
             }
             purged += 1;
             self.torrent_count.fetch_sub(1, Ordering::Relaxed);
-            self.retire(*hash, swarm.downloaded);
+            self.retire(*hash, swarm.downloaded());
             false
         });
         purged
@@ -200,7 +313,7 @@ impl MemoryStore {
     /// Totals over every torrent and the `top` torrents with the most
     /// peers. Walks every shard (one read lock at a time): for stats, not
     /// the hot path.
-    pub fn summary(&self, top: usize) -> Summary {
+    fn summary(&self, top: usize) -> Summary {
         let mut summary = Summary::default();
         // A min-heap of the largest swarms so far.
         let mut largest = BinaryHeap::with_capacity(top + 1);
@@ -211,7 +324,7 @@ impl MemoryStore {
                 summary.seeders[family] += seeders as u64;
                 summary.leechers[family] += leechers as u64;
             }
-            summary.downloads += swarm.downloaded;
+            summary.downloads += swarm.downloaded();
             if top > 0 {
                 let peers = swarm.peer_count();
                 largest.push(Reverse((peers, *swarm.key())));
@@ -232,7 +345,7 @@ impl MemoryStore {
     /// Appends the counts of every torrent with peers whose info hash's
     /// first two bytes (big-endian) fall in `prefixes`, sorted by hash: one
     /// slice of a full scrape, so that the whole list is never held at once.
-    pub fn scrape_prefixes(
+    fn scrape_prefixes(
         &self,
         prefixes: std::ops::Range<u32>,
         out: &mut Vec<(InfoHash, SwarmCounts)>,
@@ -246,16 +359,6 @@ impl MemoryStore {
             }
         }
         out[start..].sort_unstable_by_key(|(hash, _)| *hash);
-    }
-
-    /// Torrents that currently have peers.
-    pub fn torrents(&self) -> usize {
-        self.torrent_count.load(Ordering::Relaxed)
-    }
-
-    /// Peers across all torrents (walks every shard: for stats, not the hot path).
-    pub fn peers(&self) -> usize {
-        self.swarms.iter().map(|s| s.peer_count()).sum()
     }
 }
 
@@ -435,6 +538,7 @@ mod tests {
             peer_ttl: 60,
             max_torrents: 2,
             max_peers_per_torrent: 2,
+            compact_only: false,
         });
         let mut out = PeerSet::default();
         s.ok(&req(1, 1, 1000, 5, ""), A, 0, &mut out);

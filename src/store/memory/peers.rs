@@ -1,109 +1,150 @@
-//! One address family's peers in one swarm.
+//! One address family's peers in one swarm, in one allocation.
 //!
-//! Peers live in a single dense `Vec`, partitioned so that leechers come first
-//! (`peers[..leechers]`) and seeders after. That keeps both counts exact by
-//! construction, lets a seeder be sent leechers only by sampling the first
-//! range, and makes random sampling an index computation. Moving a peer
-//! between roles or removing it is a couple of swaps.
+//! A [`PeerList`] is a single pointer to a block holding a small header
+//! ([`Head`]: lengths, the leecher count, the snatch count, the index of a
+//! large list, the swarm's IPv6 list) followed by the peers themselves. The
+//! peers are partitioned so that leechers come first (`peers[..leechers]`)
+//! and seeders after: both counts are exact by construction, a seeder is
+//! sent leechers only by sampling the first range, and random sampling is
+//! an index computation. Moving a peer between roles or removing it is a
+//! couple of swaps. Capacity grows by an eighth at a time (not doubling),
+//! so a list wastes at most about 12% of its records.
 //!
-//! Each peer is stored as its compact wire form (`[u8; N]`: address then port,
-//! network order: N = 6 for IPv4, 18 for IPv6), so an IPv4 peer costs IPv4
-//! bytes and the response encoder copies peers out as they are.
+//! A peer is stored as its compact wire form (address then port, network
+//! order: N = 6 bytes for IPv4, 18 for IPv6), its peer id (I = 20 bytes, or
+//! none in compact-only mode) and a 2-byte stamp (last announce, and whether
+//! it has counted as a completed download): 28 bytes for an IPv4 peer with
+//! its id, 8 without. The response encoder copies addresses out as they are.
 //!
 //! Identity: an announce refers to an existing entry when it comes from the
-//! same IP with the same peer id (the client changed its port) or with the same
-//! port (the client restarted with a new peer id). A peer id alone is not
-//! enough, or anyone could replace or stop someone else's entry by copying
-//! their id. Small lists are scanned; lists that grow past `INDEX_FROM` peers
-//! get an [`Index`] by (IP, port) and by (IP, peer id), so the cost stays flat
-//! in swarm size even when many peers share one IP (NAT, or an attacker).
+//! same IP with the same peer id (the client changed its port) or with the
+//! same port (the client restarted with a new peer id). A peer id alone is
+//! not enough, or anyone could replace or stop someone else's entry by
+//! copying their id. Without peer ids (compact-only) the (IP, port) pair is
+//! the identity. Small lists are scanned; lists that grow past `INDEX_FROM`
+//! peers get an [`Index`], so the cost stays flat in swarm size even when
+//! many peers share one IP (NAT, or an attacker).
 
-use hashbrown::HashTable;
+use std::alloc::{self, Layout};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
 
+use super::index::Index;
 use crate::protocol::PeerId;
 
-/// Build the IP index when a list grows past this many peers.
+/// Build the index when a list grows past this many peers.
 const INDEX_FROM: usize = 32;
 /// Drop the index again when a list shrinks below this (hysteresis, so a list
 /// hovering around the threshold does not rebuild it on every announce).
 const INDEX_UNTIL: usize = 16;
 
-/// One peer's entry: 32 bytes for IPv4, 44 for IPv6.
-#[derive(Debug, Clone)]
-pub(crate) struct Peer<const N: usize> {
+/// The stamp bit that says an entry has counted as a completed download;
+/// the other 15 bits are the time of its last announce (see [`Clock`]).
+const COMPLETED: u16 = 0x8000;
+const STAMP_MASK: u16 = 0x7FFF;
+
+/// Turns the store's coarse clock into 15-bit stamps. A stamp counts in
+/// units of `unit` seconds, chosen so that the stamps wrap no sooner than
+/// four peer TTLs: peers are swept every TTL/4 at most (and at least every
+/// minute), so an age read from two stamps is never wrapped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    unit: u32,
+    /// The peer TTL in units, rounded up.
+    ttl: u16,
+}
+
+impl Clock {
+    pub fn new(peer_ttl: u32) -> Self {
+        let unit = (u64::from(peer_ttl) * 4)
+            .div_ceil(u64::from(STAMP_MASK) + 1)
+            .max(1) as u32;
+        Clock {
+            unit,
+            ttl: peer_ttl.div_ceil(unit).min(u32::from(STAMP_MASK) / 4) as u16,
+        }
+    }
+
+    pub fn stamp(&self, now: u32) -> u16 {
+        (now / self.unit) as u16 & STAMP_MASK
+    }
+
+    /// Whether a peer stamped `stamp` is past the TTL at `now`.
+    pub fn is_stale(&self, stamp: u16, now: u16) -> bool {
+        now.wrapping_sub(stamp) & STAMP_MASK > self.ttl
+    }
+}
+
+/// One peer's entry: 28 bytes for an IPv4 peer with its id (I = 20), 8
+/// without (I = 0); 40 and 20 for IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct Peer<const N: usize, const I: usize> {
     /// Compact wire form: address bytes then big-endian port.
     pub addr: [u8; N],
-    pub id: PeerId,
-    /// Coarse clock seconds of the last announce.
-    pub last_seen: u32,
+    id: [u8; I],
+    stamp: [u8; 2],
+}
+
+impl<const N: usize, const I: usize> Peer<N, I> {
+    fn new(addr: [u8; N], id: &PeerId, stamp: u16, completed: bool) -> Self {
+        let mut peer = Peer {
+            addr,
+            id: [0; I],
+            stamp: [0; 2],
+        };
+        peer.id.copy_from_slice(&id.0[..I]);
+        peer.set_stamp(stamp, completed);
+        peer
+    }
+
+    fn bits(&self) -> u16 {
+        u16::from_le_bytes(self.stamp)
+    }
+
+    fn set_stamp(&mut self, stamp: u16, completed: bool) {
+        let flag = if completed { COMPLETED } else { 0 };
+        self.stamp = (stamp & STAMP_MASK | flag).to_le_bytes();
+    }
+
+    /// The time stamp of the last announce.
+    pub fn stamp(&self) -> u16 {
+        self.bits() & STAMP_MASK
+    }
+
     /// This entry has already counted as a completed download.
-    pub completed: bool,
+    pub fn completed(&self) -> bool {
+        self.bits() & COMPLETED != 0
+    }
+
+    fn has_id(&self, id: &PeerId) -> bool {
+        self.id[..] == id.0[..I]
+    }
+
+    /// The peer id, when the store keeps them.
+    pub fn id(&self) -> Option<PeerId> {
+        let mut id = [0; 20];
+        (I == 20).then(|| {
+            id.copy_from_slice(&self.id[..]);
+            PeerId(id)
+        })
+    }
 }
 
-/// Positions of a large list's peers, findable by (IP, port) and by
-/// (IP, peer id). The tables hold bare `u32` positions and read keys from the
-/// peers themselves, so the index costs about 12 bytes per peer.
-#[derive(Debug)]
-struct Index {
-    hasher: ahash::RandomState,
-    by_addr: HashTable<u32>,
-    by_id: HashTable<u32>,
-}
-
-/// A position no peer has, used while two entries trade places.
-const MOVING: u32 = u32::MAX;
-
-impl Index {
-    fn addr_hash<const N: usize>(&self, addr: &[u8; N]) -> u64 {
-        self.hasher.hash_one(addr)
-    }
-
-    fn id_hash<const N: usize>(&self, addr: &[u8; N], id: &PeerId) -> u64 {
-        self.hasher.hash_one((&addr[..N - 2], &id.0))
-    }
-
-    fn insert<const N: usize>(&mut self, peers: &[Peer<N>], at: usize) {
-        let peer = &peers[at];
-        let (ha, hi) = (
-            self.addr_hash(&peer.addr),
-            self.id_hash(&peer.addr, &peer.id),
-        );
-        let hasher = &self.hasher;
-        self.by_addr
-            .insert_unique(ha, at as u32, |&p| hasher.hash_one(peers[p as usize].addr));
-        self.by_id.insert_unique(hi, at as u32, |&p| {
-            let peer = &peers[p as usize];
-            hasher.hash_one((&peer.addr[..N - 2], &peer.id.0))
-        });
-    }
-
-    /// Removes position `at`, whose peer is `peer`.
-    fn remove<const N: usize>(&mut self, peer: &Peer<N>, at: usize) {
-        let (ha, hi) = (
-            self.addr_hash(&peer.addr),
-            self.id_hash(&peer.addr, &peer.id),
-        );
-        if let Ok(entry) = self.by_addr.find_entry(ha, |&p| p as usize == at) {
-            entry.remove();
-        }
-        if let Ok(entry) = self.by_id.find_entry(hi, |&p| p as usize == at) {
-            entry.remove();
-        }
-    }
-
-    /// Changes the recorded position of `peer` from `from` to `to`.
-    fn relocate<const N: usize>(&mut self, peer: &Peer<N>, from: u32, to: u32) {
-        let (ha, hi) = (
-            self.addr_hash(&peer.addr),
-            self.id_hash(&peer.addr, &peer.id),
-        );
-        if let Some(p) = self.by_addr.find_mut(ha, |&p| p == from) {
-            *p = to;
-        }
-        if let Some(p) = self.by_id.find_mut(hi, |&p| p == from) {
-            *p = to;
-        }
-    }
+/// The header of a list's block. A swarm's IPv4 list is the swarm: its
+/// header also carries the snatch count and the IPv6 list (both unused in
+/// the IPv6 list's own header). 32 bytes.
+#[repr(C)]
+struct Head<const I: usize> {
+    len: u32,
+    cap: u32,
+    /// `peers[..leechers]` are leechers, the rest seeders.
+    leechers: u32,
+    /// Completed downloads ever seen for the torrent (saturating).
+    downloaded: u32,
+    /// Present only for large lists.
+    index: Option<Box<Index>>,
+    v6: Option<PeerList<18, I>>,
 }
 
 /// What an announce did to a list.
@@ -115,73 +156,244 @@ pub(crate) struct Upsert {
     pub completed_now: bool,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct PeerList<const N: usize> {
-    peers: Vec<Peer<N>>,
-    /// `peers[..leechers]` are leechers, the rest seeders.
-    leechers: usize,
-    /// Present only for large lists.
-    index: Option<Box<Index>>,
+/// A list of peers: one pointer to a block of header and peers (see the
+/// module doc).
+pub(crate) struct PeerList<const N: usize, const I: usize> {
+    block: NonNull<Head<I>>,
+    _owns: PhantomData<(Head<I>, Peer<N, I>)>,
+}
+
+// SAFETY: a PeerList owns its block exclusively, like a Box of its header
+// and a Vec of its peers, whose parts are all Send and Sync.
+unsafe impl<const N: usize, const I: usize> Send for PeerList<N, I> {}
+unsafe impl<const N: usize, const I: usize> Sync for PeerList<N, I> {}
+
+impl<const N: usize, const I: usize> std::fmt::Debug for PeerList<N, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerList")
+            .field("len", &self.len())
+            .field("leechers", &self.leechers())
+            .finish_non_exhaustive()
+    }
 }
 
 fn same_ip<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
     a[..N - 2] == b[..N - 2]
 }
 
-impl<const N: usize> PeerList<N> {
+/// The capacity after `cap` when a list is full: an eighth more, at least
+/// one more.
+fn grown(cap: usize) -> usize {
+    cap + (cap / 8).max(1)
+}
+
+impl<const N: usize, const I: usize> Default for PeerList<N, I> {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl<const N: usize, const I: usize> Drop for PeerList<N, I> {
+    fn drop(&mut self) {
+        let layout = Self::layout(self.head().cap as usize);
+        // SAFETY: the block was allocated with this layout (cap is kept in
+        // step with every reallocation), its header is initialized, and the
+        // peers are plain bytes with nothing to drop.
+        unsafe {
+            std::ptr::drop_in_place(self.block.as_ptr());
+            alloc::dealloc(self.block.as_ptr().cast(), layout);
+        }
+    }
+}
+
+impl<const N: usize, const I: usize> PeerList<N, I> {
+    /// Where the peers start in the block.
+    const PEERS_AT: usize = std::mem::size_of::<Head<I>>();
+
+    fn layout(cap: usize) -> Layout {
+        let size = Self::PEERS_AT + cap * std::mem::size_of::<Peer<N, I>>();
+        match Layout::from_size_align(size, std::mem::align_of::<Head<I>>()) {
+            Ok(layout) => layout,
+            // Capacities are bounded by the peer cap, far below isize::MAX.
+            Err(_) => alloc::handle_alloc_error(Layout::new::<Head<I>>()),
+        }
+    }
+
+    pub fn with_capacity(cap: usize) -> Self {
+        let layout = Self::layout(cap);
+        // SAFETY: the layout has a non-zero size (the header).
+        let raw = unsafe { alloc::alloc(layout) }.cast::<Head<I>>();
+        let Some(block) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: freshly allocated, aligned for Head, large enough.
+        unsafe {
+            block.as_ptr().write(Head {
+                len: 0,
+                cap: cap as u32,
+                leechers: 0,
+                downloaded: 0,
+                index: None,
+                v6: None,
+            });
+        }
+        PeerList {
+            block,
+            _owns: PhantomData,
+        }
+    }
+
+    fn head(&self) -> &Head<I> {
+        // SAFETY: the header is initialized for the block's whole life.
+        unsafe { self.block.as_ref() }
+    }
+
+    fn head_mut(&mut self) -> &mut Head<I> {
+        // SAFETY: as above, and `&mut self` makes the access exclusive.
+        unsafe { self.block.as_mut() }
+    }
+
+    fn peers_ptr(&self) -> *mut Peer<N, I> {
+        // SAFETY: PEERS_AT is within the block (it is the header's size).
+        unsafe { self.block.as_ptr().cast::<u8>().add(Self::PEERS_AT).cast() }
+    }
+
+    pub fn peers(&self) -> &[Peer<N, I>] {
+        // SAFETY: the first `len` records are initialized; Peer has
+        // alignment 1.
+        unsafe { std::slice::from_raw_parts(self.peers_ptr(), self.head().len as usize) }
+    }
+
+    fn peers_mut(&mut self) -> &mut [Peer<N, I>] {
+        // SAFETY: as in `peers`, exclusive through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.peers_ptr(), self.head().len as usize) }
+    }
+
+    /// The peers and the index, borrowed together (they do not overlap:
+    /// the peers follow the header).
+    fn parts(&mut self) -> (&[Peer<N, I>], Option<&mut Index>) {
+        let len = self.head().len as usize;
+        let peers = self.peers_ptr();
+        // SAFETY: the header and the peers are disjoint parts of the block.
+        unsafe {
+            let head = &mut *self.block.as_ptr();
+            (
+                std::slice::from_raw_parts(peers, len),
+                head.index.as_deref_mut(),
+            )
+        }
+    }
+
+    fn set_capacity(&mut self, cap: usize) {
+        let old = Self::layout(self.head().cap as usize);
+        let new = Self::layout(cap);
+        // SAFETY: the block was allocated with `old`; `new` has the same
+        // alignment and a non-zero size; only the first `len <= cap`
+        // records are read afterwards.
+        let raw = unsafe { alloc::realloc(self.block.as_ptr().cast(), old, new.size()) };
+        let Some(block) = NonNull::new(raw.cast::<Head<I>>()) else {
+            alloc::handle_alloc_error(new)
+        };
+        self.block = block;
+        self.head_mut().cap = cap as u32;
+    }
+
+    fn push(&mut self, peer: Peer<N, I>) {
+        let (len, cap) = (self.head().len as usize, self.head().cap as usize);
+        if len == cap {
+            self.set_capacity(grown(cap));
+        }
+        // SAFETY: len < cap after growing, so the slot is within the block.
+        unsafe { self.peers_ptr().add(len).write(peer) };
+        self.head_mut().len += 1;
+    }
+
+    fn pop(&mut self) {
+        let head = self.head_mut();
+        head.len -= 1;
+        let (len, cap) = (head.len as usize, head.cap as usize);
+        // Give memory back once a list has shrunk to under half its room.
+        if cap > 4 && len < cap / 2 {
+            self.set_capacity(len + len / 8);
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.head().len as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.len() == 0
     }
 
     pub fn leechers(&self) -> usize {
-        self.leechers
+        self.head().leechers as usize
     }
 
     pub fn seeders(&self) -> usize {
-        self.peers.len() - self.leechers
+        self.len() - self.leechers()
     }
 
-    #[cfg(test)]
-    pub fn peers(&self) -> &[Peer<N>] {
-        &self.peers
+    /// The snatch count kept in a swarm's header.
+    pub fn downloaded(&self) -> u64 {
+        u64::from(self.head().downloaded)
     }
 
+    pub fn set_downloaded(&mut self, downloaded: u64) {
+        self.head_mut().downloaded = downloaded.min(u64::from(u32::MAX)) as u32;
+    }
+
+    /// The IPv6 list kept in a swarm's header.
+    pub fn v6(&self) -> Option<&PeerList<18, I>> {
+        self.head().v6.as_ref()
+    }
+
+    pub fn v6_slot(&mut self) -> &mut Option<PeerList<18, I>> {
+        &mut self.head_mut().v6
+    }
+
+    /// Bytes this list holds (block and index), for tests and sizing.
     #[cfg(test)]
     pub fn is_indexed(&self) -> bool {
-        self.index.is_some()
+        self.head().index.is_some()
     }
 
     /// The entries on the same IP as `addr` with the same peer id, and with
-    /// the same port but another id.
+    /// the same port but another id (without ids: the entry at `addr`).
     fn lookup(&self, addr: &[u8; N], id: &PeerId) -> (Option<usize>, Option<usize>) {
-        let peers = &self.peers;
-        match &self.index {
+        let peers = self.peers();
+        match &self.head().index {
+            Some(index) if I == 0 => {
+                let by_port = index.by_addr.find(index.hasher.hash_one(addr), |p| {
+                    peers[p as usize].addr == *addr
+                });
+                (None, by_port.map(|p| p as usize))
+            }
             Some(index) => {
                 let by_id = index
                     .by_id
-                    .find(index.id_hash(addr, id), |&p| {
+                    .find(id_hash(index, addr, id), |p| {
                         let peer = &peers[p as usize];
-                        peer.id == *id && same_ip(&peer.addr, addr)
+                        peer.has_id(id) && same_ip(&peer.addr, addr)
                     })
-                    .map(|&p| p as usize);
+                    .map(|p| p as usize);
                 let by_port = index
                     .by_addr
-                    .find(index.addr_hash(addr), |&p| peers[p as usize].addr == *addr)
-                    .map(|&p| p as usize)
-                    .filter(|&p| peers[p].id != *id);
+                    .find(index.hasher.hash_one(addr), |p| {
+                        peers[p as usize].addr == *addr
+                    })
+                    .map(|p| p as usize)
+                    .filter(|&p| !peers[p].has_id(id));
                 (by_id, by_port)
             }
+            None if I == 0 => (None, peers.iter().position(|p| p.addr == *addr)),
             None => {
                 let (mut by_id, mut by_port) = (None, None);
                 for (i, peer) in peers.iter().enumerate() {
                     if !same_ip(&peer.addr, addr) {
                         continue;
                     }
-                    if peer.id == *id {
+                    if peer.has_id(id) {
                         by_id = Some(i);
                     } else if peer.addr == *addr {
                         by_port = Some(i);
@@ -215,48 +427,39 @@ impl<const N: usize> PeerList<N> {
     pub fn upsert_if_room(
         &mut self,
         addr: [u8; N],
-        id: PeerId,
+        id: &PeerId,
         seeder: bool,
         completed: bool,
-        now: u32,
+        stamp: u16,
         room: bool,
     ) -> Option<Upsert> {
         let completes = completed && seeder;
-        let found = self.find(&addr, &id);
+        let found = self.find(&addr, id);
         if found.is_none() && !room {
             return None;
         }
         Some(match found {
             Some(i) => {
-                let rekeyed = self.peers[i].addr != addr || self.peers[i].id != id;
-                if rekeyed && let Some(index) = &mut self.index {
-                    index.remove(&self.peers[i], i);
+                let peer = self.peers()[i];
+                let rekeyed = peer.addr != addr || !peer.has_id(id);
+                if rekeyed {
+                    self.unindex(i);
                 }
-                let peer = &mut self.peers[i];
-                peer.addr = addr;
-                peer.id = id;
-                if rekeyed && let Some(index) = &mut self.index {
-                    index.insert(&self.peers, i);
+                let completed_now = completes && !peer.completed();
+                let entry = &mut self.peers_mut()[i];
+                entry.addr = addr;
+                entry.id.copy_from_slice(&id.0[..I]);
+                entry.set_stamp(stamp, peer.completed() || completed_now);
+                if rekeyed {
+                    self.reindex(i);
                 }
-                let peer = &mut self.peers[i];
-                peer.last_seen = now;
-                let completed_now = completes && !peer.completed;
-                peer.completed |= completed_now;
                 Upsert {
                     index: self.set_role(i, seeder),
                     completed_now,
                 }
             }
             None => Upsert {
-                index: self.insert(
-                    Peer {
-                        addr,
-                        id,
-                        last_seen: now,
-                        completed: completes,
-                    },
-                    seeder,
-                ),
+                index: self.insert(Peer::new(addr, id, stamp, completes), seeder),
                 completed_now: completes,
             },
         })
@@ -270,9 +473,9 @@ impl<const N: usize> PeerList<N> {
         id: PeerId,
         seeder: bool,
         completed: bool,
-        now: u32,
+        stamp: u16,
     ) -> Upsert {
-        match self.upsert_if_room(addr, id, seeder, completed, now, true) {
+        match self.upsert_if_room(addr, &id, seeder, completed, stamp, true) {
             Some(upsert) => upsert,
             None => unreachable!("there is always room"),
         }
@@ -289,21 +492,22 @@ impl<const N: usize> PeerList<N> {
         }
     }
 
-    /// Removes every peer last seen before `deadline`; returns how many.
-    pub fn expire(&mut self, deadline: u32) -> usize {
-        let before = self.peers.len();
+    /// Removes every peer that is stale by `clock` at stamp `now`; returns
+    /// how many.
+    pub fn expire(&mut self, clock: &Clock, now: u16) -> usize {
+        let before = self.len();
         // Backwards: a removal only moves already-visited entries into `i`.
-        for i in (0..self.peers.len()).rev() {
-            if self.peers[i].last_seen < deadline {
+        for i in (0..self.len()).rev() {
+            if clock.is_stale(self.peers()[i].stamp(), now) {
                 self.remove_at(i);
             }
         }
-        before - self.peers.len()
+        before - self.len()
     }
 
     /// Appends up to `want` randomly chosen peers to `addrs` (and their ids to
-    /// `ids`, if given), never the one at `exclude`. A seeder (`for_seeder`)
-    /// is sent leechers only. Returns how many were added.
+    /// `ids`, if given and kept), never the one at `exclude`. A seeder
+    /// (`for_seeder`) is sent leechers only. Returns how many were added.
     pub fn sample(
         &self,
         for_seeder: bool,
@@ -312,17 +516,18 @@ impl<const N: usize> PeerList<N> {
         addrs: &mut Vec<[u8; N]>,
         mut ids: Option<&mut Vec<PeerId>>,
     ) -> usize {
+        let peers = self.peers();
         let n = if for_seeder {
-            self.leechers
+            self.leechers()
         } else {
-            self.peers.len()
+            peers.len()
         };
         let excluded = exclude.is_some_and(|e| e < n);
         let available = n - usize::from(excluded);
-        let mut emit = |peer: &Peer<N>| {
+        let mut emit = |peer: &Peer<N, I>| {
             addrs.push(peer.addr);
-            if let Some(ids) = ids.as_deref_mut() {
-                ids.push(peer.id);
+            if let (Some(ids), Some(id)) = (ids.as_deref_mut(), peer.id()) {
+                ids.push(id);
             }
         };
         if want == 0 || available == 0 {
@@ -331,7 +536,7 @@ impl<const N: usize> PeerList<N> {
         if want >= available {
             (0..n)
                 .filter(|&i| Some(i) != exclude)
-                .for_each(|i| emit(&self.peers[i]));
+                .for_each(|i| emit(&peers[i]));
             return available;
         }
         // A window of consecutive entries from a random start, wrapping
@@ -343,7 +548,7 @@ impl<const N: usize> PeerList<N> {
         let mut taken = 0;
         while taken < want {
             if Some(pos) != exclude {
-                emit(&self.peers[pos]);
+                emit(&peers[pos]);
                 taken += 1;
             }
             pos += 1;
@@ -354,25 +559,22 @@ impl<const N: usize> PeerList<N> {
         taken
     }
 
-    fn insert(&mut self, peer: Peer<N>, seeder: bool) -> usize {
-        let at = self.peers.len();
-        if self.peers.capacity() == 0 {
-            // Most torrents have one or two peers: start with room for one
-            // instead of the four `Vec` would allocate.
-            self.peers.reserve_exact(1);
-        }
-        self.peers.push(peer);
-        match &mut self.index {
-            Some(index) => index.insert(&self.peers, at),
-            None if self.peers.len() > INDEX_FROM => self.build_index(),
+    fn insert(&mut self, peer: Peer<N, I>, seeder: bool) -> usize {
+        let at = self.len();
+        self.push(peer);
+        match &self.head().index {
+            // A rebuild indexes the new peer with the others.
+            Some(index) if !index.needs_resize(self.len()) => self.reindex(at),
+            Some(_) => self.build_index(),
+            None if self.len() > INDEX_FROM => self.build_index(),
             None => {}
         }
         if seeder {
             at
         } else {
-            let first_seeder = self.leechers;
+            let first_seeder = self.leechers();
             self.swap(at, first_seeder);
-            self.leechers += 1;
+            self.head_mut().leechers += 1;
             first_seeder
         }
     }
@@ -380,42 +582,78 @@ impl<const N: usize> PeerList<N> {
     /// Moves the peer at `i` into the seeder or leecher range; returns its
     /// new position.
     fn set_role(&mut self, i: usize, seeder: bool) -> usize {
-        let is_seeder = i >= self.leechers;
+        let leechers = self.leechers();
+        let is_seeder = i >= leechers;
         if seeder == is_seeder {
             i
         } else if seeder {
             // Last leecher position becomes the first seeder position.
-            self.leechers -= 1;
-            self.swap(i, self.leechers);
-            self.leechers
+            self.swap(i, leechers - 1);
+            self.head_mut().leechers -= 1;
+            leechers - 1
         } else {
-            self.swap(i, self.leechers);
-            self.leechers += 1;
-            self.leechers - 1
+            self.swap(i, leechers);
+            self.head_mut().leechers += 1;
+            leechers
         }
     }
 
     fn remove_at(&mut self, i: usize) {
-        let last = self.peers.len() - 1;
-        if i < self.leechers {
+        let last = self.len() - 1;
+        let leechers = self.leechers();
+        if i < leechers {
             // Fill the hole with the last leecher, and that leecher's slot
             // with the last seeder, keeping the partition.
-            self.swap(i, self.leechers - 1);
-            self.swap(self.leechers - 1, last);
-            self.leechers -= 1;
+            self.swap(i, leechers - 1);
+            self.swap(leechers - 1, last);
+            self.head_mut().leechers -= 1;
         } else {
             self.swap(i, last);
         }
-        if let Some(index) = &mut self.index {
-            index.remove(&self.peers[last], last);
+        self.unindex(last);
+        self.pop();
+        if self.head().index.is_some() {
+            if self.len() < INDEX_UNTIL {
+                self.head_mut().index = None;
+            } else {
+                self.resize_index_if_needed();
+            }
         }
-        self.peers.pop();
-        if self.index.is_some() && self.peers.len() < INDEX_UNTIL {
-            self.index = None;
+    }
+
+    /// Takes position `at` out of the index (before its key changes or
+    /// it goes).
+    fn unindex(&mut self, at: usize) {
+        let (peers, Some(index)) = self.parts() else {
+            return;
+        };
+        let peer = &peers[at];
+        let hasher = &index.hasher;
+        let addr_hash = |p: u32| hasher.hash_one(peers[p as usize].addr);
+        index
+            .by_addr
+            .remove(hasher.hash_one(peer.addr), at as u32, addr_hash);
+        if I > 0 {
+            let id_hash_at = |p: u32| {
+                let peer = &peers[p as usize];
+                hasher.hash_one((&peer.addr[..N - 2], &peer.id[..]))
+            };
+            let hash = hasher.hash_one((&peer.addr[..N - 2], &peer.id[..]));
+            index.by_id.remove(hash, at as u32, id_hash_at);
         }
-        // Give memory back when a swarm that was large has shrunk a lot.
-        if self.peers.capacity() > 64 && self.peers.len() < self.peers.capacity() / 4 {
-            self.peers.shrink_to(self.peers.len() * 2);
+    }
+
+    /// Puts position `at` into the index under its current key.
+    fn reindex(&mut self, at: usize) {
+        let (peers, Some(index)) = self.parts() else {
+            return;
+        };
+        let peer = &peers[at];
+        let hash = index.hasher.hash_one(peer.addr);
+        index.by_addr.insert(hash, at as u32);
+        if I > 0 {
+            let hash = index.hasher.hash_one((&peer.addr[..N - 2], &peer.id[..]));
+            index.by_id.insert(hash, at as u32);
         }
     }
 
@@ -424,48 +662,78 @@ impl<const N: usize> PeerList<N> {
         if i == j {
             return;
         }
-        self.peers.swap(i, j);
-        if let Some(index) = &mut self.index {
-            // Park one entry on a position no peer has, so that no lookup
-            // below can confuse the two moving entries.
-            let (i32_, j32) = (i as u32, j as u32);
-            index.relocate(&self.peers[j], i32_, MOVING);
-            index.relocate(&self.peers[i], j32, i32_);
-            index.relocate(&self.peers[j], MOVING, j32);
+        self.peers_mut().swap(i, j);
+        let (peers, Some(index)) = self.parts() else {
+            return;
+        };
+        // After the swap, the peer that was at i is at j and the other way
+        // round.
+        let (was_i, was_j) = (&peers[j], &peers[i]);
+        let (i32_, j32) = (i as u32, j as u32);
+        let hasher = &index.hasher;
+        let (hi, hj) = (hasher.hash_one(was_i.addr), hasher.hash_one(was_j.addr));
+        index.by_addr.swap(hi, i32_, hj, j32);
+        if I > 0 {
+            let hi = hasher.hash_one((&was_i.addr[..N - 2], &was_i.id[..]));
+            let hj = hasher.hash_one((&was_j.addr[..N - 2], &was_j.id[..]));
+            index.by_id.swap(hi, i32_, hj, j32);
         }
     }
 
-    fn build_index(&mut self) {
-        let mut index = Index {
-            hasher: ahash::RandomState::new(),
-            by_addr: HashTable::with_capacity(self.peers.len() * 2),
-            by_id: HashTable::with_capacity(self.peers.len() * 2),
-        };
-        for at in 0..self.peers.len() {
-            index.insert(&self.peers, at);
+    fn resize_index_if_needed(&mut self) {
+        if self
+            .head()
+            .index
+            .as_ref()
+            .is_some_and(|index| index.needs_resize(self.len()))
+        {
+            self.build_index();
         }
-        self.index = Some(Box::new(index));
+    }
+
+    /// (Re)builds the index for the current peers.
+    fn build_index(&mut self) {
+        let mut index = Index::for_len(self.len(), I > 0);
+        for (at, peer) in self.peers().iter().enumerate() {
+            index
+                .by_addr
+                .insert(index.hasher.hash_one(peer.addr), at as u32);
+            if I > 0 {
+                let hash = index.hasher.hash_one((&peer.addr[..N - 2], &peer.id[..]));
+                index.by_id.insert(hash, at as u32);
+            }
+        }
+        self.head_mut().index = Some(Box::new(index));
     }
 
     /// Checks every invariant; for tests.
     #[cfg(test)]
     pub fn check(&self) {
-        assert!(self.leechers <= self.peers.len());
-        if let Some(index) = &self.index {
-            assert_eq!(index.by_addr.len(), self.peers.len(), "by_addr size");
-            assert_eq!(index.by_id.len(), self.peers.len(), "by_id size");
-            for (at, peer) in self.peers.iter().enumerate() {
+        let head = self.head();
+        assert!(head.leechers <= head.len && head.len <= head.cap);
+        if let Some(index) = &head.index {
+            assert!(self.len() <= index.max_len);
+            for (at, peer) in self.peers().iter().enumerate() {
                 let found = index
                     .by_addr
-                    .find(index.addr_hash(&peer.addr), |&p| p as usize == at);
+                    .find(index.hasher.hash_one(peer.addr), |p| p as usize == at);
                 assert!(found.is_some(), "by_addr misses {at}");
-                let found = index
-                    .by_id
-                    .find(index.id_hash(&peer.addr, &peer.id), |&p| p as usize == at);
-                assert!(found.is_some(), "by_id misses {at}");
+                if I > 0 {
+                    let found = index.by_id.find(
+                        index.hasher.hash_one((&peer.addr[..N - 2], &peer.id[..])),
+                        |p| p as usize == at,
+                    );
+                    assert!(found.is_some(), "by_id misses {at}");
+                }
             }
         }
     }
+}
+
+/// The by-id key hash of an announce from `addr` with `id`: the same value
+/// as a stored peer's `(ip, id)` hash.
+fn id_hash<const N: usize>(index: &Index, addr: &[u8; N], id: &PeerId) -> u64 {
+    index.hasher.hash_one((&addr[..N - 2], &id.0[..]))
 }
 
 #[cfg(test)]
@@ -482,8 +750,63 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_28_bytes_with_ids_and_8_without() {
+        assert_eq!(std::mem::size_of::<Peer<6, 20>>(), 28);
+        assert_eq!(std::mem::size_of::<Peer<6, 0>>(), 8);
+        assert_eq!(std::mem::size_of::<Peer<18, 20>>(), 40);
+        assert_eq!(std::mem::size_of::<Head<20>>(), 32);
+        assert_eq!(std::mem::size_of::<PeerList<6, 20>>(), 8);
+        assert_eq!(std::mem::size_of::<Option<PeerList<6, 20>>>(), 8);
+    }
+
+    #[test]
+    fn stamps_wrap_no_sooner_than_four_ttls() {
+        let clock = Clock::new(2700);
+        assert_eq!(clock.unit, 1);
+        let seen = clock.stamp(40_000);
+        assert!(!clock.is_stale(seen, clock.stamp(42_700)));
+        assert!(clock.is_stale(seen, clock.stamp(42_701)));
+        // Past the 15-bit wrap (32,768 s) the age still reads right.
+        let seen = clock.stamp(32_000);
+        assert!(!clock.is_stale(seen, clock.stamp(34_000)));
+        assert!(clock.is_stale(seen, clock.stamp(35_000)));
+        // A day-long TTL counts in coarser units.
+        let clock = Clock::new(86_400);
+        assert!(clock.unit > 1);
+        assert!(!clock.is_stale(clock.stamp(0), clock.stamp(86_000)));
+        assert!(clock.is_stale(clock.stamp(0), clock.stamp(86_400 + clock.unit * 2)));
+    }
+
+    #[test]
+    fn capacity_grows_by_an_eighth_and_shrinks_back() {
+        let mut list = PeerList::<6, 20>::default();
+        let mut caps = Vec::new();
+        let spread = |i: u16| [10, 1, (i >> 8) as u8, i as u8, 0, 1];
+        for i in 0..1000u16 {
+            list.upsert(spread(i), id(1), false, false, 0);
+            caps.push(list.head().cap as usize);
+        }
+        assert_eq!(list.len(), 1000);
+        let cap = list.head().cap as usize;
+        assert!((1000..=1000 + 1000 / 8 + 1).contains(&cap), "cap {cap}");
+        // Never more than an eighth of room to spare past the first few.
+        assert!(
+            caps.iter()
+                .enumerate()
+                .all(|(i, &c)| c <= (i + 1) + (i + 1) / 8 + 1)
+        );
+        for i in 0..900u16 {
+            assert!(list.remove(&spread(i), &id(1)));
+        }
+        assert_eq!(list.len(), 100);
+        let cap = list.head().cap as usize;
+        assert!(cap < 200, "cap {cap} after shrinking to 100");
+        list.check();
+    }
+
+    #[test]
     fn roles_partition_and_counts_stay_exact() {
-        let mut list = PeerList::<6>::default();
+        let mut list = PeerList::<6, 20>::default();
         list.upsert(addr(1, 1), id(1), false, false, 0);
         list.upsert(addr(2, 1), id(2), true, false, 0);
         list.upsert(addr(3, 1), id(3), false, false, 0);
@@ -491,7 +814,7 @@ mod tests {
         // Leecher 1 finishes.
         list.upsert(addr(1, 1), id(1), true, true, 1);
         assert_eq!((list.leechers(), list.seeders()), (1, 2));
-        assert!(list.peers()[..1].iter().all(|p| p.id == id(3)));
+        assert!(list.peers()[..1].iter().all(|p| p.id() == Some(id(3))));
         assert!(list.remove(&addr(3, 1), &id(3)));
         assert_eq!((list.leechers(), list.seeders()), (0, 2));
         list.check();
@@ -499,7 +822,7 @@ mod tests {
 
     #[test]
     fn same_ip_new_port_or_new_id_replaces_the_entry() {
-        let mut list = PeerList::<6>::default();
+        let mut list = PeerList::<6, 20>::default();
         list.upsert(addr(1, 1000), id(1), false, false, 0);
         // Same id, new port: the port moves.
         list.upsert(addr(1, 2000), id(1), false, false, 0);
@@ -508,7 +831,7 @@ mod tests {
         // Same port, new id: the client restarted.
         list.upsert(addr(1, 2000), id(2), false, false, 0);
         assert_eq!(list.len(), 1);
-        assert_eq!(list.peers()[0].id, id(2));
+        assert_eq!(list.peers()[0].id(), Some(id(2)));
         // New port and new id from the same IP: a second client.
         list.upsert(addr(1, 3000), id(3), false, false, 0);
         assert_eq!(list.len(), 2);
@@ -522,8 +845,33 @@ mod tests {
     }
 
     #[test]
+    fn without_ids_the_address_and_port_are_the_peer() {
+        let mut list = PeerList::<6, 0>::default();
+        list.upsert(addr(1, 1000), id(1), false, false, 0);
+        // Same address and port, another id: the same entry.
+        list.upsert(addr(1, 1000), id(2), true, false, 0);
+        assert_eq!((list.len(), list.seeders()), (1, 1));
+        // Same id, another port: another peer (nothing ties them).
+        list.upsert(addr(1, 2000), id(2), false, false, 0);
+        assert_eq!(list.len(), 2);
+        assert_eq!(list.peers()[0].id(), None);
+        // Indexed, the same holds.
+        for port in 0..100u16 {
+            list.upsert(addr(2, port), id(1), port % 2 == 0, false, 0);
+        }
+        assert!(list.is_indexed());
+        assert_eq!(list.len(), 102);
+        list.upsert(addr(2, 7), id(9), false, false, 0);
+        assert_eq!(list.len(), 102);
+        assert!(list.remove(&addr(2, 7), &id(42)));
+        assert!(!list.remove(&addr(2, 7), &id(42)));
+        assert_eq!(list.len(), 101);
+        list.check();
+    }
+
+    #[test]
     fn completion_counts_once_per_entry_and_only_as_seeder() {
-        let mut list = PeerList::<6>::default();
+        let mut list = PeerList::<6, 20>::default();
         assert!(!list.upsert(addr(1, 1), id(1), false, true, 0).completed_now);
         assert!(list.upsert(addr(1, 1), id(1), true, true, 0).completed_now);
         assert!(!list.upsert(addr(1, 1), id(1), true, true, 0).completed_now);
@@ -533,7 +881,7 @@ mod tests {
 
     #[test]
     fn many_peers_behind_one_ip_are_indexed_by_port_and_id() {
-        let mut list = PeerList::<6>::default();
+        let mut list = PeerList::<6, 20>::default();
         for n in 0..500u16 {
             let mut peer_id = [0u8; 20];
             peer_id[..2].copy_from_slice(&n.to_be_bytes());
@@ -556,23 +904,42 @@ mod tests {
     }
 
     #[test]
+    fn large_lists_use_wide_index_slots() {
+        let mut list = PeerList::<6, 20>::default();
+        for n in 0..20_000u32 {
+            let [_, _, c, d] = n.to_be_bytes();
+            let a = [10, c, d, 1, 0x1A, 0xE1];
+            list.upsert(a, id(d), n % 3 == 0, false, 0);
+        }
+        assert_eq!(list.len(), 20_000);
+        list.check();
+        for n in (0..20_000u32).step_by(2) {
+            let [_, _, c, d] = n.to_be_bytes();
+            assert!(list.remove(&[10, c, d, 1, 0x1A, 0xE1], &id(d)));
+        }
+        assert_eq!(list.len(), 10_000);
+        list.check();
+    }
+
+    #[test]
     fn expire_removes_exactly_the_stale() {
-        let mut list = PeerList::<6>::default();
+        let clock = Clock::new(1);
+        let mut list = PeerList::<6, 20>::default();
         for i in 0..100u8 {
-            list.upsert(addr(i, 1), id(i), i % 3 == 0, false, u32::from(i % 2));
+            list.upsert(addr(i, 1), id(i), i % 3 == 0, false, u16::from(i % 2));
         }
         assert!(list.is_indexed());
-        assert_eq!(list.expire(1), 50);
-        assert!(list.peers().iter().all(|p| p.last_seen == 1));
+        assert_eq!(list.expire(&clock, 2), 50);
+        assert!(list.peers().iter().all(|p| p.stamp() == 1));
         assert_eq!(list.leechers() + list.seeders(), 50);
         list.check();
-        assert_eq!(list.expire(2), 50);
+        assert_eq!(list.expire(&clock, 3), 50);
         assert!(list.is_empty() && !list.is_indexed());
     }
 
     #[test]
     fn sample_excludes_self_and_sends_seeders_leechers_only() {
-        let mut list = PeerList::<6>::default();
+        let mut list = PeerList::<6, 20>::default();
         for i in 0..10u8 {
             list.upsert(addr(i, 1), id(i), i >= 5, false, 0);
         }
@@ -599,7 +966,7 @@ mod tests {
 
     #[test]
     fn samples_vary() {
-        let mut list = PeerList::<6>::default();
+        let mut list = PeerList::<6, 20>::default();
         for i in 0..200u8 {
             list.upsert(addr(i, 1), id(i), false, false, 0);
         }
@@ -618,7 +985,7 @@ mod tests {
         /// the index and the counts consistent with a simple model.
         #[test]
         fn behaves_like_a_model(ops in proptest::collection::vec((0u8..5, 0u8..6, 0u8..3, 0u8..6, proptest::bool::ANY), 1..400)) {
-            let mut list = PeerList::<6>::default();
+            let mut list = PeerList::<6, 20>::default();
             // Model: (ip, port, id, seeder), one per (ip,id) and per (ip,port).
             let mut model: Vec<(u8, u16, u8, bool)> = Vec::new();
             for (op, ip, port, idn, seeder) in ops {
@@ -657,8 +1024,9 @@ mod tests {
                     }
                 }
                 list.check();
+                let leechers = list.leechers();
                 let mut got: Vec<(u8, u16, u8, bool)> = list.peers().iter().enumerate().filter(|(_, p)| p.addr[3] < 100).map(|(i, p)| {
-                    (p.addr[3], u16::from_be_bytes([p.addr[4], p.addr[5]]), p.id.0[0], i >= list.leechers())
+                    (p.addr[3], u16::from_be_bytes([p.addr[4], p.addr[5]]), p.id().map_or(0, |id| id.0[0]), i >= leechers)
                 }).collect();
                 got.sort();
                 let mut want = model.clone();

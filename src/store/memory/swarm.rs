@@ -1,19 +1,21 @@
 //! One torrent's swarm: its IPv4 and IPv6 peers and its snatch count.
+//!
+//! A swarm is one pointer: its IPv4 list's block, whose header also holds
+//! the snatch count and, once the torrent has an IPv6 peer, the IPv6 list
+//! (see [`super::peers`]). The map entry of a torrent is then 32 bytes
+//! (the info hash and this pointer), and a torrent with one peer costs one
+//! small allocation besides.
 
 use std::net::IpAddr;
 
 use super::Refusal;
-use super::peers::PeerList;
+use super::peers::{Clock, PeerList};
 use crate::protocol::{AnnounceRequest, Event, PeerSet, SwarmCounts};
 
-/// 56 bytes plus the peers: most torrents have a few IPv4 peers and no
-/// IPv6 ones, so the IPv6 list is allocated only when needed.
+/// `I` is the bytes of peer id kept per peer: 20, or 0 in compact-only mode.
 #[derive(Debug, Default)]
-pub(crate) struct Swarm {
-    v4: PeerList<6>,
-    v6: Option<Box<PeerList<18>>>,
-    /// Completed downloads ever seen for this torrent.
-    pub downloaded: u64,
+pub(crate) struct Swarm<const I: usize> {
+    v4: PeerList<6, I>,
 }
 
 fn compact_v4(ip: [u8; 4], port: u16) -> [u8; 6] {
@@ -28,56 +30,65 @@ fn compact_v6(ip: [u8; 16], port: u16) -> [u8; 18] {
     out
 }
 
-impl Swarm {
+impl<const I: usize> Swarm<I> {
     pub fn with_downloaded(downloaded: u64) -> Self {
-        Self {
-            downloaded,
-            ..Self::default()
-        }
+        // Room for the first peer: most torrents have one or two.
+        let mut v4 = PeerList::with_capacity(1);
+        v4.set_downloaded(downloaded);
+        Self { v4 }
+    }
+
+    /// Completed downloads ever seen for this torrent.
+    pub fn downloaded(&self) -> u64 {
+        self.v4.downloaded()
+    }
+
+    pub fn set_downloaded(&mut self, downloaded: u64) {
+        self.v4.set_downloaded(downloaded);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_none()
+        self.v4.is_empty() && self.v4.v6().is_none()
     }
 
     pub fn peer_count(&self) -> usize {
-        self.v4.len() + self.v6.as_ref().map_or(0, |v6| v6.len())
+        self.v4.len() + self.v4.v6().map_or(0, |v6| v6.len())
     }
 
     /// `(seeders, leechers)` of the IPv4 and the IPv6 peers.
     pub fn family_counts(&self) -> [(usize, usize); 2] {
         let v6 = self
-            .v6
-            .as_ref()
+            .v4
+            .v6()
             .map_or((0, 0), |v6| (v6.seeders(), v6.leechers()));
         [(self.v4.seeders(), self.v4.leechers()), v6]
     }
 
     pub fn counts(&self) -> SwarmCounts {
-        let (seeders6, leechers6) = self
-            .v6
-            .as_ref()
-            .map_or((0, 0), |v6| (v6.seeders(), v6.leechers()));
+        let [(seeders4, leechers4), (seeders6, leechers6)] = self.family_counts();
         SwarmCounts {
-            complete: (self.v4.seeders() + seeders6) as u32,
-            incomplete: (self.v4.leechers() + leechers6) as u32,
-            downloaded: self.downloaded,
+            complete: (seeders4 + seeders6) as u32,
+            incomplete: (leechers4 + leechers6) as u32,
+            downloaded: self.downloaded(),
         }
     }
 
     /// Frees the IPv6 list once it is empty.
     fn tidy_v6(&mut self) {
-        if self.v6.as_ref().is_some_and(|v6| v6.is_empty()) {
-            self.v6 = None;
+        let v6 = self.v4.v6_slot();
+        if v6.as_ref().is_some_and(|v6| v6.is_empty()) {
+            *v6 = None;
         }
     }
 
     /// Records the announce of a peer at `ip` (canonical: no IPv4-mapped
-    /// IPv6) and fills `out` with peers for it, own address family first.
+    /// IPv6) at coarse time `now` and fills `out` with peers for it, own
+    /// address family first.
     pub fn announce(
         &mut self,
         req: &AnnounceRequest,
         ip: IpAddr,
+        clock: &Clock,
         now: u32,
         max_peers: usize,
         out: &mut PeerSet,
@@ -88,6 +99,7 @@ impl Swarm {
         let want = req.numwant as usize;
         let with_ids = !req.compact && !req.no_peer_id;
         let port = req.port.get();
+        let stamp = clock.stamp(now);
         let (ids4, ids6) = if with_ids {
             (Some(&mut out.v4_ids), Some(&mut out.v6_ids))
         } else {
@@ -98,20 +110,20 @@ impl Swarm {
                 let addr = compact_v4(ip.octets(), port);
                 let up = self
                     .v4
-                    .upsert_if_room(addr, req.peer_id, seeder, completed, now, room)
+                    .upsert_if_room(addr, &req.peer_id, seeder, completed, stamp, room)
                     .ok_or(Refusal::SwarmFull)?;
                 let got = self
                     .v4
                     .sample(seeder, Some(up.index), want, &mut out.v4, ids4);
-                if let Some(v6) = &self.v6 {
+                if let Some(v6) = self.v4.v6() {
                     v6.sample(seeder, None, want - got, &mut out.v6, ids6);
                 }
                 up
             }
             IpAddr::V6(ip) => {
                 let addr = compact_v6(ip.octets(), port);
-                let v6 = self.v6.get_or_insert_with(Box::default);
-                let up = v6.upsert_if_room(addr, req.peer_id, seeder, completed, now, room);
+                let v6 = self.v4.v6_slot().get_or_insert_with(PeerList::default);
+                let up = v6.upsert_if_room(addr, &req.peer_id, seeder, completed, stamp, room);
                 let Some(up) = up else {
                     self.tidy_v6();
                     return Err(Refusal::SwarmFull);
@@ -122,7 +134,7 @@ impl Swarm {
             }
         };
         if upsert.completed_now {
-            self.downloaded += 1;
+            self.set_downloaded(self.downloaded().saturating_add(1));
         }
         Ok(self.counts())
     }
@@ -133,7 +145,8 @@ impl Swarm {
         let removed = match ip {
             IpAddr::V4(ip) => self.v4.remove(&compact_v4(ip.octets(), port), &req.peer_id),
             IpAddr::V6(ip) => self
-                .v6
+                .v4
+                .v6_slot()
                 .as_mut()
                 .is_some_and(|v6| v6.remove(&compact_v6(ip.octets(), port), &req.peer_id)),
         };
@@ -141,10 +154,15 @@ impl Swarm {
         removed
     }
 
-    /// Removes peers last seen before `deadline`; returns how many.
-    pub fn expire(&mut self, deadline: u32) -> usize {
-        let expired =
-            self.v4.expire(deadline) + self.v6.as_mut().map_or(0, |v6| v6.expire(deadline));
+    /// Removes peers that are stale at coarse time `now`; returns how many.
+    pub fn expire(&mut self, clock: &Clock, now: u32) -> usize {
+        let now = clock.stamp(now);
+        let expired = self.v4.expire(clock, now)
+            + self
+                .v4
+                .v6_slot()
+                .as_mut()
+                .map_or(0, |v6| v6.expire(clock, now));
         self.tidy_v6();
         expired
     }

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Soak: MINUTES minutes of steady load at SHARE (0.7) of the rate that
+# saturates the tracker on this machine, with churn: every announce comes
+# from its own address (shoal-load --distinct-ips), so nearly every one is a
+# new peer, and a short peer TTL (TTL s) expires them all the time; the swarm
+# population settles at about rate x TTL peers. One row per minute: the
+# rate served, latency percentiles, the tracker's resident memory and the
+# peers it holds. At the end: whether RSS stayed within 5% after warm-up
+# (WARMUP minutes) and how far p99 moved.
+#
+# usage: benches/soak.sh [MINUTES] [TTL]
+#   e.g. benches/soak.sh 10 60
+#        REACTOR=per-core SHARE=0.7 benches/soak.sh 10 60
+# Traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+minutes=${1:-10}
+ttl=${2:-60}
+share=${SHARE:-0.7}
+warmup=${WARMUP:-2}
+port=18195
+
+cargo build --release --bins >&2
+load=target/release/shoal-load
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+
+target/release/shoal --listen "127.0.0.1:$port" --udp-listen none --workers 2 \
+    --reactor "${REACTOR:-tokio}" --log-level warn --allow-ip-param --peer-ttl "$ttl" \
+    >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.05
+done
+
+peers() {
+    local reply
+    reply=$(exec 3<>"/dev/tcp/127.0.0.1/$port"; printf 'GET /stats.json HTTP/1.0\r\n\r\n' >&3; cat <&3)
+    python3 -c 'import json,sys; print(json.loads(sys.argv[1])["peers"]["total"])' "${reply#*$'\r\n\r\n'}"
+}
+
+# The saturating rate: as fast as 64 connections go, for 5 s.
+"$load" -t "127.0.0.1:$port" -d 5 -c 64 --distinct-ips --json > "$work/max.json"
+max=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$work/max.json")
+rate=$(python3 -c "print(round($max * $share))")
+echo "saturating rate ${max}/s; soaking at ${rate}/s (x$share) for $minutes min, peer TTL ${ttl} s" >&2
+
+for minute in $(seq 1 "$minutes"); do
+    "$load" -t "127.0.0.1:$port" -d 60 --warmup 0 -c 64 --rate "$rate" --distinct-ips \
+        --server-pid "$pid" --label "$minute" --json > "$work/minute.json"
+    python3 - "$work/minute.json" "$(peers)" >> "$work/rows.jsonl" <<'PY'
+import json, sys
+row = json.load(open(sys.argv[1]))
+row["peers"] = int(sys.argv[2])
+print(json.dumps(row))
+PY
+done
+
+python3 - "$work/rows.jsonl" "$warmup" "$rate" "$ttl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+warmup, rate, ttl = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+print(f"\nsoak at {rate} announces/s, peer TTL {ttl} s, every announce from its own address\n")
+print("| minute | responses/s | p50 ms | p99 ms | p99.9 ms | errors | RSS MiB | peers held |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    errors = r["failures"] + r["bad"] + r["io_errors"]
+    print(f"| {r['label']} | {r['rps']:,} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} "
+          f"| {errors} | {r['server_rss_bytes'] / 2**20:.1f} | {r['peers']:,} |")
+steady = rows[warmup:]
+if steady:
+    rss = [r["server_rss_bytes"] for r in steady]
+    p99 = [r["p99_ms"] for r in steady]
+    spread = max(rss) / min(rss) - 1
+    print(f"\nafter {warmup} min of warm-up: RSS {min(rss) / 2**20:.1f}-{max(rss) / 2**20:.1f} MiB "
+          f"({spread * 100:.1f}% spread: {'flat' if spread <= 0.05 else 'NOT flat'} within 5%), "
+          f"p99 {min(p99):.2f}-{max(p99):.2f} ms")
+PY
