@@ -72,7 +72,7 @@ for row in "${rows[@]}"; do
         began=$(date +%s.%N)
         "$load" -t "127.0.0.1:$port" -c 16 --torrents "$torrents" --fill "$peers" --json > "$work/fill.json"
         took=$(python3 -c "import time; print(f'{time.time() - $began:.0f}')")
-        sleep 1
+        sleep "${SETTLE:-3}"
         after=$(rss "$pid")
         if [ "$server" = opentracker ]; then
             held=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["announces"])' "$work/fill.json")

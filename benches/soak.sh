@@ -40,8 +40,10 @@ peers() {
     python3 -c 'import json,sys; print(json.loads(sys.argv[1])["peers"]["total"])' "${reply#*$'\r\n\r\n'}"
 }
 
-# The saturating rate: as fast as 64 connections go, for 5 s.
-"$load" -t "127.0.0.1:$port" -d 5 -c 64 --distinct-ips --json > "$work/max.json"
+# The saturating rate, measured the way the soak sends (paced, with
+# shoal-load's pacing thread on the same 2 cores): ask for far more than the
+# tracker can serve for 5 s and take what it served.
+"$load" -t "127.0.0.1:$port" -d 5 -c 64 --rate 1000000 --distinct-ips --json > "$work/max.json"
 max=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$work/max.json")
 rate=$(python3 -c "print(round($max * $share))")
 echo "saturating rate ${max}/s; soaking at ${rate}/s (x$share) for $minutes min, peer TTL ${ttl} s" >&2

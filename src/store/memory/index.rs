@@ -15,11 +15,12 @@
 /// bits); larger ones 32-bit slots.
 pub(crate) const NARROW_MAX: usize = (1 << 13) - 2;
 
-/// Slots per peer a table is built with (load 0.6).
-const BUILD_LOAD: (usize, usize) = (5, 3);
-/// A table is rebuilt larger once its load would pass 0.8: linear probing
-/// stays short below that.
-const MAX_LOAD: (usize, usize) = (4, 5);
+/// Slots per peer a table is built with (load 0.7).
+const BUILD_LOAD: (usize, usize) = (2, 1);
+/// A table is rebuilt larger once its load would pass 0.9. Linear probing
+/// runs long at that load, but a probe compares tags in 2-byte slots (a
+/// cache line holds 32) and reads a peer only on a tag match.
+const MAX_LOAD: (usize, usize) = (7, 8);
 
 /// Marks an empty slot (all bits set, in both widths).
 const EMPTY: u32 = u32::MAX;
@@ -284,7 +285,7 @@ mod tests {
     #[test]
     fn resizing_is_asked_for_when_too_full_or_too_empty() {
         let index = Index::for_len(100, true);
-        assert_eq!(index.size(), 166);
+        assert_eq!(index.size(), 142);
         assert!(!index.needs_resize(100));
         assert!(index.needs_resize(index.max_len + 1));
         assert!(index.needs_resize(20));
