@@ -15,9 +15,12 @@
 /// bits); larger ones 32-bit slots.
 pub(crate) const NARROW_MAX: usize = (1 << 13) - 2;
 
-/// Slots per peer a table is built with (load 0.7).
+/// Slots per peer a table is built with (load 0.5). Measured against 0.7
+/// (and rebuilds at 0.9): 39.6 against 41.0 bytes a peer with 100 peers a
+/// swarm, 40.1 against 38.4 with 1,000 (where a table's size falls in its
+/// growth cycle decides), and fewer rebuilds, each O(peers) under the lock.
 const BUILD_LOAD: (usize, usize) = (2, 1);
-/// A table is rebuilt larger once its load would pass 0.9. Linear probing
+/// A table is rebuilt larger once its load would pass 0.875. Linear probing
 /// runs long at that load, but a probe compares tags in 2-byte slots (a
 /// cache line holds 32) and reads a peer only on a tag match.
 const MAX_LOAD: (usize, usize) = (7, 8);
@@ -285,7 +288,7 @@ mod tests {
     #[test]
     fn resizing_is_asked_for_when_too_full_or_too_empty() {
         let index = Index::for_len(100, true);
-        assert_eq!(index.size(), 142);
+        assert_eq!(index.size(), 200);
         assert!(!index.needs_resize(100));
         assert!(index.needs_resize(index.max_len + 1));
         assert!(index.needs_resize(20));
