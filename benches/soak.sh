@@ -2,7 +2,8 @@
 # Soak: MINUTES minutes of steady load at SHARE (0.7) of the rate that
 # saturates the tracker on this machine, with churn: every announce comes
 # from its own address (shoal-load --distinct-ips), so nearly every one is a
-# new peer, and a short peer TTL (TTL s) expires them all the time; the swarm
+# new peer (each minute draws new addresses: --seed), and a short peer TTL
+# (TTL s) expires them all the time; the swarm
 # population settles at about rate x TTL peers. One row per minute: the
 # rate served, latency percentiles, the tracker's resident memory and the
 # peers it holds. At the end: whether RSS stayed within 5% after warm-up
@@ -43,14 +44,15 @@ peers() {
 # The saturating rate, measured the way the soak sends (paced, with
 # shoal-load's pacing thread on the same 2 cores): ask for far more than the
 # tracker can serve for 5 s and take what it served.
-"$load" -t "127.0.0.1:$port" -d 5 -c 64 --rate 1000000 --distinct-ips --json > "$work/max.json"
+"$load" -t "127.0.0.1:$port" -d 5 -c 64 --rate 200000 --distinct-ips --json > "$work/max.json"
 max=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$work/max.json")
 rate=$(python3 -c "print(round($max * $share))")
+[ "$rate" -gt 0 ] || { echo "the saturating run served nothing" >&2; exit 1; }
 echo "saturating rate ${max}/s; soaking at ${rate}/s (x$share) for $minutes min, peer TTL ${ttl} s" >&2
 
 for minute in $(seq 1 "$minutes"); do
     "$load" -t "127.0.0.1:$port" -d 60 --warmup 0 -c 64 --rate "$rate" --distinct-ips \
-        --server-pid "$pid" --label "$minute" --json > "$work/minute.json"
+        --seed "$minute" --server-pid "$pid" --label "$minute" --json > "$work/minute.json"
     python3 - "$work/minute.json" "$(peers)" >> "$work/rows.jsonl" <<'PY'
 import json, sys
 row = json.load(open(sys.argv[1]))

@@ -98,6 +98,14 @@ struct Args {
     /// that ignores `ip=` still sees N distinct address and port pairs).
     #[arg(long, value_name = "N", default_value_t = 0)]
     fill: u64,
+    /// With --fill: announce the same N peers R times over (after the first
+    /// pass each announce refreshes a peer the tracker holds).
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    repeat: u64,
+    /// Seed of the random requests: runs with the same seed send the same
+    /// sequence (the same peers); give each run its own to send new ones.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// The server's PID, to report its CPU time and memory.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
@@ -200,9 +208,10 @@ static FILLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 /// The next announce of a `--fill` run, `None` once N are handed out.
 fn next_fill_request(args: &Args, host: &str) -> Option<Vec<u8>> {
     let k = FILLED.fetch_add(1, Ordering::Relaxed);
-    if k >= args.fill {
+    if k >= args.fill.saturating_mul(args.repeat.max(1)) {
         return None;
     }
+    let k = k % args.fill;
     let torrents = u64::from(args.torrents);
     let torrent = (k % torrents) as u32;
     let port = 1024 + (k / torrents) % 64_000;
@@ -387,7 +396,8 @@ async fn connection_task(
     stop: Arc<AtomicBool>,
     pacer: Option<Arc<Pacer>>,
 ) -> Tally {
-    let mut rng = fastrand::Rng::with_seed(index as u64 * 7919 + 1);
+    let mut rng =
+        fastrand::Rng::with_seed(args.seed.wrapping_mul(1_000_003) ^ (index as u64 * 7919 + 1));
     let target = args.target[index % args.target.len()];
     let host = target.to_string();
     let mut tally = Tally::default();
@@ -571,7 +581,8 @@ async fn udp_task(
     stop: Arc<AtomicBool>,
     pacer: Option<Arc<Pacer>>,
 ) -> Tally {
-    let mut rng = fastrand::Rng::with_seed(index as u64 * 7919 + 1);
+    let mut rng =
+        fastrand::Rng::with_seed(args.seed.wrapping_mul(1_000_003) ^ (index as u64 * 7919 + 1));
     let target = args.target[index % args.target.len()];
     let mut tally = Tally::default();
     let local = if target.is_ipv4() {

@@ -41,6 +41,12 @@ type Hasher = ahash::RandomState;
 /// cost about 150 bytes each.
 const SHARDS: usize = 1024;
 
+/// Peers an expiry sweep visits under one hold of a shard's lock when it
+/// walks a large swarm (about half a millisecond at most): a swarm of 200,000
+/// peers swept at once held its shard, and so one announce in ten of a
+/// popular torrent mix, for tens of milliseconds (benches/soak.sh).
+const SWEEP_STEP: usize = 4096;
+
 /// The store: the torrents' swarms, with peer ids kept (the default) or
 /// not (`compact_only`: 8 bytes an IPv4 peer instead of 28).
 pub struct MemoryStore {
@@ -252,7 +258,14 @@ impl<const I: usize> Held<I> {
     /// torrents that leaves empty (keeping their snatch counts).
     fn expire(&self, now: u32) -> Expired {
         let mut expired = Expired::default();
+        // Swarms too large to sweep under one hold of their shard's lock are
+        // swept after, in steps, the lock let go between them.
+        let mut large = Vec::new();
         self.swarms.retain(|hash, swarm| {
+            if swarm.peer_count() > SWEEP_STEP {
+                large.push(*hash);
+                return true;
+            }
             expired.peers += swarm.expire(&self.clock, now);
             if swarm.is_empty() {
                 expired.torrents += 1;
@@ -263,6 +276,24 @@ impl<const I: usize> Held<I> {
                 true
             }
         });
+        for hash in large {
+            let mut cursor = [usize::MAX; 2];
+            while let Some(mut swarm) = self.swarms.get_mut(&hash) {
+                let (removed, done) = swarm.expire_some(&self.clock, now, &mut cursor, SWEEP_STEP);
+                expired.peers += removed;
+                if done {
+                    break;
+                }
+                drop(swarm);
+                // Let the announces waiting on this shard go first.
+                std::thread::yield_now();
+            }
+            if let Some((hash, swarm)) = self.swarms.remove_if(&hash, |_, s| s.is_empty()) {
+                expired.torrents += 1;
+                self.torrent_count.fetch_sub(1, Ordering::Relaxed);
+                self.retire(hash, swarm.downloaded());
+            }
+        }
         expired
     }
 
@@ -530,6 +561,29 @@ mod tests {
         assert_eq!((c.incomplete, c.downloaded), (1, 1));
         s.ok(&req(1, 2, 1000, 0, "completed"), B, 20, &mut out);
         assert_eq!(s.counts(&InfoHash([1; 20])).downloaded, 2);
+    }
+
+    #[test]
+    fn large_swarms_expire_in_steps_like_small_ones() {
+        let s = store(10);
+        let mut out = PeerSet::default();
+        let peers = SWEEP_STEP as u32 * 2 + 100;
+        for n in 0..peers {
+            let [_, b, c, d] = n.to_be_bytes();
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, b, c, d));
+            // Every other peer is seen again later and stays.
+            let now = if n % 2 == 0 { 0 } else { 5 };
+            let mut r = req(1, 1, 1000, 5, "");
+            r.peer_id.0[..4].copy_from_slice(&n.to_be_bytes());
+            s.ok(&r, ip, now, &mut out);
+        }
+        s.ok(&req(2, 1, 1000, 5, ""), A, 0, &mut out);
+        let expired = s.expire(12);
+        assert_eq!(expired.peers, (peers / 2 + 1) as usize);
+        assert_eq!(expired.torrents, 1);
+        assert_eq!(s.counts(&InfoHash([1; 20])).incomplete, peers / 2);
+        assert_eq!(s.expire(16).torrents, 1);
+        assert_eq!(s.torrents(), 0);
     }
 
     #[test]

@@ -495,14 +495,31 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
     /// Removes every peer that is stale by `clock` at stamp `now`; returns
     /// how many.
     pub fn expire(&mut self, clock: &Clock, now: u16) -> usize {
+        self.expire_some(clock, now, usize::MAX, usize::MAX).0
+    }
+
+    /// Removes the stale peers among positions `..end` (clamped to the
+    /// list), visiting at most `budget` positions from the top down. Returns
+    /// how many were removed and where to resume (the next `end`; 0 once the
+    /// walk is done). Between two calls the list may change: a stale peer
+    /// moved above the resume point is left for the next sweep.
+    pub fn expire_some(
+        &mut self,
+        clock: &Clock,
+        now: u16,
+        end: usize,
+        budget: usize,
+    ) -> (usize, usize) {
         let before = self.len();
+        let end = end.min(before);
+        let stop = end.saturating_sub(budget);
         // Backwards: a removal only moves already-visited entries into `i`.
-        for i in (0..self.len()).rev() {
-            if clock.is_stale(self.peers()[i].stamp(), now) {
+        for i in (stop..end).rev() {
+            if i < self.len() && clock.is_stale(self.peers()[i].stamp(), now) {
                 self.remove_at(i);
             }
         }
-        before - self.len()
+        (before - self.len(), stop)
     }
 
     /// Appends up to `want` randomly chosen peers to `addrs` (and their ids to
@@ -935,6 +952,30 @@ mod tests {
         list.check();
         assert_eq!(list.expire(&clock, 3), 50);
         assert!(list.is_empty() && !list.is_indexed());
+    }
+
+    #[test]
+    fn expiry_in_steps_removes_the_same_peers() {
+        let clock = Clock::new(1);
+        let mut list = PeerList::<6, 20>::default();
+        for i in 0..200u8 {
+            list.upsert(addr(i, 1), id(i), i % 3 == 0, false, u16::from(i % 2));
+        }
+        let (mut removed, mut end) = (0, usize::MAX);
+        let mut steps = 0;
+        loop {
+            let (r, next) = list.expire_some(&clock, 2, end, 16);
+            removed += r;
+            steps += 1;
+            list.check();
+            if next == 0 {
+                break;
+            }
+            end = next;
+        }
+        assert_eq!(removed, 100);
+        assert_eq!(steps, 200 / 16 + 1);
+        assert!(list.peers().iter().all(|p| p.stamp() == 1));
     }
 
     #[test]

@@ -154,6 +154,39 @@ impl<const I: usize> Swarm<I> {
         removed
     }
 
+    /// Removes stale peers visiting at most `budget` positions, resuming at
+    /// `cursor` (`[IPv4, IPv6]` positions to walk down from; start with
+    /// `usize::MAX` for both). Returns how many were removed and whether the
+    /// walk is done.
+    pub fn expire_some(
+        &mut self,
+        clock: &Clock,
+        now: u32,
+        cursor: &mut [usize; 2],
+        budget: usize,
+    ) -> (usize, bool) {
+        let now = clock.stamp(now);
+        let removed = if cursor[0] > 0 {
+            let (removed, next) = self.v4.expire_some(clock, now, cursor[0], budget);
+            cursor[0] = next;
+            removed
+        } else {
+            match self.v4.v6_slot() {
+                Some(v6) if cursor[1] > 0 => {
+                    let (removed, next) = v6.expire_some(clock, now, cursor[1], budget);
+                    cursor[1] = next;
+                    removed
+                }
+                _ => {
+                    cursor[1] = 0;
+                    0
+                }
+            }
+        };
+        self.tidy_v6();
+        (removed, *cursor == [0, 0])
+    }
+
     /// Removes peers that are stale at coarse time `now`; returns how many.
     pub fn expire(&mut self, clock: &Clock, now: u32) -> usize {
         let now = clock.stamp(now);
