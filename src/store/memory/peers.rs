@@ -352,7 +352,7 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         &mut self.head_mut().v6
     }
 
-    /// Bytes this list holds (block and index), for tests and sizing.
+    /// Whether the list has built its index; for tests.
     #[cfg(test)]
     pub fn is_indexed(&self) -> bool {
         self.head().index.is_some()
