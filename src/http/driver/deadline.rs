@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::clock::monotonic_coarse_nanos;
+
 /// The two limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -30,8 +32,9 @@ pub struct Limits {
 /// The phase a connection is in, shared by the stream and the watchdog.
 #[derive(Debug)]
 pub(super) struct Phase {
-    epoch: Instant,
-    /// Nanoseconds after `epoch` when the phase began.
+    /// When the phase began, on the coarse monotonic clock (nanoseconds):
+    /// read twice per request, so the cheap clock; its few milliseconds of
+    /// lag do not matter to limits counted in seconds.
     since: AtomicU64,
     in_request: AtomicBool,
 }
@@ -39,15 +42,14 @@ pub(super) struct Phase {
 impl Phase {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            epoch: Instant::now(),
-            since: AtomicU64::new(0),
+            since: AtomicU64::new(monotonic_coarse_nanos()),
             in_request: AtomicBool::new(false),
         })
     }
 
     fn enter(&self, in_request: bool) {
-        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.since.store(nanos, Ordering::Relaxed);
+        self.since
+            .store(monotonic_coarse_nanos(), Ordering::Relaxed);
         self.in_request.store(in_request, Ordering::Relaxed);
     }
 
@@ -57,8 +59,9 @@ impl Phase {
         self.enter(true);
     }
 
-    /// When the current phase runs out, and a token that changes with it.
-    fn deadline(&self, limits: Limits) -> (Instant, u64, bool) {
+    /// When the current phase runs out (coarse clock nanoseconds), and a
+    /// token that changes with it.
+    fn deadline(&self, limits: Limits) -> (u64, u64, bool) {
         let since = self.since.load(Ordering::Relaxed);
         let in_request = self.in_request.load(Ordering::Relaxed);
         let limit = if in_request {
@@ -66,11 +69,8 @@ impl Phase {
         } else {
             limits.idle
         };
-        (
-            self.epoch + Duration::from_nanos(since) + limit,
-            since,
-            in_request,
-        )
+        let limit = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        (since.saturating_add(limit), since, in_request)
     }
 }
 
@@ -152,13 +152,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
 pub(super) async fn watchdog(phase: Arc<Phase>, limits: Limits, timer: &impl hyper::rt::Timer) {
     loop {
         let (deadline, since, in_request) = phase.deadline(limits);
-        let now = Instant::now();
+        let now = monotonic_coarse_nanos();
         if now >= deadline {
             return;
         }
-        timer.sleep_until(deadline.min(now + limits.request)).await;
+        let wait = Duration::from_nanos(deadline - now).min(limits.request);
+        timer.sleep_until(Instant::now() + wait).await;
         let (_, since_now, in_request_now) = phase.deadline(limits);
-        if since_now == since && in_request_now == in_request && Instant::now() >= deadline {
+        // The coarse clock may trail the timer by a tick: then the loop
+        // sleeps that tick more.
+        if since_now == since
+            && in_request_now == in_request
+            && monotonic_coarse_nanos() >= deadline
+        {
             return;
         }
     }

@@ -467,16 +467,16 @@ where
 /// Appends the `date` header, formatted once per second per thread.
 fn http_date(out: &mut Vec<u8>) {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, UNIX_EPOCH};
     thread_local! {
         static CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // The coarse clock: a second's resolution is all the header has.
+    let second = crate::clock::unix_coarse_secs();
     CACHE.with_borrow_mut(|(cached, text)| {
         if *cached != second {
             *cached = second;
-            *text = httpdate::fmt_http_date(now);
+            *text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
         }
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(text.as_bytes());

@@ -539,41 +539,47 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         } else {
             peers.len()
         };
-        let excluded = exclude.is_some_and(|e| e < n);
-        let available = n - usize::from(excluded);
-        let mut emit = |peer: &Peer<N, I>| {
-            addrs.push(peer.addr);
-            if let (Some(ids), Some(id)) = (ids.as_deref_mut(), peer.id()) {
-                ids.push(id);
-            }
-        };
+        let exclude = exclude.filter(|&e| e < n);
+        let available = n - usize::from(exclude.is_some());
         if want == 0 || available == 0 {
             return 0;
         }
-        if want >= available {
-            (0..n)
-                .filter(|&i| Some(i) != exclude)
-                .for_each(|i| emit(&peers[i]));
-            return available;
-        }
+        // Whole runs of entries are copied at once: the loop per peer that
+        // checked the exclusion and the vectors' room each time cost more
+        // than the copy.
+        let mut emit = |run: &[Peer<N, I>]| {
+            addrs.extend(run.iter().map(|peer| peer.addr));
+            if let Some(ids) = ids.as_deref_mut() {
+                ids.extend(run.iter().filter_map(Peer::id));
+            }
+        };
+        let mut left = want.min(available);
         // A window of consecutive entries from a random start, wrapping
         // around: a fresh selection each time, read sequentially from memory
         // (a strided sample of a large swarm touches a cache line per peer
         // and cost 2.5x more at 100k peers). Entries move on every
         // removal and role change, so windows do not keep fixed neighbours.
-        let mut pos = fastrand::usize(0..n);
-        let mut taken = 0;
-        while taken < want {
-            if Some(pos) != exclude {
-                emit(&peers[pos]);
-                taken += 1;
+        // Everyone is sent when the swarm has no more than asked for.
+        let start = if want >= available {
+            0
+        } else {
+            fastrand::usize(0..n)
+        };
+        for (mut from, to) in [(start, n), (0, start)] {
+            if let Some(skip) = exclude.filter(|&e| from <= e && e < to) {
+                let run = (skip - from).min(left);
+                emit(&peers[from..from + run]);
+                left -= run;
+                from = skip + 1;
             }
-            pos += 1;
-            if pos == n {
-                pos = 0;
+            let run = (to - from).min(left);
+            emit(&peers[from..from + run]);
+            left -= run;
+            if left == 0 {
+                break;
             }
         }
-        taken
+        want.min(available) - left
     }
 
     fn insert(&mut self, peer: Peer<N, I>, seeder: bool) -> usize {
