@@ -22,8 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Either};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
@@ -196,11 +195,13 @@ impl Tracker {
             },
         };
         match answer {
-            Answer::Now(answer) => Reply::Now(count_and_answer(&self.core, route, client, answer)),
+            Answer::Now(answer) => {
+                Reply::Plain(count_and_answer(&self.core, route, client, answer))
+            }
             Answer::Later(later) => {
                 let core = self.core.clone();
                 Reply::Later(Box::pin(async move {
-                    count_and_answer(&core, route, client, later.await)
+                    ok(count_and_answer(&core, route, client, later.await))
                 }))
             }
         }
@@ -277,16 +278,17 @@ impl From<Route> for crate::metrics::Request {
     }
 }
 
-/// Counts a tracker route's outcome and makes its response.
+/// Counts a tracker route's outcome and makes its body (a `200 OK`
+/// either way).
 fn count_and_answer(
     core: &Core,
     route: Route,
     client: IpAddr,
     answer: Result<Vec<u8>, Refused>,
-) -> HttpResponse {
+) -> Vec<u8> {
     let refused = answer.as_ref().err().map(|f| f.0);
     core.count(Transport::Http, route.into(), client, refused);
-    ok(answer.unwrap_or_else(|f| f.1))
+    answer.unwrap_or_else(|f| f.1)
 }
 
 /// A refused tracker request: the metric label and the bencoded reason.
@@ -383,11 +385,8 @@ fn failure(status: StatusCode, reason: &str) -> HttpResponse {
 }
 
 fn with_status(status: StatusCode, body: Vec<u8>) -> HttpResponse {
-    let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    let mut response = driver::plain_response(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
@@ -432,6 +431,19 @@ impl Handler for TrackerService {
             },
         };
         match tracker.handle(head, client, self.surface) {
+            Reply::Plain(body) => {
+                let took = started.elapsed();
+                tracker.metrics.latency(took);
+                tracing::debug!(
+                    %client,
+                    method = %head.method,
+                    route = tracker.route_name(head.path),
+                    status = 200,
+                    micros = took.as_micros() as u64,
+                    "request"
+                );
+                Reply::Plain(body)
+            }
             Reply::Now(response) => {
                 let took = started.elapsed();
                 tracker.metrics.latency(took);

@@ -368,6 +368,7 @@ impl<S: Handler> hyper::service::Service<Request<Incoming>> for HyperService<S> 
         };
         match self.0.handle(&head) {
             Reply::Now(response) => Replying::Now(ready(Ok(response))),
+            Reply::Plain(body) => Replying::Now(ready(Ok(super::plain_response(body)))),
             Reply::Later(later) => Replying::Later(later),
         }
     }

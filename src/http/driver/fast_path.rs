@@ -262,6 +262,10 @@ impl Session {
                     Reply::Now(response) => {
                         Taken::Encoded(encode(output, head_only, version, close, response))
                     }
+                    Reply::Plain(body) => {
+                        encode_plain(output, head_only, close, &body);
+                        Taken::Encoded(None)
+                    }
                     Reply::Later(future) => Taken::Later(Box::new(Deferred {
                         future,
                         head_only,
@@ -462,6 +466,23 @@ where
         stream.write_all(b"0\r\n\r\n").await?;
     }
     Ok(())
+}
+
+/// Appends a [`Reply::Plain`] answer: the same bytes [`encode`] writes for
+/// its response.
+fn encode_plain(out: &mut Vec<u8>, head_only: bool, close: bool, body: &[u8]) {
+    out.reserve(160 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    http_date(out);
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
 }
 
 /// Appends the `date` header, formatted once per second per thread.
@@ -751,6 +772,31 @@ mod tests {
         assert_eq!(bodies(&session.output), ["/a"]);
         assert_eq!(session.next, Next::Hyper);
         assert_eq!(&session.input[..], b"POST /p HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn a_plain_reply_is_written_as_its_response_would_be() {
+        let body = b"d8:intervali1800e5:peers6:abcdefe".to_vec();
+        for head_only in [false, true] {
+            for close in [false, true] {
+                let mut plain = Vec::new();
+                encode_plain(&mut plain, head_only, close, &body);
+                let mut full = Vec::new();
+                let response = super::super::plain_response(body.clone());
+                let streamed = encode(&mut full, head_only, Version::HTTP_11, close, response);
+                assert!(streamed.is_none());
+                // The date may tick between the two encodings.
+                let strip = |bytes: &[u8]| {
+                    String::from_utf8_lossy(bytes)
+                        .lines()
+                        .filter(|line| !line.starts_with("date: "))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                assert_eq!(strip(&plain), strip(&full));
+                assert!(String::from_utf8_lossy(&plain).contains("\r\ndate: "));
+            }
+        }
     }
 
     #[test]

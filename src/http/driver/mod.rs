@@ -165,7 +165,21 @@ pub type ResponseBody = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
 /// connection wait for it, so responses keep their order.
 pub enum Reply {
     Now(Response<ResponseBody>),
+    /// `200 OK`, `content-type: text/plain`, this body: every tracker
+    /// answer, refusals included. The fast path writes it out without
+    /// building a response and its header map.
+    Plain(Vec<u8>),
     Later(std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>),
+}
+
+/// The response [`Reply::Plain`] stands for.
+pub fn plain_response(body: Vec<u8>) -> Response<ResponseBody> {
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    response
 }
 
 /// What answers the requests of one connection. It is given each request's
