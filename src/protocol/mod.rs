@@ -27,8 +27,19 @@ pub use scrape::{ScrapeRequest, ScrapeResponse, SwarmCounts};
 use std::fmt;
 
 /// A torrent's identity: the SHA-1 of its bencoded `info` dictionary.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InfoHash(pub [u8; 20]);
+
+/// Hashed as three words rather than as a slice (a length prefix and a
+/// loop): the swarm map hashes one on every announce and scrape.
+impl std::hash::Hash for InfoHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let [a, b, c] = [&self.0[..8], &self.0[8..16], &self.0[16..]];
+        state.write_u64(a.try_into().map_or(0, u64::from_le_bytes));
+        state.write_u64(b.try_into().map_or(0, u64::from_le_bytes));
+        state.write_u32(c.try_into().map_or(0, u32::from_le_bytes));
+    }
+}
 
 /// The 20 bytes a client picks to name itself in a swarm.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -26,6 +26,7 @@
 //! many peers share one IP (NAT, or an attacker).
 
 use std::alloc::{self, Layout};
+use std::hash::{BuildHasher, Hasher as _};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
@@ -364,7 +365,7 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         let peers = self.peers();
         match &self.head().index {
             Some(index) if I == 0 => {
-                let by_port = index.by_addr.find(index.hasher.hash_one(addr), |p| {
+                let by_port = index.by_addr.find(addr_hash(&index.hasher, addr), |p| {
                     peers[p as usize].addr == *addr
                 });
                 (None, by_port.map(|p| p as usize))
@@ -379,7 +380,7 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
                     .map(|p| p as usize);
                 let by_port = index
                     .by_addr
-                    .find(index.hasher.hash_one(addr), |p| {
+                    .find(addr_hash(&index.hasher, addr), |p| {
                         peers[p as usize].addr == *addr
                     })
                     .map(|p| p as usize)
@@ -652,16 +653,16 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         };
         let peer = &peers[at];
         let hasher = &index.hasher;
-        let addr_hash = |p: u32| hasher.hash_one(peers[p as usize].addr);
+        let hash_at = |p: u32| addr_hash(hasher, &peers[p as usize].addr);
         index
             .by_addr
-            .remove(hasher.hash_one(peer.addr), at as u32, addr_hash);
+            .remove(addr_hash(hasher, &peer.addr), at as u32, hash_at);
         if I > 0 {
             let id_hash_at = |p: u32| {
                 let peer = &peers[p as usize];
-                hasher.hash_one((&peer.addr[..N - 2], &peer.id[..]))
+                key_hash(hasher, &peer.addr, &peer.id)
             };
-            let hash = hasher.hash_one((&peer.addr[..N - 2], &peer.id[..]));
+            let hash = key_hash(hasher, &peer.addr, &peer.id);
             index.by_id.remove(hash, at as u32, id_hash_at);
         }
     }
@@ -672,10 +673,10 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             return;
         };
         let peer = &peers[at];
-        let hash = index.hasher.hash_one(peer.addr);
+        let hash = addr_hash(&index.hasher, &peer.addr);
         index.by_addr.insert(hash, at as u32);
         if I > 0 {
-            let hash = index.hasher.hash_one((&peer.addr[..N - 2], &peer.id[..]));
+            let hash = key_hash(&index.hasher, &peer.addr, &peer.id);
             index.by_id.insert(hash, at as u32);
         }
     }
@@ -694,11 +695,14 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         let (was_i, was_j) = (&peers[j], &peers[i]);
         let (i32_, j32) = (i as u32, j as u32);
         let hasher = &index.hasher;
-        let (hi, hj) = (hasher.hash_one(was_i.addr), hasher.hash_one(was_j.addr));
+        let (hi, hj) = (
+            addr_hash(hasher, &was_i.addr),
+            addr_hash(hasher, &was_j.addr),
+        );
         index.by_addr.swap(hi, i32_, hj, j32);
         if I > 0 {
-            let hi = hasher.hash_one((&was_i.addr[..N - 2], &was_i.id[..]));
-            let hj = hasher.hash_one((&was_j.addr[..N - 2], &was_j.id[..]));
+            let hi = key_hash(hasher, &was_i.addr, &was_i.id);
+            let hj = key_hash(hasher, &was_j.addr, &was_j.id);
             index.by_id.swap(hi, i32_, hj, j32);
         }
     }
@@ -720,9 +724,9 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         for (at, peer) in self.peers().iter().enumerate() {
             index
                 .by_addr
-                .insert(index.hasher.hash_one(peer.addr), at as u32);
+                .insert(addr_hash(&index.hasher, &peer.addr), at as u32);
             if I > 0 {
-                let hash = index.hasher.hash_one((&peer.addr[..N - 2], &peer.id[..]));
+                let hash = key_hash(&index.hasher, &peer.addr, &peer.id);
                 index.by_id.insert(hash, at as u32);
             }
         }
@@ -739,13 +743,14 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             for (at, peer) in self.peers().iter().enumerate() {
                 let found = index
                     .by_addr
-                    .find(index.hasher.hash_one(peer.addr), |p| p as usize == at);
+                    .find(addr_hash(&index.hasher, &peer.addr), |p| p as usize == at);
                 assert!(found.is_some(), "by_addr misses {at}");
                 if I > 0 {
-                    let found = index.by_id.find(
-                        index.hasher.hash_one((&peer.addr[..N - 2], &peer.id[..])),
-                        |p| p as usize == at,
-                    );
+                    let found = index
+                        .by_id
+                        .find(key_hash(&index.hasher, &peer.addr, &peer.id), |p| {
+                            p as usize == at
+                        });
                     assert!(found.is_some(), "by_id misses {at}");
                 }
             }
@@ -756,7 +761,41 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
 /// The by-id key hash of an announce from `addr` with `id`: the same value
 /// as a stored peer's `(ip, id)` hash.
 fn id_hash<const N: usize>(index: &Index, addr: &[u8; N], id: &PeerId) -> u64 {
-    index.hasher.hash_one((&addr[..N - 2], &id.0[..]))
+    key_hash(&index.hasher, addr, &id.0)
+}
+
+/// The index's hash of an address and port. The bytes go to the hasher as
+/// whole words, one multiply each: hashed as a slice they cost a length
+/// prefix and a loop, and the index hashes on every announce, move and
+/// removal. The key stays the hasher's random one.
+fn addr_hash<const N: usize>(hasher: &ahash::RandomState, addr: &[u8; N]) -> u64 {
+    let mut state = hasher.build_hasher();
+    write_words(&mut state, addr);
+    state.finish()
+}
+
+/// The index's hash of an address (without the port) and a peer id.
+fn key_hash<const N: usize>(hasher: &ahash::RandomState, addr: &[u8; N], id: &[u8]) -> u64 {
+    let mut state = hasher.build_hasher();
+    write_words(&mut state, &addr[..N - 2]);
+    write_words(&mut state, id);
+    state.finish()
+}
+
+/// Feeds `bytes` to `state` as little-endian words, the last one padded
+/// with zeros (each table's keys all have one length, so padding cannot
+/// make two keys alike).
+fn write_words(state: &mut impl std::hash::Hasher, bytes: &[u8]) {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        state.write_u64(word.try_into().map_or(0, u64::from_le_bytes));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut last = [0; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        state.write_u64(u64::from_le_bytes(last));
+    }
 }
 
 #[cfg(test)]
