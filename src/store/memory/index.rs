@@ -152,6 +152,14 @@ impl Table {
         self.slots.set(i, self.tag(hash) | pos);
     }
 
+    /// Records that the entry at position `from` (key hash `hash`) moved to
+    /// `to`.
+    pub fn relocate(&mut self, hash: u64, from: u32, to: u32) {
+        if let Some(i) = self.slot_of(hash, from) {
+            self.slots.set(i, self.tag(hash) | to);
+        }
+    }
+
     /// Records that positions `a` (key hash `hash_a`) and `b` (key hash
     /// `hash_b`) traded places.
     pub fn swap(&mut self, hash_a: u64, a: u32, hash_b: u64, b: u32) {

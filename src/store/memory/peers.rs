@@ -585,21 +585,49 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
 
     fn insert(&mut self, peer: Peer<N, I>, seeder: bool) -> usize {
         let at = self.len();
-        self.push(peer);
-        match &self.head().index {
-            // A rebuild indexes the new peer with the others.
-            Some(index) if !index.needs_resize(self.len()) => self.reindex(at),
-            Some(_) => self.build_index(),
-            None if self.len() > INDEX_FROM => self.build_index(),
-            None => {}
-        }
-        if seeder {
-            at
+        let rebuild = match &self.head().index {
+            Some(index) => index.needs_resize(at + 1),
+            None => at + 1 > INDEX_FROM,
+        };
+        // A seeder goes at the end; a leecher where the seeders begin, the
+        // first seeder moving to the end. Placed there at once, not pushed
+        // and swapped: a swap re-hashes and re-finds both entries.
+        let place = if seeder { at } else { self.leechers() };
+        if place == at {
+            self.push(peer);
         } else {
-            let first_seeder = self.leechers();
-            self.swap(at, first_seeder);
+            let moved = self.peers()[place];
+            self.push(moved);
+            self.peers_mut()[place] = peer;
+            if !rebuild {
+                self.relocate(place, at);
+            }
+        }
+        if !seeder {
             self.head_mut().leechers += 1;
-            first_seeder
+        }
+        if rebuild {
+            // A rebuild indexes the new peer with the others.
+            self.build_index();
+        } else {
+            self.reindex(place);
+        }
+        place
+    }
+
+    /// Tells the index that the entry now at `to` was at `from`.
+    fn relocate(&mut self, from: usize, to: usize) {
+        let (peers, Some(index)) = self.parts() else {
+            return;
+        };
+        let peer = &peers[to];
+        let (from, to) = (from as u32, to as u32);
+        index
+            .by_addr
+            .relocate(addr_hash(&index.hasher, &peer.addr), from, to);
+        if I > 0 {
+            let hash = key_hash(&index.hasher, &peer.addr, &peer.id);
+            index.by_id.relocate(hash, from, to);
         }
     }
 
