@@ -9,7 +9,6 @@ use std::io;
 use std::sync::Arc;
 use std::thread;
 
-use tokio::net::TcpListener;
 
 use super::tokio_rt::{accept_loop, drain};
 use super::{Connections, Listener, Options, StreamServer, Udp, datagram};
@@ -46,7 +45,7 @@ pub(super) fn serve<Srv: StreamServer>(
                     let mut accept_loops = Vec::new();
                     for listener in listeners {
                         accept_loops.push(tokio::spawn(accept_loop(
-                            TcpListener::from_std(listener.socket)?,
+                            listener.socket,
                             listener.index,
                             listener.tls,
                             server.clone(),

@@ -5,7 +5,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use super::{ConnectionInfo, Connections, Early, Listener, Options, StreamServer, Udp, datagram};
 use crate::shutdown::Shutdown;
@@ -40,7 +43,7 @@ pub(super) fn serve<Srv: StreamServer>(
         let mut accept_loops = Vec::new();
         for listener in groups.into_iter().flatten() {
             accept_loops.push(tokio::spawn(accept_loop(
-                TcpListener::from_std(listener.socket)?,
+                listener.socket,
                 listener.index,
                 listener.tls,
                 server.clone(),
@@ -67,8 +70,14 @@ pub(super) async fn drain(open: &Connections, grace: Duration) {
     }
 }
 
-/// Accepts connections until shutdown, each served on its own task of the
-/// current runtime (unless the server answers it at accept time).
+/// Accepts connections on `listener` (a non-blocking socket) until
+/// shutdown, each served on its own task of the current runtime (unless the
+/// server answers it at accept time).
+///
+/// Sockets are accepted raw and registered with the runtime only when they
+/// need a task: one answered and closed at accept time (most connections of
+/// a one-request client) then costs accept, read, write and close, not also
+/// the registration and deregistration (two `epoll_ctl` calls).
 pub(super) async fn accept_loop<Srv: StreamServer>(
     listener: TcpListener,
     index: usize,
@@ -80,11 +89,21 @@ pub(super) async fn accept_loop<Srv: StreamServer>(
     let Ok(local) = listener.local_addr() else {
         return;
     };
+    // SAFETY: the `AsyncFd` owns the listener, whose descriptor stays open
+    // and the same until the `AsyncFd` is dropped.
+    let registered = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
+    let listener = match registered {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, %local, "listener could not join the runtime");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
             biased;
             () = shutdown.wait() => return,
-            accepted = listener.accept() => accepted,
+            accepted = listener.async_io(Interest::READABLE, accept_nonblocking) => accepted,
         };
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
@@ -111,11 +130,9 @@ pub(super) async fn accept_loop<Srv: StreamServer>(
         // Only where the listener defers accepts until data arrives (Linux):
         // elsewhere the first read would nearly always come too early.
         let conn = if cfg!(target_os = "linux") {
-            // tokio's accepted sockets are non-blocking.
             use std::io::{Read, Write};
-            let socket = socket2::SockRef::from(&stream);
-            let mut recv = |buf: &mut [u8]| (&*socket).read(buf);
-            let mut send = |buf: &[u8]| (&*socket).write(buf);
+            let mut recv = |buf: &mut [u8]| (&stream).read(buf);
+            let mut send = |buf: &[u8]| (&stream).write(buf);
             let early = Early {
                 recv: &mut recv,
                 send: &mut send,
@@ -127,10 +144,59 @@ pub(super) async fn accept_loop<Srv: StreamServer>(
         let Some(conn) = conn else {
             continue;
         };
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, %remote, "connection could not join the runtime");
+                continue;
+            }
+        };
         let (server, shutdown) = (server.clone(), shutdown.clone());
         tokio::spawn(async move {
             server.serve(conn, stream, &shutdown).await;
             drop(guard);
         });
+    }
+}
+
+/// Accepts one connection as a non-blocking socket (`WouldBlock` when none
+/// is waiting).
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let socket = socket2::SockRef::from(listener);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: `accept4` writes at most `len` bytes of address into the
+        // storage `try_init` hands over, and sets `len` to what it wrote.
+        let (fd, addr) = unsafe {
+            socket2::SockAddr::try_init(|storage, len| {
+                let fd = libc::accept4(
+                    socket.as_raw_fd(),
+                    storage.cast(),
+                    len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                );
+                if fd < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(fd)
+                }
+            })?
+        };
+        // SAFETY: `fd` is a new socket this function owns from here on.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let remote = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a socket with no IP address"))?;
+        Ok((stream, remote))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let (socket, addr) = socket.accept()?;
+        socket.set_nonblocking(true)?;
+        let remote = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a socket with no IP address"))?;
+        Ok((socket.into(), remote))
     }
 }
