@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# User-space instructions per response of a running server, counted by
+# callgrind: a figure that does not move with the machine's noise, for
+# comparing two builds of the hot path (the kernel's share is not in it).
+# The server runs under valgrind with one per-core worker; shoal-load sends
+# keep-alive (or close) announces on 8 connections for SECONDS.
+# usage: benches/instructions.sh BINARY [MODE] [SECONDS]
+#   e.g. benches/instructions.sh target/release/shoal keep-alive 10
+#        HELLO=1 benches/instructions.sh target/release/examples/hello   # hyper alone
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$1 mode=${2:-keep-alive} seconds=${3:-10}
+port=18369
+cargo build --release --bin shoal-load >&2
+out=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$out"' EXIT
+if [ -n "${HELLO:-}" ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" "127.0.0.1:$port" per-core 1 \
+        >/dev/null 2>"$out/valgrind.err" &
+else
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" --listen "127.0.0.1:$port" \
+        --udp-listen none --reactor per-core --workers 1 --log-level warn >/dev/null 2>"$out/valgrind.err" &
+fi
+pid=$!
+for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+sleep 1
+target/release/shoal-load -t "127.0.0.1:$port" -d "$seconds" -c 8 --mode "$mode" --seed 7 >"$out/load.txt"
+kill -INT "$pid"
+wait "$pid" 2>/dev/null || true
+responses=$(awk '/ok responses/ {print $3}' "$out/load.txt")
+instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/cg.out")
+echo "$bin $mode: $responses responses, $instructions instructions, $((instructions / responses)) per response"
+if [ -n "${TOP:-}" ]; then
+    callgrind_annotate --inclusive=yes "$out/cg.out" | head -80
+fi
