@@ -9,7 +9,6 @@ use std::io;
 use std::sync::Arc;
 use std::thread;
 
-
 use super::tokio_rt::{accept_loop, drain};
 use super::{Connections, Listener, Options, StreamServer, Udp, datagram};
 use crate::shutdown::Shutdown;
