@@ -25,9 +25,19 @@ const BUILD_LOAD: (usize, usize) = (2, 1);
 /// cache line holds 32) and reads a peer only on a tag match.
 const MAX_LOAD: (usize, usize) = (7, 8);
 
+/// A move to larger tables starts when a list is this fraction of its
+/// current tables' limit short of it (1/32; a quarter in tests, so their
+/// small lists see moves that last many operations).
+const GROW_AHEAD: usize = if cfg!(test) { 4 } else { 32 };
+
 /// Marks an empty slot (all bits set, in both widths).
 const EMPTY: u32 = u32::MAX;
 
+/// The slots of a table. Each holds the complement of its value, so that
+/// an empty slot (value all ones) is stored as zero and a new table is
+/// zeroed memory: for a large table that is fresh pages the kernel hands
+/// over as they are first touched, not megabytes written at once with the
+/// shard lock held.
 #[derive(Debug)]
 enum Slots {
     Narrow(Box<[u16]>),
@@ -35,6 +45,14 @@ enum Slots {
 }
 
 impl Slots {
+    fn narrow(size: usize) -> Self {
+        Slots::Narrow(vec![0; size].into_boxed_slice())
+    }
+
+    fn wide(size: usize) -> Self {
+        Slots::Wide(vec![0; size].into_boxed_slice())
+    }
+
     fn len(&self) -> usize {
         match self {
             Slots::Narrow(s) => s.len(),
@@ -45,19 +63,19 @@ impl Slots {
     #[inline]
     fn get(&self, i: usize) -> u32 {
         match self {
-            Slots::Narrow(s) => match s[i] {
+            Slots::Narrow(s) => match !s[i] {
                 u16::MAX => EMPTY,
                 v => u32::from(v),
             },
-            Slots::Wide(s) => s[i],
+            Slots::Wide(s) => !s[i],
         }
     }
 
     #[inline]
     fn set(&mut self, i: usize, v: u32) {
         match self {
-            Slots::Narrow(s) => s[i] = v as u16,
-            Slots::Wide(s) => s[i] = v,
+            Slots::Narrow(s) => s[i] = !(v as u16),
+            Slots::Wide(s) => s[i] = !v,
         }
     }
 }
@@ -78,9 +96,9 @@ impl Table {
         // reserved so that no full slot reads as empty.
         let pos_bits = usize::BITS - (max_len + 1).leading_zeros();
         let (slots, width) = if max_len <= NARROW_MAX {
-            (Slots::Narrow(vec![u16::MAX; size].into_boxed_slice()), 16)
+            (Slots::narrow(size), 16)
         } else {
-            (Slots::Wide(vec![u32::MAX; size].into_boxed_slice()), 32)
+            (Slots::wide(size), 32)
         };
         let tag_bits = width - pos_bits.min(width);
         Table {
@@ -205,33 +223,84 @@ impl Table {
 
 /// Both tables of a list: by (IP, port) and, when the store keeps peer ids,
 /// by (IP, peer id).
+///
+/// A list that outgrows its tables (or shrinks far below them) does not
+/// rebuild them at once: that is O(peers) under the shard lock, 40 ms for
+/// a swarm of 800k peers. It starts [`Growth`] tables of the new size and
+/// moves a few positions into them on each insert and removal, keeping both
+/// true meanwhile; lookups use the current tables until the move is done.
 #[derive(Debug)]
 pub(crate) struct Index {
     pub hasher: ahash::RandomState,
     pub by_addr: Table,
     /// Unused (no slots) when peer ids are not kept.
     pub by_id: Table,
-    /// Rebuild larger past this many peers.
+    /// The most peers these tables take (their positions and load).
     pub max_len: usize,
+    /// The tables being filled to replace these, if any.
+    pub next: Option<Box<Growth>>,
+}
+
+/// Tables of a new size being filled: they hold positions `..done` of the
+/// list, under the keys those positions have now.
+#[derive(Debug)]
+pub(crate) struct Growth {
+    pub by_addr: Table,
+    pub by_id: Table,
+    pub max_len: usize,
+    pub done: usize,
+}
+
+/// Slots per table for `len` peers, and the most peers that size takes.
+fn sizes(len: usize) -> (usize, usize) {
+    let size = (len * BUILD_LOAD.0 / BUILD_LOAD.1).max(64);
+    (size, size * MAX_LOAD.0 / MAX_LOAD.1)
 }
 
 impl Index {
     /// An empty index sized for `len` peers, with a by-id table if `ids`.
     pub fn for_len(len: usize, ids: bool) -> Self {
-        let size = (len * BUILD_LOAD.0 / BUILD_LOAD.1).max(64);
-        let max_len = size * MAX_LOAD.0 / MAX_LOAD.1;
+        let (size, max_len) = sizes(len);
         Index {
             hasher: ahash::RandomState::new(),
             by_addr: Table::with_slots(size, max_len),
             by_id: Table::with_slots(if ids { size } else { 0 }, max_len),
             max_len,
+            next: None,
         }
     }
 
-    /// Whether an index for `len` peers should be rebuilt: too full, or
-    /// far larger than needed.
-    pub fn needs_resize(&self, len: usize) -> bool {
-        len > self.max_len || (len * 4 < self.max_len && self.by_addr.slots.len() > 64)
+    /// Whether an index for `len` peers should move to tables of another
+    /// size: nearly full (a few inserts ahead, so the move is done before
+    /// these fill up), or far larger than needed.
+    pub fn wants_resize(&self, len: usize) -> bool {
+        len > self.max_len - self.max_len / GROW_AHEAD
+            || (len * 4 < self.max_len && self.by_addr.slots.len() > 64)
+    }
+
+    /// Starts moving to tables sized for `len` peers.
+    pub fn start_growth(&mut self, len: usize) {
+        let (size, max_len) = sizes(len);
+        let ids = self.by_id.slots.len() > 0;
+        self.next = Some(Box::new(Growth {
+            by_addr: Table::with_slots(size, max_len),
+            by_id: Table::with_slots(if ids { size } else { 0 }, max_len),
+            max_len,
+            done: 0,
+        }));
+    }
+
+    /// Replaces the tables with the filled next ones.
+    pub fn finish_growth(&mut self) {
+        if let Some(next) = self.next.take() {
+            let Growth {
+                by_addr,
+                by_id,
+                max_len,
+                ..
+            } = *next;
+            (self.by_addr, self.by_id, self.max_len) = (by_addr, by_id, max_len);
+        }
     }
 
     /// Slots per table, for tests and sizing.
@@ -297,8 +366,10 @@ mod tests {
     fn resizing_is_asked_for_when_too_full_or_too_empty() {
         let index = Index::for_len(100, true);
         assert_eq!(index.size(), 200);
-        assert!(!index.needs_resize(100));
-        assert!(index.needs_resize(index.max_len + 1));
-        assert!(index.needs_resize(20));
+        assert!(!index.wants_resize(100));
+        // A little before the tables are full: the move takes some inserts.
+        assert!(!index.wants_resize(index.max_len - index.max_len / GROW_AHEAD));
+        assert!(index.wants_resize(index.max_len - index.max_len / GROW_AHEAD + 1));
+        assert!(index.wants_resize(20));
     }
 }

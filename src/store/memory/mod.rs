@@ -15,6 +15,7 @@
 //! Time is a coarse clock in whole seconds passed in by the caller
 //! ([`crate::clock`]), so tests control it and the hot path makes no syscall.
 
+mod block;
 mod index;
 mod peers;
 mod swarm;

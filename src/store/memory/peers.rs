@@ -30,11 +30,20 @@ use std::hash::{BuildHasher, Hasher as _};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use super::index::Index;
+use super::block;
+use super::index::{Index, Table};
 use crate::protocol::PeerId;
 
 /// Build the index when a list grows past this many peers.
 const INDEX_FROM: usize = 32;
+/// Positions moved into an index's next tables per insert and per removal
+/// while it changes size: a 64th of the list's growth, so the move is done
+/// well before the current tables fill; fewer per removal, so an expiry
+/// step that removes thousands does not do a whole move at once.
+/// (Tests move two at a time, so moves span many operations.)
+const MIGRATE_PER_INSERT: usize = if cfg!(test) { 2 } else { 64 };
+const MIGRATE_PER_REMOVAL: usize = if cfg!(test) { 1 } else { 8 };
+
 /// Drop the index again when a list shrinks below this (hysteresis, so a list
 /// hovering around the threshold does not rebuild it on every announce).
 const INDEX_UNTIL: usize = 16;
@@ -202,7 +211,7 @@ impl<const N: usize, const I: usize> Drop for PeerList<N, I> {
         // peers are plain bytes with nothing to drop.
         unsafe {
             std::ptr::drop_in_place(self.block.as_ptr());
-            alloc::dealloc(self.block.as_ptr().cast(), layout);
+            block::free(self.block.as_ptr().cast(), layout);
         }
     }
 }
@@ -223,7 +232,7 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
     pub fn with_capacity(cap: usize) -> Self {
         let layout = Self::layout(cap);
         // SAFETY: the layout has a non-zero size (the header).
-        let raw = unsafe { alloc::alloc(layout) }.cast::<Head<I>>();
+        let raw = unsafe { block::allocate(layout) }.cast::<Head<I>>();
         let Some(block) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
@@ -291,7 +300,7 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         // SAFETY: the block was allocated with `old`; `new` has the same
         // alignment and a non-zero size; only the first `len <= cap`
         // records are read afterwards.
-        let raw = unsafe { alloc::realloc(self.block.as_ptr().cast(), old, new.size()) };
+        let raw = unsafe { block::resize(self.block.as_ptr().cast(), old, new.size()) };
         let Some(block) = NonNull::new(raw.cast::<Head<I>>()) else {
             alloc::handle_alloc_error(new)
         };
@@ -585,10 +594,20 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
 
     fn insert(&mut self, peer: Peer<N, I>, seeder: bool) -> usize {
         let at = self.len();
-        let rebuild = match &self.head().index {
-            Some(index) => index.needs_resize(at + 1),
-            None => at + 1 > INDEX_FROM,
-        };
+        let build = self.head().index.is_none() && at + 1 > INDEX_FROM;
+        if let Some(index) = self.head_mut().index.as_deref_mut() {
+            match &index.next {
+                // Shrinking, and grown back past the smaller tables: stop.
+                Some(next) if at + 1 > next.max_len => index.next = None,
+                None if index.wants_resize(at + 1) => index.start_growth(at + 1),
+                _ => {}
+            }
+            if index.next.is_some() && at + 1 > index.max_len {
+                // The move must be done before the tables overflow (only
+                // small tables get here: larger ones start 1/32 early).
+                self.migrate(usize::MAX);
+            }
+        }
         // A seeder goes at the end; a leecher where the seeders begin, the
         // first seeder moving to the end. Placed there at once, not pushed
         // and swapped: a swap re-hashes and re-finds both entries.
@@ -599,20 +618,38 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             let moved = self.peers()[place];
             self.push(moved);
             self.peers_mut()[place] = peer;
-            if !rebuild {
-                self.relocate(place, at);
-            }
+            self.relocate(place, at);
         }
         if !seeder {
             self.head_mut().leechers += 1;
         }
-        if rebuild {
-            // A rebuild indexes the new peer with the others.
+        if build {
             self.build_index();
         } else {
             self.reindex(place);
+            self.migrate(MIGRATE_PER_INSERT);
         }
         place
+    }
+
+    /// Moves up to `budget` more positions into the index's next tables,
+    /// and makes them the index's once all are in.
+    fn migrate(&mut self, budget: usize) {
+        let len = self.len();
+        let (peers, Some(index)) = self.parts() else {
+            return;
+        };
+        let Some(next) = index.next.as_deref_mut() else {
+            return;
+        };
+        let end = len.min(next.done.saturating_add(budget));
+        for (at, peer) in peers.iter().enumerate().take(end).skip(next.done) {
+            put(&index.hasher, &mut next.by_addr, &mut next.by_id, peer, at);
+        }
+        next.done = end;
+        if end == len {
+            index.finish_growth();
+        }
     }
 
     /// Tells the index that the entry now at `to` was at `from`.
@@ -621,13 +658,37 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             return;
         };
         let peer = &peers[to];
-        let (from, to) = (from as u32, to as u32);
-        index
-            .by_addr
-            .relocate(addr_hash(&index.hasher, &peer.addr), from, to);
+        let hasher = &index.hasher;
+        let addr = addr_hash(hasher, &peer.addr);
+        let key = if I > 0 {
+            key_hash(hasher, &peer.addr, &peer.id)
+        } else {
+            0
+        };
+        let (from32, to32) = (from as u32, to as u32);
+        index.by_addr.relocate(addr, from32, to32);
         if I > 0 {
-            let hash = key_hash(&index.hasher, &peer.addr, &peer.id);
-            index.by_id.relocate(hash, from, to);
+            index.by_id.relocate(key, from32, to32);
+        }
+        if let Some(next) = index.next.as_deref_mut() {
+            match (from < next.done, to < next.done) {
+                (true, true) => {
+                    next.by_addr.relocate(addr, from32, to32);
+                    if I > 0 {
+                        next.by_id.relocate(key, from32, to32);
+                    }
+                }
+                (true, false) => take(
+                    hasher,
+                    &mut next.by_addr,
+                    &mut next.by_id,
+                    peers,
+                    peer,
+                    from,
+                ),
+                (false, true) => put(hasher, &mut next.by_addr, &mut next.by_id, peer, to),
+                (false, false) => {}
+            }
         }
     }
 
@@ -664,13 +725,22 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         }
         self.unindex(last);
         self.pop();
-        if self.head().index.is_some() {
-            if self.len() < INDEX_UNTIL {
-                self.head_mut().index = None;
-            } else {
-                self.resize_index_if_needed();
-            }
+        let len = self.len();
+        if len < INDEX_UNTIL {
+            self.head_mut().index = None;
+            return;
         }
+        let Some(index) = self.head_mut().index.as_deref_mut() else {
+            return;
+        };
+        if let Some(next) = index.next.as_deref_mut() {
+            next.done = next.done.min(len);
+        } else if len * 4 < index.max_len && index.wants_resize(len) {
+            index.start_growth(len);
+        } else {
+            return;
+        }
+        self.migrate(MIGRATE_PER_REMOVAL);
     }
 
     /// Takes position `at` out of the index (before its key changes or
@@ -680,18 +750,23 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             return;
         };
         let peer = &peers[at];
-        let hasher = &index.hasher;
-        let hash_at = |p: u32| addr_hash(hasher, &peers[p as usize].addr);
-        index
-            .by_addr
-            .remove(addr_hash(hasher, &peer.addr), at as u32, hash_at);
-        if I > 0 {
-            let id_hash_at = |p: u32| {
-                let peer = &peers[p as usize];
-                key_hash(hasher, &peer.addr, &peer.id)
-            };
-            let hash = key_hash(hasher, &peer.addr, &peer.id);
-            index.by_id.remove(hash, at as u32, id_hash_at);
+        take(
+            &index.hasher,
+            &mut index.by_addr,
+            &mut index.by_id,
+            peers,
+            peer,
+            at,
+        );
+        if let Some(next) = index.next.as_deref_mut().filter(|next| at < next.done) {
+            take(
+                &index.hasher,
+                &mut next.by_addr,
+                &mut next.by_id,
+                peers,
+                peer,
+                at,
+            );
         }
     }
 
@@ -701,11 +776,15 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             return;
         };
         let peer = &peers[at];
-        let hash = addr_hash(&index.hasher, &peer.addr);
-        index.by_addr.insert(hash, at as u32);
-        if I > 0 {
-            let hash = key_hash(&index.hasher, &peer.addr, &peer.id);
-            index.by_id.insert(hash, at as u32);
+        put(
+            &index.hasher,
+            &mut index.by_addr,
+            &mut index.by_id,
+            peer,
+            at,
+        );
+        if let Some(next) = index.next.as_deref_mut().filter(|next| at < next.done) {
+            put(&index.hasher, &mut next.by_addr, &mut next.by_id, peer, at);
         }
     }
 
@@ -728,25 +807,38 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             addr_hash(hasher, &was_j.addr),
         );
         index.by_addr.swap(hi, i32_, hj, j32);
-        if I > 0 {
-            let hi = key_hash(hasher, &was_i.addr, &was_i.id);
-            let hj = key_hash(hasher, &was_j.addr, &was_j.id);
-            index.by_id.swap(hi, i32_, hj, j32);
+        let (ki, kj) = if I > 0 {
+            let ki = key_hash(hasher, &was_i.addr, &was_i.id);
+            let kj = key_hash(hasher, &was_j.addr, &was_j.id);
+            index.by_id.swap(ki, i32_, kj, j32);
+            (ki, kj)
+        } else {
+            (0, 0)
+        };
+        let Some(next) = index.next.as_deref_mut() else {
+            return;
+        };
+        match (i < next.done, j < next.done) {
+            (true, true) => {
+                next.by_addr.swap(hi, i32_, hj, j32);
+                if I > 0 {
+                    next.by_id.swap(ki, i32_, kj, j32);
+                }
+            }
+            // Only the lower position is in the next tables: it now holds
+            // the other peer.
+            (true, false) => {
+                take(hasher, &mut next.by_addr, &mut next.by_id, peers, was_i, i);
+                put(hasher, &mut next.by_addr, &mut next.by_id, was_j, i);
+            }
+            (false, true) => {
+                take(hasher, &mut next.by_addr, &mut next.by_id, peers, was_j, j);
+                put(hasher, &mut next.by_addr, &mut next.by_id, was_i, j);
+            }
+            (false, false) => {}
         }
     }
 
-    fn resize_index_if_needed(&mut self) {
-        if self
-            .head()
-            .index
-            .as_ref()
-            .is_some_and(|index| index.needs_resize(self.len()))
-        {
-            self.build_index();
-        }
-    }
-
-    /// (Re)builds the index for the current peers.
     fn build_index(&mut self) {
         let mut index = Index::for_len(self.len(), I > 0);
         for (at, peer) in self.peers().iter().enumerate() {
@@ -782,6 +874,20 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
                     assert!(found.is_some(), "by_id misses {at}");
                 }
             }
+            if let Some(next) = &index.next {
+                // The next tables hold exactly the positions moved so far.
+                assert!(next.done <= self.len() && self.len() <= next.max_len);
+                for (at, peer) in self.peers().iter().enumerate() {
+                    let hash = addr_hash(&index.hasher, &peer.addr);
+                    let found = next.by_addr.find(hash, |p| p as usize == at);
+                    assert_eq!(found.is_some(), at < next.done, "next by_addr at {at}");
+                    if I > 0 {
+                        let hash = key_hash(&index.hasher, &peer.addr, &peer.id);
+                        let found = next.by_id.find(hash, |p| p as usize == at);
+                        assert_eq!(found.is_some(), at < next.done, "next by_id at {at}");
+                    }
+                }
+            }
         }
     }
 }
@@ -790,6 +896,42 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
 /// as a stored peer's `(ip, id)` hash.
 fn id_hash<const N: usize>(index: &Index, addr: &[u8; N], id: &PeerId) -> u64 {
     key_hash(&index.hasher, addr, &id.0)
+}
+
+/// Enters `peer`, at position `at`, in one generation of the index's tables.
+fn put<const N: usize, const I: usize>(
+    hasher: &ahash::RandomState,
+    by_addr: &mut Table,
+    by_id: &mut Table,
+    peer: &Peer<N, I>,
+    at: usize,
+) {
+    by_addr.insert(addr_hash(hasher, &peer.addr), at as u32);
+    if I > 0 {
+        by_id.insert(key_hash(hasher, &peer.addr, &peer.id), at as u32);
+    }
+}
+
+/// Takes `peer`'s entry for position `at` out of one generation of the
+/// index's tables; the other entries are found under the keys of the
+/// positions they hold in `peers`.
+fn take<const N: usize, const I: usize>(
+    hasher: &ahash::RandomState,
+    by_addr: &mut Table,
+    by_id: &mut Table,
+    peers: &[Peer<N, I>],
+    peer: &Peer<N, I>,
+    at: usize,
+) {
+    let addr_at = |p: u32| addr_hash(hasher, &peers[p as usize].addr);
+    by_addr.remove(addr_hash(hasher, &peer.addr), at as u32, addr_at);
+    if I > 0 {
+        let key_at = |p: u32| {
+            let peer = &peers[p as usize];
+            key_hash(hasher, &peer.addr, &peer.id)
+        };
+        by_id.remove(key_hash(hasher, &peer.addr, &peer.id), at as u32, key_at);
+    }
 }
 
 /// The index's hash of an address and port. The bytes go to the hasher as
@@ -1009,6 +1151,67 @@ mod tests {
         }
         assert_eq!(list.len(), 10_000);
         list.check();
+    }
+
+    /// Outgrowing the index (and shrinking far below it) moves to tables of
+    /// the new size a few positions per operation: a list never rebuilds a
+    /// large index at once, with lookups right all along.
+    #[test]
+    fn the_index_changes_size_a_few_positions_at_a_time() {
+        let mut list = PeerList::<6, 20>::default();
+        let key = |n: u32| {
+            let [_, b, c, d] = n.to_be_bytes();
+            ([10, b, c, d, 0x1A, 0xE1], PeerId([d; 20]))
+        };
+        let (mut spans, mut moving_for) = (Vec::new(), 0);
+        for n in 0..20_000u32 {
+            let before = list
+                .head()
+                .index
+                .as_ref()
+                .and_then(|i| i.next.as_ref().map(|g| g.done));
+            let (a, i) = key(n);
+            list.upsert(a, i, n % 3 == 0, false, 0);
+            let index = list.head().index.as_deref();
+            match index.and_then(|i| i.next.as_deref()) {
+                Some(next) => {
+                    moving_for += 1;
+                    let moved = next.done - before.unwrap_or(0);
+                    assert!(
+                        moved <= MIGRATE_PER_INSERT,
+                        "{moved} positions moved by one insert"
+                    );
+                }
+                None if moving_for > 0 => {
+                    spans.push(moving_for);
+                    moving_for = 0;
+                }
+                None => {}
+            }
+            if n % 997 == 0 {
+                list.check();
+            }
+        }
+        // Every move from 8k peers up lasted many inserts.
+        assert!(spans.iter().filter(|&&s| s > 100).count() >= 2, "{spans:?}");
+        list.check();
+        // Shrinking: removals move the index too.
+        let mut shrinking = false;
+        for n in (0..20_000u32).filter(|n| n % 8 != 0) {
+            let (a, i) = key(n);
+            assert!(list.remove(&a, &i));
+            shrinking |= list.head().index.as_ref().is_some_and(|i| i.next.is_some());
+            if n % 997 == 0 {
+                list.check();
+            }
+        }
+        assert!(shrinking);
+        assert_eq!(list.len(), 2_500);
+        list.check();
+        for n in (0..20_000u32).step_by(8) {
+            let (a, i) = key(n);
+            assert_eq!(list.find(&a, &i).map(|p| list.peers()[p].addr), Some(a));
+        }
     }
 
     #[test]
