@@ -12,6 +12,7 @@
 # usage: benches/soak.sh [MINUTES] [TTL]
 #   e.g. benches/soak.sh 10 60
 #        REACTOR=per-core SHARE=0.7 benches/soak.sh 10 60
+#        RATE=30000 BIN=/tmp/old/shoal benches/soak.sh 6 60   # a fixed rate, another binary (A/B)
 # Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ load=target/release/shoal-load
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 
-target/release/shoal --listen "127.0.0.1:$port" --udp-listen none --workers 2 \
+${BIN:-target/release/shoal} --listen "127.0.0.1:$port" --udp-listen none --workers 2 \
     --reactor "${REACTOR:-tokio}" --log-level warn --allow-ip-param --peer-ttl "$ttl" \
     >/dev/null 2>&1 &
 pid=$!
@@ -43,12 +44,18 @@ peers() {
 
 # The saturating rate, measured the way the soak sends (paced, with
 # shoal-load's pacing thread on the same 2 cores): ask for far more than the
-# tracker can serve for 5 s and take what it served.
-"$load" -t "127.0.0.1:$port" -d 5 -c 64 --rate 200000 --distinct-ips --json > "$work/max.json"
-max=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$work/max.json")
-rate=$(python3 -c "print(round($max * $share))")
-[ "$rate" -gt 0 ] || { echo "the saturating run served nothing" >&2; exit 1; }
-echo "saturating rate ${max}/s; soaking at ${rate}/s (x$share) for $minutes min, peer TTL ${ttl} s" >&2
+# tracker can serve for 5 s and take what it served. RATE skips this and
+# soaks at that rate (to compare two binaries at one load).
+if [ -n "${RATE:-}" ]; then
+    rate=$RATE
+    echo "soaking at ${rate}/s (RATE) for $minutes min, peer TTL ${ttl} s" >&2
+else
+    "$load" -t "127.0.0.1:$port" -d 5 -c 64 --rate 200000 --distinct-ips --json > "$work/max.json"
+    max=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$work/max.json")
+    rate=$(python3 -c "print(round($max * $share))")
+    [ "$rate" -gt 0 ] || { echo "the saturating run served nothing" >&2; exit 1; }
+    echo "saturating rate ${max}/s; soaking at ${rate}/s (x$share) for $minutes min, peer TTL ${ttl} s" >&2
+fi
 
 for minute in $(seq 1 "$minutes"); do
     "$load" -t "127.0.0.1:$port" -d 60 --warmup 0 -c 64 --rate "$rate" --distinct-ips \

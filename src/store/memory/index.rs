@@ -30,6 +30,10 @@ const MAX_LOAD: (usize, usize) = (7, 8);
 /// small lists see moves that last many operations).
 const GROW_AHEAD: usize = if cfg!(test) { 4 } else { 32 };
 
+/// Tables for this many peers and more change size in steps (all of them
+/// in tests, so that their small lists take that path).
+const MOVE_IN_STEPS_FROM: usize = if cfg!(test) { 1 } else { NARROW_MAX };
+
 /// Marks an empty slot (all bits set, in both widths).
 const EMPTY: u32 = u32::MAX;
 
@@ -274,8 +278,22 @@ impl Index {
     /// size: nearly full (a few inserts ahead, so the move is done before
     /// these fill up), or far larger than needed.
     pub fn wants_resize(&self, len: usize) -> bool {
-        len > self.max_len - self.max_len / GROW_AHEAD
-            || (len * 4 < self.max_len && self.by_addr.slots.len() > 64)
+        // Small tables are rebuilt when they are full, as they always were.
+        let ahead = if self.moves_in_steps() {
+            self.max_len / GROW_AHEAD
+        } else {
+            0
+        };
+        len > self.max_len - ahead || (len * 4 < self.max_len && self.by_addr.slots.len() > 64)
+    }
+
+    /// Whether these tables change size a few positions at a time. Small
+    /// ones are rebuilt at once (at most some 8,000 positions): moving them
+    /// in steps would gain nothing, and when swarms grow side by side, as
+    /// when a tracker fills, thousands of them would hold two generations
+    /// of tables at the same time.
+    pub fn moves_in_steps(&self) -> bool {
+        self.max_len >= MOVE_IN_STEPS_FROM
     }
 
     /// Starts moving to tables sized for `len` peers.

@@ -632,12 +632,18 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         place
     }
 
-    /// Moves up to `budget` more positions into the index's next tables,
-    /// and makes them the index's once all are in.
+    /// Moves up to `budget` more positions (all of them, for small tables:
+    /// see `Index::moves_in_steps`) into the index's next tables, and makes
+    /// them the index's once all are in.
     fn migrate(&mut self, budget: usize) {
         let len = self.len();
         let (peers, Some(index)) = self.parts() else {
             return;
+        };
+        let budget = if index.moves_in_steps() {
+            budget
+        } else {
+            usize::MAX
         };
         let Some(next) = index.next.as_deref_mut() else {
             return;
