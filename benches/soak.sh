@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Soak: MINUTES minutes of steady load at SHARE (0.7) of the rate that
-# saturates the tracker on this machine, with churn: every announce comes
+# saturates the tracker on this machine once its store holds the soak's
+# population, with churn: every announce comes
 # from its own address (shoal-load --distinct-ips), so nearly every one is a
 # new peer (each minute draws new addresses: --seed), and a short peer TTL
 # (TTL s) expires them all the time; the swarm
@@ -44,17 +45,27 @@ peers() {
 
 # The saturating rate, measured the way the soak sends (paced, with
 # shoal-load's pacing thread on the same 2 cores): ask for far more than the
-# tracker can serve for 5 s and take what it served. RATE skips this and
-# soaks at that rate (to compare two binaries at one load).
+# tracker can serve for 5 s and take what it served. Measured twice: into
+# the empty store, then again after TTL + 10 s at half that rate, once the
+# store holds its steady population (an announce into millions of peers
+# costs more than into an empty store, so the first figure overstates what
+# the soak can sustain). RATE skips this and soaks at that rate (to compare
+# two binaries at one load).
+saturate() {
+    "$load" -t "127.0.0.1:$port" -d 5 -c 64 --rate 200000 --distinct-ips --seed "$1" --json > "$work/max.json"
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$work/max.json"
+}
 if [ -n "${RATE:-}" ]; then
     rate=$RATE
     echo "soaking at ${rate}/s (RATE) for $minutes min, peer TTL ${ttl} s" >&2
 else
-    "$load" -t "127.0.0.1:$port" -d 5 -c 64 --rate 200000 --distinct-ips --json > "$work/max.json"
-    max=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rps"])' "$work/max.json")
+    empty=$(saturate 1000)
+    "$load" -t "127.0.0.1:$port" -d "$((ttl + 10))" --warmup 0 -c 64 --rate "$((empty / 2))" \
+        --distinct-ips --seed 1001 > /dev/null
+    max=$(saturate 1002)
     rate=$(python3 -c "print(round($max * $share))")
     [ "$rate" -gt 0 ] || { echo "the saturating run served nothing" >&2; exit 1; }
-    echo "saturating rate ${max}/s; soaking at ${rate}/s (x$share) for $minutes min, peer TTL ${ttl} s" >&2
+    echo "saturating rate ${empty}/s into the empty store, ${max}/s at steady state; soaking at ${rate}/s (x$share) for $minutes min, peer TTL ${ttl} s" >&2
 fi
 
 for minute in $(seq 1 "$minutes"); do
