@@ -430,21 +430,14 @@ impl Handler for TrackerService {
                 }
             },
         };
-        match tracker.handle(head, client, self.surface) {
-            Reply::Plain(body) => {
-                let took = started.elapsed();
-                tracker.metrics.latency(took);
-                tracing::debug!(
-                    %client,
-                    method = %head.method,
-                    route = tracker.route_name(head.path),
-                    status = 200,
-                    micros = took.as_micros() as u64,
-                    "request"
-                );
-                Reply::Plain(body)
-            }
-            Reply::Now(response) => {
+        let reply = tracker.handle(head, client, self.surface);
+        let status = match &reply {
+            Reply::Plain(_) => 200,
+            Reply::Now(response) => response.status().as_u16(),
+            Reply::Later(_) => 0,
+        };
+        match reply {
+            Reply::Plain(_) | Reply::Now(_) => {
                 let took = started.elapsed();
                 tracker.metrics.latency(took);
                 // One line per request at debug level only: at info it
@@ -454,11 +447,11 @@ impl Handler for TrackerService {
                     %client,
                     method = %head.method,
                     route = tracker.route_name(head.path),
-                    status = response.status().as_u16(),
+                    status,
                     micros = took.as_micros() as u64,
                     "request"
                 );
-                Reply::Now(response)
+                reply
             }
             Reply::Later(later) => {
                 let metrics = tracker.metrics.clone();
