@@ -23,6 +23,36 @@ fn mapped(layout: Layout) -> bool {
     layout.size() >= MAP_FROM
 }
 
+/// The bytes a request for `size` really takes: mimalloc's size classes
+/// (the binary's allocator), or whole pages for a mapping. A list's
+/// capacity is chosen to fill its block, since the rounding is paid for
+/// anyway; under another allocator this is only a close guess, and nothing
+/// but the spare room depends on it.
+pub const fn allocated_size(size: usize) -> usize {
+    const WORD: usize = std::mem::size_of::<usize>();
+    const PAGE: usize = 4096;
+    /// mimalloc's largest size with a size class (as built here).
+    const CLASSES_UP_TO: usize = 512 << 10;
+    let words = size.div_ceil(WORD);
+    if words <= 8 {
+        // One word, then one class per two words up to eight.
+        (if words <= 1 {
+            1
+        } else {
+            words.next_multiple_of(2)
+        }) * WORD
+    } else if size <= CLASSES_UP_TO {
+        // Then four classes per doubling, named by the top three bits of
+        // `words - 1`; a class ends where those bits would change.
+        let w = words - 1;
+        let top = usize::BITS as usize - 1 - w.leading_zeros() as usize;
+        let quarter = (w >> (top - 2)) & 3;
+        ((5 + quarter) << (top - 2)) * WORD
+    } else {
+        size.div_ceil(PAGE) * PAGE
+    }
+}
+
 /// Allocates a block for `layout` (non-zero size); null when out of memory.
 ///
 /// # Safety
@@ -144,6 +174,16 @@ unsafe fn unmap(_: *mut u8, _: usize) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `allocated_size` is what mimalloc itself says it hands out.
+    #[test]
+    fn allocated_sizes_are_mimallocs() {
+        let sizes = (1..70_000).chain((70_000..MAP_FROM + 9000).step_by(61));
+        for size in sizes {
+            let theirs = unsafe { libmimalloc_sys::mi_good_size(size) };
+            assert_eq!(allocated_size(size), theirs, "size {size}");
+        }
+    }
 
     /// A block keeps its bytes while it grows and shrinks across the
     /// threshold and within each kind.

@@ -1,12 +1,10 @@
 //! The in-memory store (the embedded default): every torrent's peers and
 //! counts in this process, shared by all workers.
 //!
-//! A [`DashMap`] from [`InfoHash`] to [`Swarm`], sharded so that announces for
-//! different torrents rarely contend; each operation locks one shard for the
-//! few hundred nanoseconds it takes and never across an `.await` (the store is
-//! synchronous and knows nothing of HTTP or of the runtime). Shards are chosen
-//! with a randomly seeded hasher, so a client cannot pick info hashes that all
-//! land in one shard.
+//! A [`SwarmMap`] from [`InfoHash`] to [`Swarm`], sharded so that announces
+//! for different torrents rarely contend; each operation locks one shard for
+//! the few hundred nanoseconds it takes and never across an `.await` (the
+//! store is synchronous and knows nothing of HTTP or of the runtime).
 //!
 //! Torrents whose last peer leaves are dropped from the map; their snatch count
 //! (`downloaded`) moves to a small side map of retired counts and comes back if
@@ -17,6 +15,7 @@
 
 mod block;
 mod index;
+mod map;
 mod peers;
 mod swarm;
 
@@ -26,10 +25,11 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
+use hashbrown::hash_table::Entry;
 
 use super::{Expired, Refusal, StoreConfig, Summary};
 use crate::protocol::{AnnounceRequest, Event, InfoHash, PeerSet, SwarmCounts};
+use map::SwarmMap;
 use peers::Clock;
 use swarm::Swarm;
 
@@ -39,7 +39,7 @@ type Hasher = ahash::RandomState;
 /// shard's lock at a time, so a shard's share of the peers bounds how long an
 /// announce can wait on a sweep: with 1,024 shards, 10M peers make about
 /// 10,000 a shard (about a millisecond of sweeping at most). Empty shards
-/// cost about 150 bytes each.
+/// cost 128 bytes each.
 const SHARDS: usize = 1024;
 
 /// Peers an expiry sweep visits under one hold of a shard's lock when it
@@ -152,13 +152,17 @@ impl MemoryStore {
 
     /// Peers across all torrents (walks every shard: for stats, not the hot path).
     pub fn peers(&self) -> usize {
-        held!(self, h => h.swarms.iter().map(|s| s.peer_count()).sum())
+        held!(self, h => {
+            let mut peers = 0;
+            h.swarms.for_each(|swarm| peers += swarm.peer_count());
+            peers
+        })
     }
 }
 
 /// The swarms of a store keeping `I` bytes of peer id per peer.
 struct Held<const I: usize> {
-    swarms: DashMap<InfoHash, Swarm<I>, Hasher>,
+    swarms: SwarmMap<I>,
     /// Snatch counts of torrents that currently have no peers.
     retired: DashMap<InfoHash, u64, Hasher>,
     /// Entries in `swarms`, kept beside the map because `DashMap::len`
@@ -171,7 +175,7 @@ struct Held<const I: usize> {
 impl<const I: usize> Held<I> {
     fn new(config: StoreConfig) -> Self {
         Self {
-            swarms: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
+            swarms: SwarmMap::new(SHARDS),
             retired: DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS),
             torrent_count: AtomicUsize::new(0),
             clock: Clock::new(config.peer_ttl),
@@ -190,7 +194,7 @@ impl<const I: usize> Held<I> {
             return Ok(self.stop(req, ip));
         }
         let max_peers = self.config.max_peers_per_torrent;
-        match self.swarms.entry(req.info_hash) {
+        self.swarms.entry(&req.info_hash, |entry| match entry {
             Entry::Occupied(mut entry) => {
                 entry
                     .get_mut()
@@ -201,7 +205,7 @@ impl<const I: usize> Held<I> {
                     return Err(Refusal::TrackerFull);
                 }
                 let downloaded = self.retired.remove(&req.info_hash).map_or(0, |(_, d)| d);
-                let mut swarm = Swarm::with_downloaded(downloaded);
+                let mut swarm = Swarm::new(req.info_hash, downloaded);
                 let result = swarm.announce(req, ip, &self.clock, now, max_peers, out);
                 if result.is_ok() {
                     entry.insert(swarm);
@@ -211,17 +215,17 @@ impl<const I: usize> Held<I> {
                 }
                 result
             }
-        }
+        })
     }
 
     /// `event=stopped`: removes the peer; creates nothing for an unknown torrent.
     fn stop(&self, req: &AnnounceRequest, ip: IpAddr) -> SwarmCounts {
-        match self.swarms.entry(req.info_hash) {
+        self.swarms.entry(&req.info_hash, |entry| match entry {
             Entry::Occupied(mut entry) => {
                 entry.get_mut().stop(req, ip);
                 let counts = entry.get().counts();
                 if entry.get().is_empty() {
-                    let swarm = entry.remove();
+                    let (swarm, _) = entry.remove();
                     self.torrent_count.fetch_sub(1, Ordering::Relaxed);
                     self.retire(req.info_hash, swarm.downloaded());
                 }
@@ -231,7 +235,7 @@ impl<const I: usize> Held<I> {
                 downloaded: self.retired_downloads(&req.info_hash),
                 ..SwarmCounts::default()
             },
-        }
+        })
     }
 
     fn retire(&self, hash: InfoHash, downloaded: u64) {
@@ -246,13 +250,11 @@ impl<const I: usize> Held<I> {
 
     /// The counts of one torrent; zeros for an unknown one.
     fn counts(&self, hash: &InfoHash) -> SwarmCounts {
-        match self.swarms.get(hash) {
-            Some(swarm) => swarm.counts(),
-            None => SwarmCounts {
-                downloaded: self.retired_downloads(hash),
-                ..SwarmCounts::default()
-            },
-        }
+        let counts = self.swarms.get(hash, |swarm| swarm.map(Swarm::counts));
+        counts.unwrap_or_else(|| SwarmCounts {
+            downloaded: self.retired_downloads(hash),
+            ..SwarmCounts::default()
+        })
     }
 
     /// Forgets peers not seen for the peer TTL as of `now`, and drops the
@@ -262,16 +264,16 @@ impl<const I: usize> Held<I> {
         // Swarms too large to sweep under one hold of their shard's lock are
         // swept after, in steps, the lock let go between them.
         let mut large = Vec::new();
-        self.swarms.retain(|hash, swarm| {
+        self.swarms.retain(|swarm| {
             if swarm.peer_count() > SWEEP_STEP {
-                large.push(*hash);
+                large.push(*swarm.hash());
                 return true;
             }
             expired.peers += swarm.expire(&self.clock, now);
             if swarm.is_empty() {
                 expired.torrents += 1;
                 self.torrent_count.fetch_sub(1, Ordering::Relaxed);
-                self.retire(*hash, swarm.downloaded());
+                self.retire(*swarm.hash(), swarm.downloaded());
                 false
             } else {
                 true
@@ -279,17 +281,17 @@ impl<const I: usize> Held<I> {
         });
         for hash in large {
             let mut cursor = [usize::MAX; 2];
-            while let Some(mut swarm) = self.swarms.get_mut(&hash) {
-                let (removed, done) = swarm.expire_some(&self.clock, now, &mut cursor, SWEEP_STEP);
+            while let Some((removed, done)) = self.swarms.get_mut(&hash, |swarm| {
+                swarm.expire_some(&self.clock, now, &mut cursor, SWEEP_STEP)
+            }) {
                 expired.peers += removed;
                 if done {
                     break;
                 }
-                drop(swarm);
                 // Let the announces waiting on this shard go first.
                 std::thread::yield_now();
             }
-            if let Some((hash, swarm)) = self.swarms.remove_if(&hash, |_, s| s.is_empty()) {
+            if let Some(swarm) = self.swarms.remove_if(&hash, Swarm::is_empty) {
                 expired.torrents += 1;
                 self.torrent_count.fetch_sub(1, Ordering::Relaxed);
                 self.retire(hash, swarm.downloaded());
@@ -301,12 +303,12 @@ impl<const I: usize> Held<I> {
     /// Every non-zero snatch count, held or retired, sorted by hash: what
     /// the state file keeps. Locks one shard at a time.
     fn downloads(&self) -> Vec<(InfoHash, u64)> {
-        let mut counts: Vec<(InfoHash, u64)> = self
-            .swarms
-            .iter()
-            .filter(|s| s.downloaded() > 0)
-            .map(|s| (*s.key(), s.downloaded()))
-            .collect();
+        let mut counts: Vec<(InfoHash, u64)> = Vec::new();
+        self.swarms.for_each(|swarm| {
+            if swarm.downloaded() > 0 {
+                counts.push((*swarm.hash(), swarm.downloaded()));
+            }
+        });
         counts.extend(self.retired.iter().map(|r| (*r.key(), *r.value())));
         counts.sort_unstable();
         counts
@@ -316,12 +318,12 @@ impl<const I: usize> Held<I> {
     /// announce: a torrent already held keeps the larger count).
     fn restore(&self, counts: &[(InfoHash, u64)]) {
         for &(hash, downloaded) in counts {
-            match self.swarms.get_mut(&hash) {
-                Some(mut swarm) => {
-                    let most = swarm.downloaded().max(downloaded);
-                    swarm.set_downloaded(most);
-                }
-                None => self.retire(hash, downloaded),
+            let held = self.swarms.get_mut(&hash, |swarm| {
+                let most = swarm.downloaded().max(downloaded);
+                swarm.set_downloaded(most);
+            });
+            if held.is_none() {
+                self.retire(hash, downloaded);
             }
         }
     }
@@ -330,13 +332,13 @@ impl<const I: usize> Held<I> {
     /// counts are kept); returns how many torrents were purged.
     fn purge(&self, keep: impl Fn(&InfoHash) -> bool) -> usize {
         let mut purged = 0;
-        self.swarms.retain(|hash, swarm| {
-            if keep(hash) {
+        self.swarms.retain(|swarm| {
+            if keep(swarm.hash()) {
                 return true;
             }
             purged += 1;
             self.torrent_count.fetch_sub(1, Ordering::Relaxed);
-            self.retire(*hash, swarm.downloaded());
+            self.retire(*swarm.hash(), swarm.downloaded());
             false
         });
         purged
@@ -349,7 +351,7 @@ impl<const I: usize> Held<I> {
         let mut summary = Summary::default();
         // A min-heap of the largest swarms so far.
         let mut largest = BinaryHeap::with_capacity(top + 1);
-        for swarm in self.swarms.iter() {
+        self.swarms.for_each(|swarm| {
             summary.torrents += 1;
             let by_family = swarm.family_counts();
             for (family, (seeders, leechers)) in by_family.into_iter().enumerate() {
@@ -359,12 +361,12 @@ impl<const I: usize> Held<I> {
             summary.downloads += swarm.downloaded();
             if top > 0 {
                 let peers = swarm.peer_count();
-                largest.push(Reverse((peers, *swarm.key())));
+                largest.push(Reverse((peers, *swarm.hash())));
                 if largest.len() > top {
                     largest.pop();
                 }
             }
-        }
+        });
         let mut top: Vec<_> = largest.into_iter().map(|Reverse(entry)| entry).collect();
         top.sort_unstable_by(|a, b| b.cmp(a));
         summary.top = top
@@ -383,13 +385,13 @@ impl<const I: usize> Held<I> {
         out: &mut Vec<(InfoHash, SwarmCounts)>,
     ) {
         let start = out.len();
-        for swarm in self.swarms.iter() {
-            let hash = swarm.key();
+        self.swarms.for_each(|swarm| {
+            let hash = swarm.hash();
             let prefix = u32::from(u16::from_be_bytes([hash.0[0], hash.0[1]]));
             if prefixes.contains(&prefix) {
                 out.push((*hash, swarm.counts()));
             }
-        }
+        });
         out[start..].sort_unstable_by_key(|(hash, _)| *hash);
     }
 }

@@ -7,8 +7,9 @@
 //! and seeders after: both counts are exact by construction, a seeder is
 //! sent leechers only by sampling the first range, and random sampling is
 //! an index computation. Moving a peer between roles or removing it is a
-//! couple of swaps. Capacity grows by an eighth at a time (not doubling),
-//! so a list wastes at most about 12% of its records.
+//! couple of swaps. Capacity grows by at least an eighth at a time (not
+//! doubling), to as many records as fill the block the allocator hands out
+//! for that (its size classes round up anyway).
 //!
 //! A peer is stored as its compact wire form (address then port, network
 //! order: N = 6 bytes for IPv4, 18 for IPv6), its peer id (I = 20 bytes, or
@@ -32,7 +33,7 @@ use std::ptr::NonNull;
 
 use super::block;
 use super::index::{Index, Table};
-use crate::protocol::PeerId;
+use crate::protocol::{InfoHash, PeerId};
 
 /// Build the index when a list grows past this many peers.
 const INDEX_FROM: usize = 32;
@@ -47,6 +48,33 @@ const MIGRATE_PER_REMOVAL: usize = if cfg!(test) { 1 } else { 8 };
 /// Drop the index again when a list shrinks below this (hysteresis, so a list
 /// hovering around the threshold does not rebuild it on every announce).
 const INDEX_UNTIL: usize = 16;
+
+/// Peers a list holds at most: its length shares a word with its capacity
+/// class. Far past any real swarm; a list that full refuses new peers like
+/// a swarm at its peer cap.
+const MAX_LEN: usize = (1 << 24) - 1;
+
+/// Capacity classes a list moves through (see `PeerList::CAPS`); enough to
+/// reach `MAX_LEN` growing by an eighth.
+const CLASSES: usize = 256;
+
+/// The capacity of each class for a list whose block has a `head`-byte
+/// header and `peer`-byte records. Each class holds at least an eighth
+/// more (at least one more) than the one before, and as many as fit in the
+/// block the allocator really hands out for that: the rounding is paid
+/// for either way, and filled the list moves to a larger block later.
+const fn capacities(head: usize, peer: usize) -> [u32; CLASSES] {
+    let mut caps = [0u32; CLASSES];
+    let mut class = 1;
+    while class < CLASSES {
+        let before = caps[class - 1] as usize;
+        let want = before + if before / 8 > 1 { before / 8 } else { 1 };
+        let fits = (block::allocated_size(head + want * peer) - head) / peer;
+        caps[class] = if fits < MAX_LEN { fits } else { MAX_LEN } as u32;
+        class += 1;
+    }
+    caps
+}
 
 /// The stamp bit that says an entry has counted as a completed download;
 /// the other 15 bits are the time of its last announce (see [`Clock`]).
@@ -142,18 +170,30 @@ impl<const N: usize, const I: usize> Peer<N, I> {
 }
 
 /// The header of a list's block. A swarm's IPv4 list is the swarm: its
-/// header also carries the snatch count and the IPv6 list (both unused in
-/// the IPv6 list's own header). 32 bytes.
+/// header also carries the info hash, the snatch count and the IPv6 list
+/// (unused in the IPv6 list's own header). 40 bytes: with most swarms
+/// holding a few peers, the header is a good part of what a torrent costs.
 #[repr(C)]
 struct Head<const I: usize> {
-    len: u32,
-    cap: u32,
+    /// The index and the IPv6 list, for the lists that have either.
+    more: Option<Box<More<I>>>,
+    /// The torrent. The map of swarms holds only pointers to headers (8
+    /// bytes a slot instead of 32), and compares hashes here.
+    hash: InfoHash,
+    /// The length (low 24 bits) and the capacity class (high 8 bits).
+    len_class: u32,
     /// `peers[..leechers]` are leechers, the rest seeders.
     leechers: u32,
     /// Completed downloads ever seen for the torrent (saturating).
     downloaded: u32,
+}
+
+/// What only some lists have, kept out of the header of all the others.
+#[derive(Default)]
+struct More<const I: usize> {
     /// Present only for large lists.
     index: Option<Box<Index>>,
+    /// A swarm's IPv6 peers.
     v6: Option<PeerList<18, I>>,
 }
 
@@ -191,12 +231,6 @@ fn same_ip<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
     a[..N - 2] == b[..N - 2]
 }
 
-/// The capacity after `cap` when a list is full: an eighth more, at least
-/// one more.
-fn grown(cap: usize) -> usize {
-    cap + (cap / 8).max(1)
-}
-
 impl<const N: usize, const I: usize> Default for PeerList<N, I> {
     fn default() -> Self {
         Self::with_capacity(0)
@@ -205,7 +239,7 @@ impl<const N: usize, const I: usize> Default for PeerList<N, I> {
 
 impl<const N: usize, const I: usize> Drop for PeerList<N, I> {
     fn drop(&mut self) {
-        let layout = Self::layout(self.head().cap as usize);
+        let layout = Self::layout(self.capacity());
         // SAFETY: the block was allocated with this layout (cap is kept in
         // step with every reallocation), its header is initialized, and the
         // peers are plain bytes with nothing to drop.
@@ -220,6 +254,30 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
     /// Where the peers start in the block.
     const PEERS_AT: usize = std::mem::size_of::<Head<I>>();
 
+    /// The capacity of each class (see [`capacities`]).
+    const CAPS: [u32; CLASSES] = capacities(Self::PEERS_AT, std::mem::size_of::<Peer<N, I>>());
+
+    /// The smallest class that holds `len` peers.
+    fn class_for(len: usize) -> usize {
+        Self::CAPS
+            .partition_point(|&cap| (cap as usize) < len)
+            .min(CLASSES - 1)
+    }
+
+    fn class(&self) -> usize {
+        (self.head().len_class >> 24) as usize
+    }
+
+    /// How many peers the block has room for.
+    pub fn capacity(&self) -> usize {
+        Self::CAPS[self.class()] as usize
+    }
+
+    fn set_len(&mut self, len: usize) {
+        let head = self.head_mut();
+        head.len_class = head.len_class & !0xFF_FFFF | len as u32;
+    }
+
     fn layout(cap: usize) -> Layout {
         let size = Self::PEERS_AT + cap * std::mem::size_of::<Peer<N, I>>();
         match Layout::from_size_align(size, std::mem::align_of::<Head<I>>()) {
@@ -229,8 +287,10 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         }
     }
 
+    /// A list with room for at least `cap` peers (at most `MAX_LEN`).
     pub fn with_capacity(cap: usize) -> Self {
-        let layout = Self::layout(cap);
+        let class = Self::class_for(cap);
+        let layout = Self::layout(Self::CAPS[class] as usize);
         // SAFETY: the layout has a non-zero size (the header).
         let raw = unsafe { block::allocate(layout) }.cast::<Head<I>>();
         let Some(block) = NonNull::new(raw) else {
@@ -239,12 +299,11 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         // SAFETY: freshly allocated, aligned for Head, large enough.
         unsafe {
             block.as_ptr().write(Head {
-                len: 0,
-                cap: cap as u32,
+                more: None,
+                hash: InfoHash([0; 20]),
+                len_class: (class as u32) << 24,
                 leechers: 0,
                 downloaded: 0,
-                index: None,
-                v6: None,
             });
         }
         PeerList {
@@ -271,32 +330,66 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
     pub fn peers(&self) -> &[Peer<N, I>] {
         // SAFETY: the first `len` records are initialized; Peer has
         // alignment 1.
-        unsafe { std::slice::from_raw_parts(self.peers_ptr(), self.head().len as usize) }
+        unsafe { std::slice::from_raw_parts(self.peers_ptr(), self.len()) }
     }
 
     fn peers_mut(&mut self) -> &mut [Peer<N, I>] {
         // SAFETY: as in `peers`, exclusive through `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(self.peers_ptr(), self.head().len as usize) }
+        unsafe { std::slice::from_raw_parts_mut(self.peers_ptr(), self.len()) }
     }
 
     /// The peers and the index, borrowed together (they do not overlap:
     /// the peers follow the header).
     fn parts(&mut self) -> (&[Peer<N, I>], Option<&mut Index>) {
-        let len = self.head().len as usize;
+        let len = self.len();
         let peers = self.peers_ptr();
         // SAFETY: the header and the peers are disjoint parts of the block.
         unsafe {
             let head = &mut *self.block.as_ptr();
-            (
-                std::slice::from_raw_parts(peers, len),
-                head.index.as_deref_mut(),
-            )
+            let index = head
+                .more
+                .as_deref_mut()
+                .and_then(|more| more.index.as_deref_mut());
+            (std::slice::from_raw_parts(peers, len), index)
         }
     }
 
-    fn set_capacity(&mut self, cap: usize) {
-        let old = Self::layout(self.head().cap as usize);
-        let new = Self::layout(cap);
+    fn index(&self) -> Option<&Index> {
+        self.head().more.as_deref()?.index.as_deref()
+    }
+
+    fn index_mut(&mut self) -> Option<&mut Index> {
+        self.head_mut().more.as_deref_mut()?.index.as_deref_mut()
+    }
+
+    /// Sets or drops the index, keeping `More` only while it holds anything.
+    fn set_index(&mut self, index: Option<Box<Index>>) {
+        let more = &mut self.head_mut().more;
+        match (more.as_deref_mut(), index) {
+            (Some(more), index) => more.index = index,
+            (None, None) => return,
+            (None, index) => {
+                *more = Some(Box::new(More { index, v6: None }));
+                return;
+            }
+        }
+        self.tidy_more();
+    }
+
+    fn tidy_more(&mut self) {
+        let more = &mut self.head_mut().more;
+        if more
+            .as_ref()
+            .is_some_and(|m| m.index.is_none() && m.v6.is_none())
+        {
+            *more = None;
+        }
+    }
+
+    /// Moves the block to capacity class `class` (which holds `len`).
+    fn set_class(&mut self, class: usize) {
+        let old = Self::layout(self.capacity());
+        let new = Self::layout(Self::CAPS[class] as usize);
         // SAFETY: the block was allocated with `old`; `new` has the same
         // alignment and a non-zero size; only the first `len <= cap`
         // records are read afterwards.
@@ -305,31 +398,34 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             alloc::handle_alloc_error(new)
         };
         self.block = block;
-        self.head_mut().cap = cap as u32;
+        let len = self.len() as u32;
+        self.head_mut().len_class = (class as u32) << 24 | len;
     }
 
+    /// Appends a peer; the list holds fewer than `MAX_LEN`.
     fn push(&mut self, peer: Peer<N, I>) {
-        let (len, cap) = (self.head().len as usize, self.head().cap as usize);
-        if len == cap {
-            self.set_capacity(grown(cap));
+        let len = self.len();
+        if len == self.capacity() {
+            self.set_class(self.class() + 1);
         }
-        // SAFETY: len < cap after growing, so the slot is within the block.
+        // SAFETY: len < capacity after growing (the classes reach MAX_LEN,
+        // and callers stop below it), so the slot is within the block.
         unsafe { self.peers_ptr().add(len).write(peer) };
-        self.head_mut().len += 1;
+        self.set_len(len + 1);
     }
 
     fn pop(&mut self) {
-        let head = self.head_mut();
-        head.len -= 1;
-        let (len, cap) = (head.len as usize, head.cap as usize);
+        let len = self.len() - 1;
+        self.set_len(len);
+        let cap = self.capacity();
         // Give memory back once a list has shrunk to under half its room.
         if cap > 4 && len < cap / 2 {
-            self.set_capacity(len + len / 8);
+            self.set_class(Self::class_for(len + len / 8));
         }
     }
 
     pub fn len(&self) -> usize {
-        self.head().len as usize
+        (self.head().len_class & 0xFF_FFFF) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -353,26 +449,51 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         self.head_mut().downloaded = downloaded.min(u64::from(u32::MAX)) as u32;
     }
 
-    /// The IPv6 list kept in a swarm's header.
-    pub fn v6(&self) -> Option<&PeerList<18, I>> {
-        self.head().v6.as_ref()
+    /// The info hash kept in a swarm's header.
+    pub fn hash(&self) -> &InfoHash {
+        &self.head().hash
     }
 
-    pub fn v6_slot(&mut self) -> &mut Option<PeerList<18, I>> {
-        &mut self.head_mut().v6
+    pub fn set_hash(&mut self, hash: InfoHash) {
+        self.head_mut().hash = hash;
+    }
+
+    /// The IPv6 list kept in a swarm's header.
+    pub fn v6(&self) -> Option<&PeerList<18, I>> {
+        self.head().more.as_deref()?.v6.as_ref()
+    }
+
+    pub fn v6_mut(&mut self) -> Option<&mut PeerList<18, I>> {
+        self.head_mut().more.as_deref_mut()?.v6.as_mut()
+    }
+
+    /// The IPv6 list, made empty if the swarm has none yet.
+    pub fn v6_or_new(&mut self) -> &mut PeerList<18, I> {
+        let more = self.head_mut().more.get_or_insert_with(Box::default);
+        more.v6.get_or_insert_with(PeerList::default)
+    }
+
+    /// Frees the IPv6 list once it is empty.
+    pub fn tidy_v6(&mut self) {
+        if let Some(more) = self.head_mut().more.as_deref_mut()
+            && more.v6.as_ref().is_some_and(|v6| v6.is_empty())
+        {
+            more.v6 = None;
+            self.tidy_more();
+        }
     }
 
     /// Whether the list has built its index; for tests.
     #[cfg(test)]
     pub fn is_indexed(&self) -> bool {
-        self.head().index.is_some()
+        self.index().is_some()
     }
 
     /// The entries on the same IP as `addr` with the same peer id, and with
     /// the same port but another id (without ids: the entry at `addr`).
     fn lookup(&self, addr: &[u8; N], id: &PeerId) -> (Option<usize>, Option<usize>) {
         let peers = self.peers();
-        match &self.head().index {
+        match self.index() {
             Some(index) if I == 0 => {
                 let by_port = index.by_addr.find(addr_hash(&index.hasher, addr), |p| {
                     peers[p as usize].addr == *addr
@@ -445,7 +566,7 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
     ) -> Option<Upsert> {
         let completes = completed && seeder;
         let found = self.find(&addr, id);
-        if found.is_none() && !room {
+        if found.is_none() && !(room && self.len() < MAX_LEN) {
             return None;
         }
         Some(match found {
@@ -594,8 +715,8 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
 
     fn insert(&mut self, peer: Peer<N, I>, seeder: bool) -> usize {
         let at = self.len();
-        let build = self.head().index.is_none() && at + 1 > INDEX_FROM;
-        if let Some(index) = self.head_mut().index.as_deref_mut() {
+        let build = self.index().is_none() && at + 1 > INDEX_FROM;
+        if let Some(index) = self.index_mut() {
             match &index.next {
                 // Shrinking, and grown back past the smaller tables: stop.
                 Some(next) if at + 1 > next.max_len => index.next = None,
@@ -733,10 +854,10 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         self.pop();
         let len = self.len();
         if len < INDEX_UNTIL {
-            self.head_mut().index = None;
+            self.set_index(None);
             return;
         }
-        let Some(index) = self.head_mut().index.as_deref_mut() else {
+        let Some(index) = self.index_mut() else {
             return;
         };
         if let Some(next) = index.next.as_deref_mut() {
@@ -856,15 +977,18 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
                 index.by_id.insert(hash, at as u32);
             }
         }
-        self.head_mut().index = Some(Box::new(index));
+        self.set_index(Some(Box::new(index)));
     }
 
     /// Checks every invariant; for tests.
     #[cfg(test)]
     pub fn check(&self) {
-        let head = self.head();
-        assert!(head.leechers <= head.len && head.len <= head.cap);
-        if let Some(index) = &head.index {
+        assert!(self.leechers() <= self.len() && self.len() <= self.capacity());
+        assert!(self.len() <= MAX_LEN);
+        if let Some(more) = self.head().more.as_deref() {
+            assert!(more.index.is_some() || more.v6.is_some(), "empty More kept");
+        }
+        if let Some(index) = self.index() {
             assert!(self.len() <= index.max_len);
             for (at, peer) in self.peers().iter().enumerate() {
                 let found = index
@@ -992,7 +1116,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<Peer<6, 20>>(), 28);
         assert_eq!(std::mem::size_of::<Peer<6, 0>>(), 8);
         assert_eq!(std::mem::size_of::<Peer<18, 20>>(), 40);
-        assert_eq!(std::mem::size_of::<Head<20>>(), 32);
+        assert_eq!(std::mem::size_of::<Head<20>>(), 40);
+        assert_eq!(std::mem::size_of::<Head<0>>(), 40);
         assert_eq!(std::mem::size_of::<PeerList<6, 20>>(), 8);
         assert_eq!(std::mem::size_of::<Option<PeerList<6, 20>>>(), 8);
     }
@@ -1017,29 +1142,71 @@ mod tests {
 
     #[test]
     fn capacity_grows_by_an_eighth_and_shrinks_back() {
-        let mut list = PeerList::<6, 20>::default();
-        let mut caps = Vec::new();
+        type List = PeerList<6, 20>;
+        let mut list = List::default();
         let spread = |i: u16| [10, 1, (i >> 8) as u8, i as u8, 0, 1];
+        // What the block for an eighth more than `len` holds, rounded up
+        // to the allocator's size class.
+        let most = |len: usize| {
+            let size = List::layout(len + (len / 8).max(1)).size();
+            (block::allocated_size(size) - List::PEERS_AT) / 28
+        };
+        let mut blocks = std::collections::HashSet::new();
         for i in 0..1000u16 {
             list.upsert(spread(i), id(1), false, false, 0);
-            caps.push(list.head().cap as usize);
+            let (len, cap) = (list.len(), list.capacity());
+            assert!(len <= cap && cap <= most(len), "capacity {cap} at {len}");
+            // Every byte of the block the allocator hands out is used.
+            let size = List::layout(cap).size();
+            assert!(
+                block::allocated_size(size) - size < 28,
+                "room left at {cap}"
+            );
+            blocks.insert(cap);
         }
-        assert_eq!(list.len(), 1000);
-        let cap = list.head().cap as usize;
-        assert!((1000..=1000 + 1000 / 8 + 1).contains(&cap), "cap {cap}");
-        // Never more than an eighth of room to spare past the first few.
-        assert!(
-            caps.iter()
-                .enumerate()
-                .all(|(i, &c)| c <= (i + 1) + (i + 1) / 8 + 1)
-        );
+        // Growing by an eighth and more, 1,000 peers take a few dozen
+        // blocks, not a thousand.
+        assert!(blocks.len() < 50, "{} capacities", blocks.len());
         for i in 0..900u16 {
             assert!(list.remove(&spread(i), &id(1)));
         }
         assert_eq!(list.len(), 100);
-        let cap = list.head().cap as usize;
-        assert!(cap < 200, "cap {cap} after shrinking to 100");
+        let cap = list.capacity();
+        assert!(cap <= most(100), "cap {cap} after shrinking to 100");
         list.check();
+    }
+
+    #[test]
+    fn capacity_classes_rise_to_the_longest_list() {
+        fn rise<const N: usize, const I: usize>() {
+            let caps = PeerList::<N, I>::CAPS;
+            assert_eq!(caps[0], 0);
+            assert!(
+                caps.windows(2)
+                    .all(|w| w[0] < w[1] || w[1] as usize == MAX_LEN)
+            );
+            assert_eq!(caps[CLASSES - 1] as usize, MAX_LEN);
+        }
+        rise::<6, 20>();
+        rise::<6, 0>();
+        rise::<18, 20>();
+        rise::<18, 0>();
+    }
+
+    #[test]
+    fn a_list_at_its_longest_refuses_new_peers_only() {
+        let mut list = PeerList::<6, 0>::with_capacity(MAX_LEN);
+        for i in 0..MAX_LEN as u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            list.push(Peer::new([10, b, c, d, 0, 1], &id(0), 0, false));
+        }
+        list.head_mut().leechers = 0;
+        assert_eq!(list.len(), MAX_LEN);
+        let new = list.upsert_if_room([11, 0, 0, 1, 0, 1], &id(0), true, false, 1, true);
+        assert_eq!(new, None);
+        let known = list.upsert_if_room([10, 0, 0, 7, 0, 1], &id(0), true, false, 1, true);
+        assert!(known.is_some());
+        assert_eq!(list.len(), MAX_LEN);
     }
 
     #[test]
@@ -1171,14 +1338,10 @@ mod tests {
         };
         let (mut spans, mut moving_for) = (Vec::new(), 0);
         for n in 0..20_000u32 {
-            let before = list
-                .head()
-                .index
-                .as_ref()
-                .and_then(|i| i.next.as_ref().map(|g| g.done));
+            let before = list.index().and_then(|i| i.next.as_ref().map(|g| g.done));
             let (a, i) = key(n);
             list.upsert(a, i, n % 3 == 0, false, 0);
-            let index = list.head().index.as_deref();
+            let index = list.index();
             match index.and_then(|i| i.next.as_deref()) {
                 Some(next) => {
                     moving_for += 1;
@@ -1206,7 +1369,7 @@ mod tests {
         for n in (0..20_000u32).filter(|n| n % 8 != 0) {
             let (a, i) = key(n);
             assert!(list.remove(&a, &i));
-            shrinking |= list.head().index.as_ref().is_some_and(|i| i.next.is_some());
+            shrinking |= list.index().is_some_and(|i| i.next.is_some());
             if n % 997 == 0 {
                 list.check();
             }

@@ -1,16 +1,16 @@
 //! One torrent's swarm: its IPv4 and IPv6 peers and its snatch count.
 //!
 //! A swarm is one pointer: its IPv4 list's block, whose header also holds
-//! the snatch count and, once the torrent has an IPv6 peer, the IPv6 list
-//! (see [`super::peers`]). The map entry of a torrent is then 32 bytes
-//! (the info hash and this pointer), and a torrent with one peer costs one
-//! small allocation besides.
+//! the info hash, the snatch count and, once the torrent has an IPv6 peer,
+//! the IPv6 list (see [`super::peers`]). The map's slot for a torrent is
+//! then this pointer alone, and a torrent with one peer costs one small
+//! allocation besides.
 
 use std::net::IpAddr;
 
 use super::Refusal;
 use super::peers::{Clock, PeerList};
-use crate::protocol::{AnnounceRequest, Event, PeerSet, SwarmCounts};
+use crate::protocol::{AnnounceRequest, Event, InfoHash, PeerSet, SwarmCounts};
 
 /// `I` is the bytes of peer id kept per peer: 20, or 0 in compact-only mode.
 #[derive(Debug, Default)]
@@ -31,11 +31,17 @@ fn compact_v6(ip: [u8; 16], port: u16) -> [u8; 18] {
 }
 
 impl<const I: usize> Swarm<I> {
-    pub fn with_downloaded(downloaded: u64) -> Self {
+    pub fn new(hash: InfoHash, downloaded: u64) -> Self {
         // Room for the first peer: most torrents have one or two.
         let mut v4 = PeerList::with_capacity(1);
+        v4.set_hash(hash);
         v4.set_downloaded(downloaded);
         Self { v4 }
+    }
+
+    /// The torrent this is the swarm of.
+    pub fn hash(&self) -> &InfoHash {
+        self.v4.hash()
     }
 
     /// Completed downloads ever seen for this torrent.
@@ -73,12 +79,8 @@ impl<const I: usize> Swarm<I> {
         }
     }
 
-    /// Frees the IPv6 list once it is empty.
     fn tidy_v6(&mut self) {
-        let v6 = self.v4.v6_slot();
-        if v6.as_ref().is_some_and(|v6| v6.is_empty()) {
-            *v6 = None;
-        }
+        self.v4.tidy_v6();
     }
 
     /// Records the announce of a peer at `ip` (canonical: no IPv4-mapped
@@ -122,7 +124,7 @@ impl<const I: usize> Swarm<I> {
             }
             IpAddr::V6(ip) => {
                 let addr = compact_v6(ip.octets(), port);
-                let v6 = self.v4.v6_slot().get_or_insert_with(PeerList::default);
+                let v6 = self.v4.v6_or_new();
                 let up = v6.upsert_if_room(addr, &req.peer_id, seeder, completed, stamp, room);
                 let Some(up) = up else {
                     self.tidy_v6();
@@ -146,8 +148,7 @@ impl<const I: usize> Swarm<I> {
             IpAddr::V4(ip) => self.v4.remove(&compact_v4(ip.octets(), port), &req.peer_id),
             IpAddr::V6(ip) => self
                 .v4
-                .v6_slot()
-                .as_mut()
+                .v6_mut()
                 .is_some_and(|v6| v6.remove(&compact_v6(ip.octets(), port), &req.peer_id)),
         };
         self.tidy_v6();
@@ -171,7 +172,7 @@ impl<const I: usize> Swarm<I> {
             cursor[0] = next;
             removed
         } else {
-            match self.v4.v6_slot() {
+            match self.v4.v6_mut() {
                 Some(v6) if cursor[1] > 0 => {
                     let (removed, next) = v6.expire_some(clock, now, cursor[1], budget);
                     cursor[1] = next;
@@ -190,12 +191,8 @@ impl<const I: usize> Swarm<I> {
     /// Removes peers that are stale at coarse time `now`; returns how many.
     pub fn expire(&mut self, clock: &Clock, now: u32) -> usize {
         let now = clock.stamp(now);
-        let expired = self.v4.expire(clock, now)
-            + self
-                .v4
-                .v6_slot()
-                .as_mut()
-                .map_or(0, |v6| v6.expire(clock, now));
+        let expired =
+            self.v4.expire(clock, now) + self.v4.v6_mut().map_or(0, |v6| v6.expire(clock, now));
         self.tidy_v6();
         expired
     }
