@@ -17,7 +17,7 @@ use monoio_compat::TcpStreamCompat;
 
 use super::{
     ConnectionInfo, Connections, DatagramHandler, Early, Listener, Options, StreamServer, Udp,
-    datagram,
+    datagram, upkeep,
 };
 use crate::shutdown::Shutdown;
 
@@ -95,6 +95,9 @@ async fn worker<Srv: StreamServer>(
     open: Connections,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    if upkeep::registered() {
+        monoio::spawn(upkeep::tick_monoio());
+    }
     let mut udp_loops = Vec::new();
     for socket in sockets {
         let (handler, shutdown) = (handler.clone(), shutdown.clone());

@@ -25,6 +25,9 @@ mod io_uring;
 mod mmsg;
 mod per_core;
 mod tokio_rt;
+mod upkeep;
+
+pub use upkeep::set_worker_upkeep;
 
 pub use connections::Connections;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 
 use super::tokio_rt::{accept_loop, drain};
-use super::{Connections, Listener, Options, StreamServer, Udp, datagram};
+use super::{Connections, Listener, Options, StreamServer, Udp, datagram, upkeep};
 use crate::shutdown::Shutdown;
 
 pub(super) fn serve<Srv: StreamServer>(
@@ -25,6 +25,7 @@ pub(super) fn serve<Srv: StreamServer>(
     let mut workers = Vec::with_capacity(groups.len());
     for (index, listeners) in groups.into_iter().enumerate() {
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .on_thread_park(upkeep::maybe_run)
             .enable_io()
             .enable_time()
             .build()?;
@@ -34,6 +35,9 @@ pub(super) fn serve<Srv: StreamServer>(
             .name(format!("shoal-core-{index}"))
             .spawn(move || -> io::Result<()> {
                 runtime.block_on(async move {
+                    if upkeep::registered() {
+                        tokio::spawn(upkeep::tick_tokio());
+                    }
                     let mut udp_loops = Vec::new();
                     for socket in sockets {
                         let (handler, shutdown) = (handler.clone(), shutdown.clone());

@@ -10,7 +10,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::{ConnectionInfo, Connections, Early, Listener, Options, StreamServer, Udp, datagram};
+use super::{
+    ConnectionInfo, Connections, Early, Listener, Options, StreamServer, Udp, datagram, upkeep,
+};
 use crate::shutdown::Shutdown;
 
 pub(super) fn serve<Srv: StreamServer>(
@@ -24,12 +26,20 @@ pub(super) fn serve<Srv: StreamServer>(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.workers)
         .thread_name("shoal-worker")
+        .on_thread_park(upkeep::maybe_run)
         .enable_io()
         .enable_time()
         .build()?;
     let grace = options.shutdown_grace;
     let options = options.clone();
     runtime.block_on(async move {
+        if upkeep::registered() {
+            // One ticker a worker: when they fire together, the idle workers
+            // are woken to share them.
+            for _ in 0..options.workers {
+                tokio::spawn(upkeep::tick_tokio());
+            }
+        }
         // Each worker's UDP sockets get a task; the runtime spreads them.
         let mut udp_loops = Vec::new();
         for worker in 0..options.workers {
