@@ -10,7 +10,8 @@
 #   e.g. benches/memory.sh 1000000:10000 1000000:100000 1000000:1000000
 #        SERVERS="shoal shoal-compact" benches/memory.sh 10000000:10000
 # SERVERS picks the columns (default: shoal shoal-compact opentracker);
-# WORKERS the tracker's workers (2). Traffic stays on 127.0.0.1.
+# WORKERS the tracker's workers (2); BIN another shoal binary to measure
+# (default target/release/shoal). Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r -a rows <<< "${*:-1000000:10000 1000000:100000 1000000:1000000}"
@@ -19,6 +20,7 @@ workers=${WORKERS:-2}
 
 cargo build --release --bins >&2
 load=target/release/shoal-load
+bin=${BIN:-target/release/shoal}
 work=$(mktemp -d)
 chmod 755 "$work" # opentracker drops root privileges before reading its whitelist
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
@@ -48,7 +50,7 @@ start() {
     shoal | shoal-compact)
         local extra=()
         [ "$server" = shoal-compact ] && extra=(--compact-only)
-        target/release/shoal --listen "127.0.0.1:$port" --udp-listen none --workers "$workers" \
+        "$bin" --listen "127.0.0.1:$port" --udp-listen none --workers "$workers" \
             --log-level warn --allow-ip-param --peer-ttl 86400 "${extra[@]}" >/dev/null 2>&1 &
         ;;
     opentracker)
