@@ -2,6 +2,12 @@
 //! ticking the coarse clock every second, sweeping expired peers a few times
 //! per TTL, writing the state file every snapshot interval, and sampling
 //! the request totals for the stats page.
+//!
+//! A sweep is paced: it sleeps twice as long as each step took, so it uses
+//! at most a third of a core. When millions of peers go stale together (the
+//! first minute of a loaded tracker, or after an outage) an unpaced sweep
+//! took a whole core for a second and more, and on a machine the workers
+//! keep busy every announce queued behind it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,17 +50,26 @@ pub(crate) fn start(
         .spawn(move || {
             let mut last_sweep = 0;
             let mut last_snapshot = 0;
+            let mut last_sample = 0;
             metrics.sample();
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(Duration::from_secs(1))
             {
                 let now = clock.tick();
-                if u64::from(now) % metrics::SAMPLE_EVERY == 0 {
+                // Every SAMPLE_EVERY seconds on the dot, none skipped when a
+                // sweep or a snapshot ran past a second.
+                let sample = u64::from(now) / metrics::SAMPLE_EVERY;
+                if sample != last_sample {
+                    last_sample = sample;
                     metrics.sample();
                 }
                 if now - last_sweep >= sweep_every {
                     last_sweep = now;
-                    let expired = store.memory().map(|m| m.expire(now)).unwrap_or_default();
+                    let mut pace = Pace::new(&clock);
+                    let expired = store
+                        .memory()
+                        .map(|m| m.expire_paced(now, &mut || pace.pause()))
+                        .unwrap_or_default();
                     metrics.peers_expired(expired.peers);
                     if expired.peers > 0 {
                         tracing::debug!(
@@ -90,4 +105,52 @@ pub(crate) fn start(
             }
         })?;
     Ok(Housekeeping { stop, thread })
+}
+
+/// Paces a sweep: each pause sleeps twice as long as the step before it
+/// took (a third of a core at most), and keeps the clock ticking meanwhile.
+struct Pace<'a> {
+    clock: &'a Clock,
+    step_began: Instant,
+}
+
+impl<'a> Pace<'a> {
+    /// Sleeps shorter than this are skipped: a sleep costs about as much.
+    const SHORTEST: Duration = Duration::from_micros(100);
+
+    fn new(clock: &'a Clock) -> Self {
+        Self {
+            clock,
+            step_began: Instant::now(),
+        }
+    }
+
+    fn pause(&mut self) {
+        let rest = self.step_began.elapsed() * 2;
+        if rest >= Self::SHORTEST {
+            thread::sleep(rest);
+        }
+        self.clock.tick();
+        self.step_began = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pause rests twice as long as the step before it took.
+    #[test]
+    fn a_pause_rests_twice_the_step() {
+        let clock = Clock::new();
+        let mut pace = Pace::new(&clock);
+        let step = Duration::from_millis(20);
+        pace.step_began = Instant::now() - step;
+        let began = Instant::now();
+        pace.pause();
+        let rested = began.elapsed();
+        assert!(rested >= step * 2, "rested {rested:?}");
+        // The next step is timed from the end of the pause.
+        assert!(pace.step_began >= began + step * 2);
+    }
 }

@@ -100,8 +100,21 @@ impl<const I: usize> SwarmMap<I> {
     /// Keeps the swarms `keep` says yes to, one shard's write lock at a
     /// time.
     pub fn retain(&self, mut keep: impl FnMut(&mut Swarm<I>) -> bool) {
-        for shard in self.shards.iter() {
-            write(&shard.0).retain(&mut keep);
+        for shard in 0..self.shards() {
+            self.retain_in(shard, &mut keep);
+        }
+    }
+
+    /// How many shards there are.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Keeps the swarms of one shard (`0..shards()`) that `keep` says yes
+    /// to, under that shard's write lock.
+    pub fn retain_in(&self, shard: usize, keep: impl FnMut(&mut Swarm<I>) -> bool) {
+        if let Some(shard) = self.shards.get(shard) {
+            write(&shard.0).retain(keep);
         }
     }
 

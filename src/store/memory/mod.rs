@@ -48,6 +48,10 @@ const SHARDS: usize = 1024;
 /// popular torrent mix, for tens of milliseconds (benches/soak.sh).
 const SWEEP_STEP: usize = 4096;
 
+/// Shards an expiry sweep goes through between two of its pauses (see
+/// [`MemoryStore::expire_paced`]): 64 pauses a sweep.
+const SHARDS_PER_PAUSE: usize = 16;
+
 /// The store: the torrents' swarms, with peer ids kept (the default) or
 /// not (`compact_only`: 8 bytes an IPv4 peer instead of 28).
 pub struct MemoryStore {
@@ -106,7 +110,16 @@ impl MemoryStore {
     /// Forgets peers not seen for the peer TTL as of `now`, and drops the
     /// torrents that leaves empty (keeping their snatch counts).
     pub fn expire(&self, now: u32) -> Expired {
-        held!(self, h => h.expire(now))
+        self.expire_paced(now, &mut || {})
+    }
+
+    /// [`expire`](Self::expire), calling `pause` after every few shards and
+    /// every step through a large swarm, with no lock held: the caller can
+    /// spread a sweep over time there, so that a mass expiry (millions of
+    /// peers gone stale together) does not take a core from the workers
+    /// all at once.
+    pub fn expire_paced(&self, now: u32, pause: &mut dyn FnMut()) -> Expired {
+        held!(self, h => h.expire(now, pause))
     }
 
     /// Every non-zero snatch count, held or retired, sorted by hash: what
@@ -259,26 +272,31 @@ impl<const I: usize> Held<I> {
 
     /// Forgets peers not seen for the peer TTL as of `now`, and drops the
     /// torrents that leaves empty (keeping their snatch counts).
-    fn expire(&self, now: u32) -> Expired {
+    fn expire(&self, now: u32, pause: &mut dyn FnMut()) -> Expired {
         let mut expired = Expired::default();
         // Swarms too large to sweep under one hold of their shard's lock are
         // swept after, in steps, the lock let go between them.
         let mut large = Vec::new();
-        self.swarms.retain(|swarm| {
-            if swarm.peer_count() > SWEEP_STEP {
-                large.push(*swarm.hash());
-                return true;
+        for shard in 0..self.swarms.shards() {
+            self.swarms.retain_in(shard, |swarm| {
+                if swarm.peer_count() > SWEEP_STEP {
+                    large.push(*swarm.hash());
+                    return true;
+                }
+                expired.peers += swarm.expire(&self.clock, now);
+                if swarm.is_empty() {
+                    expired.torrents += 1;
+                    self.torrent_count.fetch_sub(1, Ordering::Relaxed);
+                    self.retire(*swarm.hash(), swarm.downloaded());
+                    false
+                } else {
+                    true
+                }
+            });
+            if (shard + 1) % SHARDS_PER_PAUSE == 0 {
+                pause();
             }
-            expired.peers += swarm.expire(&self.clock, now);
-            if swarm.is_empty() {
-                expired.torrents += 1;
-                self.torrent_count.fetch_sub(1, Ordering::Relaxed);
-                self.retire(*swarm.hash(), swarm.downloaded());
-                false
-            } else {
-                true
-            }
-        });
+        }
         for hash in large {
             let mut cursor = [usize::MAX; 2];
             while let Some((removed, done)) = self.swarms.get_mut(&hash, |swarm| {
@@ -290,6 +308,7 @@ impl<const I: usize> Held<I> {
                 }
                 // Let the announces waiting on this shard go first.
                 std::thread::yield_now();
+                pause();
             }
             if let Some(swarm) = self.swarms.remove_if(&hash, Swarm::is_empty) {
                 expired.torrents += 1;
@@ -586,6 +605,34 @@ mod tests {
         assert_eq!(expired.torrents, 1);
         assert_eq!(s.counts(&InfoHash([1; 20])).incomplete, peers / 2);
         assert_eq!(s.expire(16).torrents, 1);
+        assert_eq!(s.torrents(), 0);
+    }
+
+    #[test]
+    fn a_paced_sweep_pauses_between_shards_and_large_swarm_steps() {
+        let s = store(10);
+        let mut out = PeerSet::default();
+        // One swarm large enough to be swept in three steps, and small ones.
+        let peers = SWEEP_STEP as u32 * 2 + 10;
+        for n in 0..peers {
+            let [_, b, c, d] = n.to_be_bytes();
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, b, c, d));
+            let mut r = req(1, 1, 1000, 5, "");
+            r.peer_id.0[..4].copy_from_slice(&n.to_be_bytes());
+            s.ok(&r, ip, 0, &mut out);
+        }
+        for hash in 2..50 {
+            s.ok(&req(hash, 1, 1000, 5, ""), A, 0, &mut out);
+        }
+        let mut pauses = 0;
+        let expired = s.expire_paced(20, &mut || pauses += 1);
+        assert_eq!(expired.peers, peers as usize + 48);
+        assert_eq!(expired.torrents, 49);
+        // A pause after every SHARDS_PER_PAUSE shards, and after each step
+        // through the large swarm that leaves it unfinished: its 8,202
+        // positions take three steps of 4,096, and a fourth finds no IPv6
+        // list and ends the walk.
+        assert_eq!(pauses, SHARDS / SHARDS_PER_PAUSE + 3);
         assert_eq!(s.torrents(), 0);
     }
 
