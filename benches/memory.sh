@@ -10,8 +10,9 @@
 #   e.g. benches/memory.sh 1000000:10000 1000000:100000 1000000:1000000
 #        SERVERS="shoal shoal-compact" benches/memory.sh 10000000:10000
 # SERVERS picks the columns (default: shoal shoal-compact opentracker);
-# WORKERS the tracker's workers (2); BIN another shoal binary to measure
-# (default target/release/shoal). Traffic stays on 127.0.0.1.
+# WORKERS the tracker's workers (2); REACTOR its reactor (its default);
+# BIN another shoal binary to measure (default target/release/shoal).
+# Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r -a rows <<< "${*:-1000000:10000 1000000:100000 1000000:1000000}"
@@ -50,6 +51,7 @@ start() {
     shoal | shoal-compact)
         local extra=()
         [ "$server" = shoal-compact ] && extra=(--compact-only)
+        [ -n "${REACTOR:-}" ] && extra+=(--reactor "$REACTOR")
         "$bin" --listen "127.0.0.1:$port" --udp-listen none --workers "$workers" \
             --log-level warn --allow-ip-param --peer-ttl 86400 "${extra[@]}" >/dev/null 2>&1 &
         ;;
