@@ -13,6 +13,7 @@
 #
 # usage: benches/flat.sh [SIZES...]   e.g. benches/flat.sh 100000 1000000 10000000
 #        SWEEP_PEERS=0 benches/flat.sh 100000 1000000   # no sweep phase
+#        BIN=/tmp/old/shoal benches/flat.sh 1000000      # another shoal binary
 # Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ peers() {
     python3 -c 'import json,sys; print(json.loads(sys.argv[1])["peers"]["total"])' "${reply#*$'\r\n\r\n'}"
 }
 start() {
-    target/release/shoal --listen "127.0.0.1:$port" --udp-listen none --workers 2 \
+    "${BIN:-target/release/shoal}" --listen "127.0.0.1:$port" --udp-listen none --workers 2 \
         --log-level warn --allow-ip-param --peer-ttl "$1" >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do
