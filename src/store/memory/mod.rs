@@ -585,20 +585,26 @@ mod tests {
         assert_eq!(s.counts(&InfoHash([1; 20])).downloaded, 2);
     }
 
+    /// Announces `peers` distinct leechers into torrent `hash`, peer `n`
+    /// from its own address at time `when(n)`.
+    fn fill(s: &MemoryStore, hash: u8, peers: u32, when: impl Fn(u32) -> u32) {
+        let mut out = PeerSet::default();
+        for n in 0..peers {
+            let [_, b, c, d] = n.to_be_bytes();
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, b, c, d));
+            let mut r = req(hash, 1, 1000, 5, "");
+            r.peer_id.0[..4].copy_from_slice(&n.to_be_bytes());
+            s.ok(&r, ip, when(n), &mut out);
+        }
+    }
+
     #[test]
     fn large_swarms_expire_in_steps_like_small_ones() {
         let s = store(10);
         let mut out = PeerSet::default();
         let peers = SWEEP_STEP as u32 * 2 + 100;
-        for n in 0..peers {
-            let [_, b, c, d] = n.to_be_bytes();
-            let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, b, c, d));
-            // Every other peer is seen again later and stays.
-            let now = if n % 2 == 0 { 0 } else { 5 };
-            let mut r = req(1, 1, 1000, 5, "");
-            r.peer_id.0[..4].copy_from_slice(&n.to_be_bytes());
-            s.ok(&r, ip, now, &mut out);
-        }
+        // Every other peer is seen again later and stays.
+        fill(&s, 1, peers, |n| if n % 2 == 0 { 0 } else { 5 });
         s.ok(&req(2, 1, 1000, 5, ""), A, 0, &mut out);
         let expired = s.expire(12);
         assert_eq!(expired.peers, (peers / 2 + 1) as usize);
@@ -614,13 +620,7 @@ mod tests {
         let mut out = PeerSet::default();
         // One swarm large enough to be swept in three steps, and small ones.
         let peers = SWEEP_STEP as u32 * 2 + 10;
-        for n in 0..peers {
-            let [_, b, c, d] = n.to_be_bytes();
-            let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, b, c, d));
-            let mut r = req(1, 1, 1000, 5, "");
-            r.peer_id.0[..4].copy_from_slice(&n.to_be_bytes());
-            s.ok(&r, ip, 0, &mut out);
-        }
+        fill(&s, 1, peers, |_| 0);
         for hash in 2..50 {
             s.ok(&req(hash, 1, 1000, 5, ""), A, 0, &mut out);
         }
