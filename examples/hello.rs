@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         workers,
         max_connections: 50_000,
         shutdown_grace: Duration::from_secs(1),
+        udp_nap: Duration::ZERO,
     };
     let driver = DriverOptions {
         request_timeout: Duration::from_secs(10),

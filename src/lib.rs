@@ -82,6 +82,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         workers: config.effective_workers(),
         max_connections: config.max_connections,
         shutdown_grace: Duration::from_secs(5),
+        udp_nap: Duration::from_micros(config.udp_coalesce_us),
     };
     let driver_options = http::driver::DriverOptions {
         request_timeout: Duration::from_secs(config.header_timeout),

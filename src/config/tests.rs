@@ -184,6 +184,17 @@ fn invalid_settings_are_refused_with_the_reason() {
     let error = config.validate().unwrap_err().to_string();
     assert!(error.contains("workers"), "{error}");
     let config = Config {
+        udp_coalesce_us: 1001,
+        ..Config::default()
+    };
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("udp_coalesce_us"), "{error}");
+    let config = Config {
+        udp_coalesce_us: 1000,
+        ..Config::default()
+    };
+    config.validate().unwrap();
+    let config = Config {
         min_interval: 10,
         interval: 5,
         ..Config::default()

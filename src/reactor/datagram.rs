@@ -24,6 +24,47 @@ const SO_RCVBUF: usize = 4 << 20;
 #[cfg(not(target_os = "linux"))]
 const PER_WAKE: usize = 64;
 
+/// When a UDP loop naps to gather datagrams.
+///
+/// Under load, datagrams arrive a few at a time between two reads; reading
+/// each little group costs a `recvmmsg` and a `sendmmsg` for two or three
+/// datagrams. After such a batch the loop sleeps briefly, so the next read
+/// finds a bigger one: fewer system calls and fewer wake-ups per request.
+/// A lone datagram is no sign of load, so it never leads to a nap, and a
+/// batch that is already big does not need one. The answers of a batch are
+/// sent before the nap, so it delays only datagrams that arrive during it.
+///
+/// The nap blocks the worker thread (`std::thread::sleep`): the runtimes'
+/// timers count milliseconds, far too coarse for tens of microseconds. Other
+/// tasks of that worker wait out the nap with the datagrams.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Coalesce {
+    nap: std::time::Duration,
+}
+
+impl Coalesce {
+    /// Batches of fewer datagrams than this, but more than one, are followed
+    /// by a nap: at this size the calls' fixed cost is well shared.
+    #[cfg(target_os = "linux")]
+    const ENOUGH: usize = super::mmsg::BATCH / 4;
+    #[cfg(not(target_os = "linux"))]
+    const ENOUGH: usize = 8;
+
+    /// Naps of `nap` (zero: never nap).
+    pub fn new(nap: std::time::Duration) -> Self {
+        Self { nap }
+    }
+
+    /// Whether a batch of `n` datagrams, just answered, calls for a nap.
+    pub fn after(self, n: usize) -> bool {
+        !self.nap.is_zero() && (2..Self::ENOUGH).contains(&n)
+    }
+
+    pub fn nap(self) {
+        std::thread::sleep(self.nap);
+    }
+}
+
 /// Binds a UDP socket; IPv6 ones are IPv6-only, as the TCP listeners.
 pub(super) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
@@ -113,14 +154,16 @@ async fn send_all<F: std::future::Future>(
 
 /// Serves `socket` on the current tokio runtime until shutdown: waits for
 /// readiness, then takes what is queued in batches (`recvmmsg`), answers
-/// each datagram and sends the answers in one `sendmmsg`. The socket is
-/// registered for reading only: as writable too, every datagram sent would
-/// wake epoll when the kernel frees it. A full send buffer is rare and is
-/// waited out with short sleeps.
+/// each datagram and sends the answers in one `sendmmsg`; after a small
+/// batch under load it naps (see [`Coalesce`]) and reads again. The socket
+/// is registered for reading only: as writable too, every datagram sent
+/// would wake epoll when the kernel frees it. A full send buffer is rare and
+/// is waited out with short sleeps.
 #[cfg(target_os = "linux")]
 pub(super) async fn serve_tokio(
     socket: UdpSocket,
     handler: Arc<dyn DatagramHandler>,
+    coalesce: Coalesce,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -163,9 +206,13 @@ pub(super) async fn serve_tokio(
             answers.clear();
             answer_batch(&received, n, &*handler, &mut answers, &mut later);
             send_all(&mut answers, fd, tokio::time::sleep).await;
-            if n < BATCH {
+            if n == BATCH {
+                continue;
+            }
+            if !coalesce.after(n) {
                 break;
             }
+            coalesce.nap();
         }
     }
 }
@@ -176,6 +223,7 @@ pub(super) async fn serve_tokio(
 pub(super) async fn serve_tokio(
     socket: UdpSocket,
     handler: Arc<dyn DatagramHandler>,
+    coalesce: Coalesce,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let sender = Arc::new(socket.try_clone()?);
@@ -189,6 +237,7 @@ pub(super) async fn serve_tokio(
             () = &mut stopping => return Ok(()),
             ready = socket.readable() => ready?,
         }
+        let mut answered = 0;
         for _ in 0..PER_WAKE {
             let (n, from) = match socket.try_recv_from(&mut buf) {
                 Ok(received) => received,
@@ -199,6 +248,7 @@ pub(super) async fn serve_tokio(
                     continue;
                 }
             };
+            answered += 1;
             out.clear();
             if let Some(answer) = handler.handle(&buf[..n], from, &mut out) {
                 let sender = sender.clone();
@@ -217,17 +267,23 @@ pub(super) async fn serve_tokio(
                 Err(error) => tracing::debug!(%error, "UDP send failed"),
             }
         }
+        if coalesce.after(answered) {
+            coalesce.nap();
+        }
     }
 }
 
 /// Serves `socket` on the current monoio (io_uring) runtime until shutdown.
 /// A receive on the ring waits for the first datagram; what else is queued
 /// by then is taken with non-blocking `recvmmsg` and all the answers go out
-/// in one non-blocking `sendmmsg`, as on the other reactors.
+/// in one non-blocking `sendmmsg`, as on the other reactors. After a small
+/// batch under load it naps (see [`Coalesce`]) and reads again before it
+/// goes back to the ring.
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub(super) async fn serve_monoio(
     socket: UdpSocket,
     handler: Arc<dyn DatagramHandler>,
+    coalesce: Coalesce,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -263,13 +319,112 @@ pub(super) async fn serve_monoio(
             Err(error) => tracing::debug!(%error, "UDP receive failed"),
         }
         // What else is queued, without waiting.
+        let mut taken = 1;
         for _ in 0..4 {
             let Ok(n) = received.recv(fd) else { break };
             answer_batch(&received, n, &*handler, &mut answers, &mut later);
+            taken += n;
             if n < BATCH {
                 break;
             }
         }
         send_all(&mut answers, fd, monoio::time::sleep).await;
+        // Under load, a few more batches gathered by naps.
+        for _ in 0..4 {
+            if !coalesce.after(taken) {
+                break;
+            }
+            coalesce.nap();
+            let Ok(n) = received.recv(fd) else { break };
+            answers.clear();
+            answer_batch(&received, n, &*handler, &mut answers, &mut later);
+            send_all(&mut answers, fd, monoio::time::sleep).await;
+            taken = n;
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn only_a_small_batch_of_more_than_one_calls_for_a_nap() {
+        let coalesce = Coalesce::new(Duration::from_micros(50));
+        let napping: Vec<usize> = (0..=super::super::mmsg::BATCH)
+            .filter(|&n| coalesce.after(n))
+            .collect();
+        assert_eq!(napping, (2..Coalesce::ENOUGH).collect::<Vec<_>>());
+        let never = Coalesce::new(Duration::ZERO);
+        assert!((0..=super::super::mmsg::BATCH).all(|n| !never.after(n)));
+    }
+
+    /// Echoes every datagram.
+    struct Echo;
+    impl DatagramHandler for Echo {
+        fn handle(&self, datagram: &[u8], _: SocketAddr, out: &mut Vec<u8>) -> Option<Later> {
+            out.extend_from_slice(datagram);
+            None
+        }
+    }
+
+    /// Queues `first` datagrams on a new server socket, then serves it on
+    /// its own thread with naps of `nap`; answers `first` and then measures
+    /// how long one more datagram takes to be answered.
+    fn next_answer_after(first: usize, nap: Duration) -> Duration {
+        let server = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let to = server.local_addr().unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        for i in 0..first {
+            client.send_to(&[i as u8], to).unwrap();
+        }
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let serving = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(serve_tokio(
+                server,
+                Arc::new(Echo),
+                Coalesce::new(nap),
+                stop,
+            ))
+        });
+        let mut buf = [0u8; 8];
+        for _ in 0..first {
+            client.recv(&mut buf).unwrap();
+        }
+        let start = Instant::now();
+        client.send_to(b"next", to).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        let took = start.elapsed();
+        assert_eq!(&buf[..n], b"next");
+        shutdown.trigger();
+        serving.join().unwrap().unwrap();
+        took
+    }
+
+    #[test]
+    fn a_datagram_that_comes_during_a_nap_waits_for_its_end() {
+        let nap = Duration::from_millis(400);
+        // Two datagrams read together: the loop naps after answering them.
+        let took = next_answer_after(2, nap);
+        assert!(
+            took >= Duration::from_millis(300),
+            "answered after {took:?}"
+        );
+    }
+
+    #[test]
+    fn a_lone_datagram_leads_to_no_nap() {
+        let nap = Duration::from_millis(400);
+        let took = next_answer_after(1, nap);
+        assert!(took < Duration::from_millis(300), "answered after {took:?}");
     }
 }

@@ -102,7 +102,10 @@ async fn worker<Srv: StreamServer>(
     for socket in sockets {
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         udp_loops.push(monoio::spawn(datagram::serve_monoio(
-            socket, handler, shutdown,
+            socket,
+            handler,
+            datagram::Coalesce::new(options.udp_nap),
+            shutdown,
         )));
     }
     let mut accept_loops = Vec::new();

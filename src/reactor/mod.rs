@@ -230,6 +230,9 @@ pub struct Options {
     pub max_connections: usize,
     /// Open connections get this long to finish after shutdown starts.
     pub shutdown_grace: Duration,
+    /// How long a UDP loop naps after a small batch under load, to gather a
+    /// bigger one (zero: never); see [`datagram::Coalesce`].
+    pub udp_nap: Duration,
 }
 
 impl Options {
@@ -440,6 +443,7 @@ impl Bound {
             Some(handler) => Udp {
                 sockets: udp,
                 handler,
+                coalesce: datagram::Coalesce::new(options.udp_nap),
             },
             None if udp.iter().all(Vec::is_empty) => Udp::none(),
             None => return Err(io::Error::other("UDP sockets need a datagram handler")),
@@ -462,6 +466,7 @@ impl Bound {
 pub(crate) struct Udp {
     pub sockets: Vec<Vec<std::net::UdpSocket>>,
     pub handler: Arc<dyn DatagramHandler>,
+    pub coalesce: datagram::Coalesce,
 }
 
 impl Udp {
@@ -475,6 +480,7 @@ impl Udp {
         Self {
             sockets: Vec::new(),
             handler: Arc::new(Nothing),
+            coalesce: datagram::Coalesce::new(Duration::ZERO),
         }
     }
 

@@ -30,6 +30,7 @@ pub(super) fn serve<Srv: StreamServer>(
             .enable_time()
             .build()?;
         let (sockets, handler) = (udp.of_worker(index), udp.handler.clone());
+        let coalesce = udp.coalesce;
         let (server, open, shutdown) = (server.clone(), open.clone(), shutdown.clone());
         let worker = thread::Builder::new()
             .name(format!("shoal-core-{index}"))
@@ -42,7 +43,7 @@ pub(super) fn serve<Srv: StreamServer>(
                     for socket in sockets {
                         let (handler, shutdown) = (handler.clone(), shutdown.clone());
                         udp_loops.push(tokio::spawn(datagram::serve_tokio(
-                            socket, handler, shutdown,
+                            socket, handler, coalesce, shutdown,
                         )));
                     }
                     let mut accept_loops = Vec::new();

@@ -46,7 +46,10 @@ pub(super) fn serve<Srv: StreamServer>(
             for socket in udp.of_worker(worker) {
                 let (handler, shutdown) = (udp.handler.clone(), shutdown.clone());
                 udp_loops.push(tokio::spawn(datagram::serve_tokio(
-                    socket, handler, shutdown,
+                    socket,
+                    handler,
+                    udp.coalesce,
+                    shutdown,
                 )));
             }
         }
