@@ -369,10 +369,25 @@ mod tests {
         }
     }
 
+    /// Which loop serves the socket in a test.
+    #[derive(Clone, Copy)]
+    enum Runtime {
+        Tokio,
+        #[cfg(feature = "io-uring")]
+        Monoio,
+    }
+
+    const RUNTIMES: &[Runtime] = &[
+        Runtime::Tokio,
+        #[cfg(feature = "io-uring")]
+        Runtime::Monoio,
+    ];
+
     /// Queues `first` datagrams on a new server socket, then serves it on
-    /// its own thread with naps of `nap`; answers `first` and then measures
-    /// how long one more datagram takes to be answered.
-    fn next_answer_after(first: usize, nap: Duration) -> Duration {
+    /// its own thread with `runtime`'s loop and naps of `nap`; answers
+    /// `first` and then measures how long one more datagram takes to be
+    /// answered.
+    fn next_answer_after(runtime: Runtime, first: usize, nap: Duration) -> Duration {
         let server = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let to = server.local_addr().unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -384,17 +399,19 @@ mod tests {
         }
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
-        let serving = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(serve_tokio(
-                server,
-                Arc::new(Echo),
-                Coalesce::new(nap),
-                stop,
-            ))
+        let serving = std::thread::spawn(move || -> io::Result<()> {
+            let (handler, coalesce) = (Arc::new(Echo), Coalesce::new(nap));
+            match runtime {
+                Runtime::Tokio => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(serve_tokio(server, handler, coalesce, stop)),
+                #[cfg(feature = "io-uring")]
+                Runtime::Monoio => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .enable_timer()
+                    .build()?
+                    .block_on(serve_monoio(server, handler, coalesce, stop)),
+            }
         });
         let mut buf = [0u8; 8];
         for _ in 0..first {
@@ -413,18 +430,22 @@ mod tests {
     #[test]
     fn a_datagram_that_comes_during_a_nap_waits_for_its_end() {
         let nap = Duration::from_millis(400);
-        // Two datagrams read together: the loop naps after answering them.
-        let took = next_answer_after(2, nap);
-        assert!(
-            took >= Duration::from_millis(300),
-            "answered after {took:?}"
-        );
+        for &runtime in RUNTIMES {
+            // Two datagrams read together: the loop naps after answering them.
+            let took = next_answer_after(runtime, 2, nap);
+            assert!(
+                took >= Duration::from_millis(300),
+                "answered after {took:?}"
+            );
+        }
     }
 
     #[test]
     fn a_lone_datagram_leads_to_no_nap() {
         let nap = Duration::from_millis(400);
-        let took = next_answer_after(1, nap);
-        assert!(took < Duration::from_millis(300), "answered after {took:?}");
+        for &runtime in RUNTIMES {
+            let took = next_answer_after(runtime, 1, nap);
+            assert!(took < Duration::from_millis(300), "answered after {took:?}");
+        }
     }
 }
