@@ -45,13 +45,15 @@ pub(crate) fn start(
 ) -> std::io::Result<Housekeeping> {
     let (stop, stopped) = mpsc::channel::<()>();
     let sweep_every = (peer_ttl / 4).clamp(1, 60);
+    // The first sample is taken here, not on the new thread: the history is
+    // then never empty once the listeners serve, however late the thread runs.
+    metrics.sample();
     let thread = thread::Builder::new()
         .name("housekeeping".into())
         .spawn(move || {
             let mut last_sweep = 0;
             let mut last_snapshot = 0;
             let mut last_sample = 0;
-            metrics.sample();
             while let Err(mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(Duration::from_secs(1))
             {
