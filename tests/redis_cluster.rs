@@ -340,3 +340,140 @@ fn the_password_comes_from_a_file_or_the_url_and_is_never_logged() {
     }
     let _ = std::fs::remove_file(&file);
 }
+
+/// A small deterministic random sequence (no dependency for one test).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn a_swarm_stays_consistent_through_joins_moves_port_changes_and_stops() {
+    // The script keeps each list dense (a leaving peer's slot takes the
+    // list's last record) and an index from IP to slots. Any slip there
+    // shows as a lost, doubled or stale peer: after every announce of a
+    // random sequence, the answer must match a model of the swarm exactly.
+    if !available() {
+        return;
+    }
+    let server = common::redis::Single::start();
+    let url = server.url();
+    let tracker = Tracker::start(&["--store", "redis", "--redis-url", &url, "--allow-ip-param"]);
+    let hash = id(9);
+    // 40 peers behind 6 addresses; peer p: (ip, port, seeder, completed).
+    let mut model: std::collections::BTreeMap<u8, ([u8; 4], u16, bool, bool)> = Default::default();
+    let mut ports: Vec<u16> = (0..40).map(|p| 6000 + p).collect();
+    let mut downloaded = 0;
+    let mut random = Lcg(7);
+    for step in 0..600 {
+        let p = random.below(40) as u8;
+        let ip = [10, 0, 0, 1 + p % 6];
+        let roll = random.below(10);
+        if roll == 0 {
+            // A new port, same peer id: the same peer.
+            ports[usize::from(p)] += 100;
+        }
+        let port = ports[usize::from(p)];
+        let mut announce = Announce::new(hash, p)
+            .port(port)
+            .param("ip", &format!("10.0.0.{}", ip[3]))
+            .param("numwant", "200");
+        let seeder = roll >= 6;
+        if seeder {
+            announce = announce.seeder();
+        }
+        if roll == 1 {
+            announce = announce.event("stopped");
+            model.remove(&p);
+        } else {
+            let mut completed = model.get(&p).is_some_and(|m| m.3);
+            if seeder && roll == 9 {
+                announce = announce.event("completed");
+                if !completed {
+                    downloaded += 1;
+                    completed = true;
+                }
+            }
+            model.insert(p, (ip, port, seeder, completed));
+        }
+        let answer = tracker.announce(&announce);
+        assert_eq!(answer.failure(), None, "step {step}");
+        let seeders = model.values().filter(|m| m.2).count() as i64;
+        let leechers = model.len() as i64 - seeders;
+        assert_eq!(
+            (answer.int("complete"), answer.int("incomplete")),
+            (seeders, leechers),
+            "counts at step {step}"
+        );
+        assert_eq!(answer.int("downloaded"), downloaded, "step {step}");
+        if roll == 1 {
+            continue;
+        }
+        let mut got = answer.peers4();
+        got.sort_unstable();
+        let mut want: Vec<_> = model
+            .iter()
+            .filter(|(q, m)| **q != p && (!seeder || !m.2))
+            .map(|(_, m)| (m.0, m.1))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got, want, "peers at step {step}");
+    }
+}
+
+#[test]
+fn expired_peers_are_trimmed_and_the_live_ones_are_found_again() {
+    // Trim steps remove expired peers from the middle of a list; each
+    // removal moves another record. Live peers re-announcing afterwards
+    // must be found where they now are, not added twice.
+    if !available() {
+        return;
+    }
+    let server = common::redis::Single::start();
+    let url = server.url();
+    let tracker = Tracker::start(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--allow-ip-param",
+        "--peer-ttl",
+        "2",
+    ]);
+    let hash = id(10);
+    let peer = |n: u8, numwant: &str| {
+        Announce::new(hash, n)
+            .param("ip", &format!("10.1.{}.{}", n / 50, n))
+            .param("numwant", numwant)
+    };
+    // 150 that will go silent, interleaved with 90 that stay.
+    let stays = |n: u8| n % 8 < 3;
+    for n in 0..240u8 {
+        tracker.announce(&peer(n, "0"));
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(4500) {
+        for n in (0..240u8).filter(|n| stays(*n)) {
+            tracker.announce(&peer(n, "0"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let live = (0..240u8).filter(|n| stays(*n)).count() as i64;
+    let answer = tracker.announce(&peer(0, "500"));
+    assert_eq!(
+        answer.int("incomplete"),
+        live,
+        "only the live peers are counted"
+    );
+    let mut got: Vec<u8> = answer.peers4().iter().map(|(ip, _)| ip[3]).collect();
+    got.sort_unstable();
+    let want: Vec<u8> = (1..240u8).filter(|n| stays(*n)).collect();
+    assert_eq!(got, want);
+}

@@ -1,22 +1,28 @@
 -- One announce, in one round trip, on one swarm (every key in one hash slot).
 --
--- KEYS: 1 meta (hash: field "s" = nine big-endian u32: the peer counts of
---         the four peer hashes, the keys' expiry time, when each peer hash's
---         next trim step is due; "c1".."c4" = where those steps resume),
+-- KEYS: 1 the swarm (a hash: field "s" = thirteen big-endian u32: the peer
+--         counts of the four peer lists, the keys' expiry time, when each
+--         list's next trim step is due, where each list's trim resumes; and
+--         the index: field = a peer's IP bytes, value = one 7-byte entry per
+--         peer at that IP: list (1 byte, 1..4), slot (4, big-endian), port
+--         (2)),
 --       2 IPv4 seeders, 3 IPv4 leechers, 4 IPv6 seeders, 5 IPv6 leechers
---         (hashes: field = the peer's IP bytes; value = one 27-byte record per
---         peer at that IP: port(2) last-seen(4, big-endian unix seconds)
---         flags(1: "c" counted as completed, "-" not) peer id(20)),
+--         (strings: an array of fixed-size records, one per peer, in slots
+--         0..count-1: IP (4 or 16 bytes), port (2), last seen (4, big-endian
+--         Unix seconds), flag (1: "c" counted as completed, "-" not), peer
+--         id (20); bytes past count are left over and never read),
 --       6 the snatch count (a string; it never expires).
 -- ARGV: 1 "a" announce or "s" stopped, 2 "4"/"6", 3 IP bytes, 4 port (2 bytes),
 --       5 peer id, 6 "1" seeder, 7 "1" event=completed, 8 numwant,
 --       9 peer TTL (seconds), 10 most peers (0: no cap), 11 now (Unix
---       seconds, the node's clock).
+--       seconds, the node's clock), 12 a random number (where windows start).
 -- Returns {status (0 ok, 1 swarm full, 2 too many peers at this IP), complete,
---          incomplete, downloaded, now (Unix seconds), the four peer counts
---          (IPv4 seeders, leechers, IPv6 seeders, leechers)}. The peers to
---          send are drawn by the HRANDFIELD commands the node pipelines
---          after it.
+--          incomplete, downloaded, now, the four peer counts (IPv4 seeders,
+--          leechers, IPv6 seeders, leechers), then for each of the four lists
+--          a window of consecutive records starting at a random slot (empty
+--          when nothing is wanted from it)}. The node chooses the peers to
+--          send from the windows (`sample.rs`): one bulk string per list is
+--          far cheaper to return and to parse than one reply per peer.
 --
 -- The rules are the in-memory store's: a peer is the same peer when it comes
 -- from the same IP with the same port or the same peer id; seeders get
@@ -24,58 +30,111 @@
 -- a completion counts once per peer. Expired peers are trimmed a bounded
 -- step at a time by the announces that touch the swarm, never by a sweep.
 
-local REC = 27
+local REC = {31, 31, 43, 43}
+local IPLEN = {4, 4, 16, 16}
 local MAX_PER_IP = 128
+local STEP = 64
+local MAX_STEP = 1024
+-- Lists up to this many records grow by exact rewrites (see the append).
+local EXACT = 32
+local ENTRY = 7
 local now = tonumber(ARGV[11])
 local ttl = tonumber(ARGV[9])
 local cutoff = struct.pack('>I4', math.max(now - ttl, 0))
 local stamp = struct.pack('>I4', now)
+local INDEX = KEYS[1]
 
--- The swarm's state: counts, expiry, trim due times, in one packed field.
-local count, due, expiry = {0, 0, 0, 0}, {0, 0, 0, 0}, nil
-local state = redis.call('HGET', KEYS[1], 's')
-if state then
+-- The swarm's state: counts, expiry, trim due times and cursors.
+local count, due, cursor, expiry = {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, nil
+local state = redis.call('HGET', INDEX, 's')
+if state and #state == 52 then
   local x
-  count[1], count[2], count[3], count[4], x, due[1], due[2], due[3], due[4] =
-    struct.unpack('>I4I4I4I4I4I4I4I4I4', state)
+  count[1], count[2], count[3], count[4], x, due[1], due[2], due[3], due[4],
+    cursor[1], cursor[2], cursor[3], cursor[4] =
+    struct.unpack('>I4I4I4I4I4I4I4I4I4I4I4I4I4', state)
   if x > 0 then expiry = x end
 end
 local changed = false
 local function save_state()
   if changed then
-    redis.call('HSET', KEYS[1], 's', struct.pack('>I4I4I4I4I4I4I4I4I4',
-      count[1], count[2], count[3], count[4], expiry or 0, due[1], due[2], due[3], due[4]))
+    redis.call('HSET', INDEX, 's', struct.pack('>I4I4I4I4I4I4I4I4I4I4I4I4I4',
+      count[1], count[2], count[3], count[4], expiry or 0, due[1], due[2], due[3], due[4],
+      cursor[1], cursor[2], cursor[3], cursor[4]))
     changed = false
   end
 end
 
--- Trim step: at most one peer hash per call, when its time has come. Each
--- step visits about 128 IPs (HSCAN), so no call holds Redis for long, and
--- steps come often enough that every peer is visited about every TTL/4.
-for i = 1, 4 do
-  if count[i] > 0 and due[i] <= now then
-    local key = KEYS[1 + i]
-    local resume = 'c' .. i
-    local scan = redis.call('HSCAN', key, redis.call('HGET', KEYS[1], resume) or '0',
-      'COUNT', 128)
-    local items = scan[2]
-    for j = 1, #items, 2 do
-      local value, kept = items[j + 1], {}
-      for p = 1, #value, REC do
-        if string.sub(value, p + 2, p + 5) >= cutoff then
-          kept[#kept + 1] = string.sub(value, p, p + REC - 1)
-        end
-      end
-      local removed = (#value / REC) - #kept
-      if removed > 0 then
-        count[i] = count[i] - removed
-        if #kept == 0 then redis.call('HDEL', key, items[j])
-        else redis.call('HSET', key, items[j], table.concat(kept)) end
+-- The index entries at `ip` without the one of (list, slot); '' if none left.
+local function without(entries, list, slot)
+  for p = 1, #entries, ENTRY do
+    if string.byte(entries, p) == list and struct.unpack('>I4', entries, p + 1) == slot then
+      return string.sub(entries, 1, p - 1) .. string.sub(entries, p + ENTRY)
+    end
+  end
+  return entries
+end
+
+local function set_entries(ip, entries)
+  if entries == '' then redis.call('HDEL', INDEX, ip)
+  else redis.call('HSET', INDEX, ip, entries) end
+end
+
+-- Removes the peer in `slot` of `list` (at `ip`): its index entry goes, and
+-- the list's last record moves into the hole (its entry follows), so the
+-- records stay dense in slots 0..count-1.
+local function drop(list, slot, ip)
+  set_entries(ip, without(redis.call('HGET', INDEX, ip) or '', list, slot))
+  local key, size = KEYS[1 + list], REC[list]
+  local last = count[list] - 1
+  if slot ~= last then
+    local moved = redis.call('GETRANGE', key, last * size, last * size + size - 1)
+    redis.call('SETRANGE', key, slot * size, moved)
+    local mip = string.sub(moved, 1, IPLEN[list])
+    local entries = redis.call('HGET', INDEX, mip) or ''
+    for p = 1, #entries, ENTRY do
+      if string.byte(entries, p) == list and struct.unpack('>I4', entries, p + 1) == last then
+        entries = string.sub(entries, 1, p) .. struct.pack('>I4', slot) .. string.sub(entries, p + 5)
+        break
       end
     end
-    local steps = math.max(1, math.ceil(count[i] / 128))
+    redis.call('HSET', INDEX, mip, entries)
+  end
+  count[list] = last
+  changed = true
+  if last == 0 then
+    redis.call('DEL', key)
+  elseif redis.call('STRLEN', key) > 2 * last * size + 4096 then
+    -- Leftover bytes past the records are given back once they are many.
+    redis.call('SET', key, redis.call('GETRANGE', key, 0, last * size - 1), 'KEEPTTL')
+  end
+end
+
+-- Trim step: at most one list per call, when its time has come. Each step
+-- reads STEP records (more with a short TTL) from where the last one
+-- stopped, so no call holds Redis for long, and steps come often enough
+-- that every peer is visited about every TTL/4.
+for i = 1, 4 do
+  if count[i] > 0 and due[i] <= now then
+    local size, iplen = REC[i], IPLEN[i]
+    -- Steps come at most once a second: with a short TTL and a big list
+    -- they read more at a time (bounded), so each peer is still visited
+    -- about every TTL/4.
+    local step = math.max(STEP, math.min(MAX_STEP, math.ceil(count[i] * 4 / ttl)))
+    local from = cursor[i]
+    if from >= count[i] then from = 0 end
+    local to = math.min(from + step, count[i])
+    local chunk = redis.call('GETRANGE', KEYS[1 + i], from * size, to * size - 1)
+    -- From the end: a removal fills its hole from the list's end, never a
+    -- slot this step has still to read.
+    for slot = to - 1, from, -1 do
+      local at = (slot - from) * size
+      if string.sub(chunk, at + iplen + 3, at + iplen + 6) < cutoff then
+        drop(i, slot, string.sub(chunk, at + 1, at + iplen))
+      end
+    end
+    if to >= count[i] then cursor[i] = 0 else cursor[i] = to end
+    local steps = math.max(1, math.ceil(count[i] / step))
     due[i] = now + math.max(1, math.floor(ttl / 4 / steps))
-    redis.call('HSET', KEYS[1], resume, scan[1])
     changed = true
     break
   end
@@ -85,90 +144,111 @@ local v6 = ARGV[2] == '6'
 local own_s, own_l = 1, 2
 if v6 then own_s, own_l = 3, 4 end
 local ip, port, id = ARGV[3], ARGV[4], ARGV[5]
-if #port ~= 2 or #id ~= 20 or #ip ~= (v6 and 16 or 4) then
+local iplen = v6 and 16 or 4
+if #port ~= 2 or #id ~= 20 or #ip ~= iplen then
   return redis.error_reply('ERR announce: malformed arguments')
 end
 local seeder = ARGV[6] == '1'
 local role = seeder and own_s or own_l
-local other = seeder and own_l or own_s
+local size = REC[role]
 
--- Find the announcer: same IP, and the same port or the same peer id. Its
--- role's hash first: most announces keep their role.
-local at, at_pos
-local values = {}
-local same_ip = 0
-for _, i in ipairs({role, other}) do
-  if count[i] > 0 then
-    local value = redis.call('HGET', KEYS[1 + i], ip)
-    if value then
-      values[i] = value
-      same_ip = same_ip + #value / REC
-      for p = 1, #value, REC do
-        if string.sub(value, p, p + 1) == port or string.sub(value, p + 7, p + 26) == id then
-          at, at_pos = i, p
-          break
-        end
-      end
-    end
-    if at then break end
+-- Find the announcer: same IP, and the same port or the same peer id.
+local entries = redis.call('HGET', INDEX, ip) or ''
+local at, at_slot, by_port
+for p = 1, #entries, ENTRY do
+  if string.sub(entries, p + 5, p + 6) == port then
+    at, at_slot, by_port = string.byte(entries, p), struct.unpack('>I4', entries, p + 1), true
+    break
   end
+end
+if not at then
+  for p = 1, #entries, ENTRY do
+    local list, slot = string.byte(entries, p), struct.unpack('>I4', entries, p + 1)
+    local base = slot * REC[list] + IPLEN[list] + 7
+    if redis.call('GETRANGE', KEYS[1 + list], base, base + 19) == id then
+      at, at_slot = list, slot
+      break
+    end
+  end
+end
+
+local function downloaded_now()
+  return tonumber(redis.call('GET', KEYS[6])) or 0
 end
 
 local function counts_reply(status, downloaded)
   return {status, count[1] + count[3], count[2] + count[4], downloaded, now,
-    count[1], count[2], count[3], count[4]}
-end
-
--- Takes the announcer's record out of the hash it was found in.
-local function remove_found()
-  local value = values[at]
-  local rest = string.sub(value, 1, at_pos - 1) .. string.sub(value, at_pos + REC)
-  if rest == '' then redis.call('HDEL', KEYS[1 + at], ip)
-  else redis.call('HSET', KEYS[1 + at], ip, rest) end
-  values[at] = rest
-  count[at] = count[at] - 1
-  changed = true
+    count[1], count[2], count[3], count[4], '', '', '', ''}
 end
 
 if ARGV[1] == 's' then
-  if at then remove_found() end
+  if at then drop(at, at_slot, ip) end
   save_state()
-  return counts_reply(0, tonumber(redis.call('GET', KEYS[6])) or 0)
+  return counts_reply(0, downloaded_now())
+end
+
+-- The announcer's flag, read only when it matters.
+local function flag_of(list, slot)
+  local f = slot * REC[list] + IPLEN[list] + 6
+  return redis.call('GETRANGE', KEYS[1 + list], f, f)
 end
 
 local completes = seeder and ARGV[7] == '1'
-local flag = '-'
+local flag
 if at then
-  flag = string.sub(values[at], at_pos + 6, at_pos + 6)
+  if completes or at ~= role or not by_port then flag = flag_of(at, at_slot) end
 else
   local most = tonumber(ARGV[10])
   if most > 0 and count[1] + count[2] + count[3] + count[4] >= most then
     save_state()
     return counts_reply(1, 0)
   end
-  -- The peers of one IP share a field that every announce from that IP
-  -- reads: bounded, so that one address cannot make them slow.
-  if same_ip >= MAX_PER_IP then
+  -- The peers of one IP share an index field that every announce from that
+  -- IP reads: bounded, so that one address cannot make them slow.
+  if #entries / ENTRY >= MAX_PER_IP then
     save_state()
     return counts_reply(2, 0)
   end
+  flag = '-'
 end
 local completed_now = completes and flag ~= 'c'
 if completed_now then flag = 'c' end
-local record = port .. stamp .. flag .. id
 
--- Write the record: in place, or moved to (or new in) its role's hash.
-if at == role then
-  local value = values[role]
-  redis.call('HSET', KEYS[1 + role], ip,
-    string.sub(value, 1, at_pos - 1) .. record .. string.sub(value, at_pos + REC))
+if at == role and by_port then
+  -- The common case: the same peer again, in place: its last-seen time
+  -- (and flag, when it just completed).
+  local f = at_slot * size + iplen + 2
+  redis.call('SETRANGE', KEYS[1 + role], f, completed_now and (stamp .. 'c') or stamp)
+elseif at == role then
+  -- Same peer id, new port: the record and its index entry change.
+  redis.call('SETRANGE', KEYS[1 + role], at_slot * size, ip .. port .. stamp .. flag .. id)
+  for p = 1, #entries, ENTRY do
+    if string.byte(entries, p) == role and struct.unpack('>I4', entries, p + 1) == at_slot then
+      entries = string.sub(entries, 1, p + 4) .. port .. string.sub(entries, p + ENTRY)
+      break
+    end
+  end
+  redis.call('HSET', INDEX, ip, entries)
 else
-  if at then remove_found() end
-  local key = KEYS[1 + role]
-  redis.call('HSET', key, ip, (values[role] or '') .. record)
-  count[role] = count[role] + 1
+  if at then
+    drop(at, at_slot, ip)
+    entries = redis.call('HGET', INDEX, ip) or ''
+  end
+  -- New in its role's list: the record goes in the next free slot.
+  local key, slot = KEYS[1 + role], count[role]
+  local record = ip .. port .. stamp .. flag .. id
+  if slot < EXACT then
+    -- A small list is written whole: SETRANGE grows a string by doubling,
+    -- and that slack was a third of a small swarm's memory.
+    local held = slot > 0 and redis.call('GETRANGE', key, 0, slot * size - 1) or ''
+    redis.call('SET', key, held .. record, 'KEEPTTL')
+  else
+    redis.call('SETRANGE', key, slot * size, record)
+  end
+  redis.call('HSET', INDEX, ip, entries .. string.char(role) .. struct.pack('>I4', slot) .. port)
+  count[role] = slot + 1
   changed = true
-  if count[role] == 1 and expiry then redis.call('EXPIREAT', key, expiry) end
+  if slot == 0 and expiry then redis.call('EXPIREAT', key, expiry) end
 end
 
 -- Every key of the swarm shares one expiry time, pushed out to two TTLs
@@ -178,7 +258,7 @@ if not expiry or expiry - now < ttl then
   expiry = now + 2 * ttl
   changed = true
   save_state()
-  redis.call('EXPIREAT', KEYS[1], expiry)
+  redis.call('EXPIREAT', INDEX, expiry)
   for i = 1, 4 do
     if count[i] > 0 then redis.call('EXPIREAT', KEYS[1 + i], expiry) end
   end
@@ -187,10 +267,40 @@ save_state()
 
 local downloaded
 if completed_now then downloaded = redis.call('INCR', KEYS[6])
-else downloaded = tonumber(redis.call('GET', KEYS[6])) or 0 end
+else downloaded = downloaded_now() end
 
--- The peers sent back are drawn by HRANDFIELD commands pipelined right
--- after this script (one round trip still) and chosen by the node: passing
--- them through Lua cost more than all the rest of an announce.
+-- Windows: `k` consecutive records of list `i` from a random slot (all of
+-- them when it holds no more), the node picks from them. How many from
+-- each list follows the memory store's rules, with two spare for the
+-- announcer and for peers gone but not yet trimmed.
+local windows = {'', '', '', ''}
+local random = tonumber(ARGV[12]) or 0
+local function window(i, k)
+  local n, rec = count[i], REC[i]
+  if n == 0 or k <= 0 then return '' end
+  if k >= n then return redis.call('GETRANGE', KEYS[1 + i], 0, n * rec - 1) end
+  local from = random % n
+  local to = from + k
+  if to <= n then
+    return redis.call('GETRANGE', KEYS[1 + i], from * rec, to * rec - 1)
+  end
+  return redis.call('GETRANGE', KEYS[1 + i], from * rec, n * rec - 1) ..
+    redis.call('GETRANGE', KEYS[1 + i], 0, (to - n) * rec - 1)
+end
+local left = tonumber(ARGV[8])
+for _, base in ipairs({own_s, v6 and 1 or 3}) do
+  if left <= 0 then break end
+  local s, l = count[base], count[base + 1]
+  if seeder then
+    windows[base + 1] = window(base + 1, math.min(left, l) + 2)
+    left = left - l
+  elseif s + l > 0 then
+    local share = math.min(math.floor((left * s + math.floor((s + l) / 2)) / (s + l)), s)
+    windows[base] = window(base, share + 2)
+    windows[base + 1] = window(base + 1, math.min(left - share, l) + 2)
+    left = left - s - l
+  end
+end
+
 return {0, count[1] + count[3], count[2] + count[4], downloaded, now,
-  count[1], count[2], count[3], count[4]}
+  count[1], count[2], count[3], count[4], windows[1], windows[2], windows[3], windows[4]}

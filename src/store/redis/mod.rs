@@ -3,11 +3,12 @@
 //!
 //! Each swarm lives in one hash slot (its keys share the hash tag of the
 //! info hash in hex: raw bytes could hold `}`), so an announce is one
-//! round trip: one pipeline of the server-side script `announce.lua` (trim
-//! when due, upsert, count a completion once, return the counts) and the
-//! `HRANDFIELD` draws of candidate peers, from which `sample` chooses by the
-//! memory store's rules. A scrape reads each swarm's counts with one
-//! pipelined pair of reads, the hashes concurrently.
+//! round trip: one call of the server-side script `announce.lua` (trim
+//! when due, upsert, count a completion once, return the counts and a
+//! window of records from each peer list the announcer may get), from
+//! which `sample` chooses by the memory store's rules. A scrape reads each
+//! swarm's counts with one pipelined pair of reads, the hashes
+//! concurrently.
 //!
 //! Callers never wait on Redis on their own thread: [`RedisStore`] hands
 //! each request to the store thread (`thread`), which owns a tokio runtime
@@ -205,8 +206,9 @@ impl SwarmKeys {
         Self { base }
     }
 
-    /// `m`: counts and trim state; `4s 4l 6s 6l`: the peers by family and
-    /// role; `d`: the snatch count.
+    /// `m`: counts and trim state, and where each IP's peers are in the
+    /// lists; `4s 4l 6s 6l`: the peer records by family and role; `d`: the
+    /// snatch count.
     pub fn key(&self, suffix: &str) -> String {
         let mut key = String::with_capacity(self.base.len() + suffix.len());
         key.push_str(&self.base);

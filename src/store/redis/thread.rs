@@ -4,7 +4,6 @@
 //! requests share a few multiplexed connections (one per master for a
 //! cluster), so concurrent announces are pipelined on the wire.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +16,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::mpsc;
 
-use super::sample::{self, Announcer, Candidates, Drawn};
+use super::sample::{self, Announcer, Candidates};
 use super::{AnnounceArgs, Job, RedisOptions, SwarmKeys, summary};
 use crate::metrics::{Metrics, StoreError};
 use crate::protocol::{InfoHash, PeerSet, SwarmCounts};
@@ -139,15 +138,7 @@ struct Shared {
     options: RedisOptions,
     script: Script,
     metrics: Arc<Metrics>,
-    /// The peer counts each swarm had at its last announce through this
-    /// node, to draw about as many candidates from each hash as will be
-    /// used (see `sample::plan`). Only a hint: a stale or missing entry
-    /// costs extra draws, never a wrong answer.
-    recent: Mutex<HashMap<InfoHash, [u64; 4]>>,
 }
-
-/// Swarms remembered in `Shared::recent` at most (forgotten all at once).
-const RECENT: usize = 100_000;
 
 async fn serve(
     options: RedisOptions,
@@ -160,7 +151,6 @@ async fn serve(
         script: Script::new(ANNOUNCE),
         options,
         metrics,
-        recent: Mutex::new(HashMap::new()),
     });
     // Until Redis answers, requests are refused at once (nothing is queued
     // for a store that may never come).
@@ -366,12 +356,12 @@ fn settle<T>(
     }
 }
 
-/// One announce, one round trip: a pipeline of the announce script
-/// (`EVALSHA`) and the `HRANDFIELD` draws of candidates from the hashes the
-/// announcer may be sent peers of (all in the swarm's slot); the peers are
-/// then chosen here (`sample`). A master that does not know the script
-/// (`NOSCRIPT`: restarted, or a promoted replica) gets it loaded, and the
-/// pipeline runs again.
+/// One announce, one round trip: the announce script (`EVALSHA`) does the
+/// swarm's side and returns the counts and a window of records from each
+/// list the announcer may be sent peers of; the peers are then chosen here
+/// (`sample`). A master that does not know the script (`NOSCRIPT`:
+/// restarted, or a promoted replica) gets it loaded, and the call runs
+/// again.
 async fn announce(
     shared: &Shared,
     connection: &mut Connection,
@@ -385,39 +375,25 @@ async fn announce(
     };
     let flag = |on: bool| if on { "1" } else { "0" };
     let port = args.port.to_be_bytes();
-    let hashes = ["4s", "4l", "6s", "6l"];
-    let mut pipe = redis::pipe();
-    pipe.cmd("EVALSHA").arg(shared.script.get_hash()).arg(6);
-    pipe.arg(keys.key("m"));
-    for suffix in hashes {
-        pipe.arg(keys.key(suffix));
+    let want = if args.stopped { 0 } else { args.numwant };
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(shared.script.get_hash()).arg(6);
+    for suffix in ["m", "4s", "4l", "6s", "6l", "d"] {
+        call.arg(keys.key(suffix));
     }
-    pipe.arg(keys.key("d"))
-        .arg(if args.stopped { "s" } else { "a" })
+    call.arg(if args.stopped { "s" } else { "a" })
         .arg(if v6 { "6" } else { "4" })
         .arg(&ip[..])
         .arg(&port[..])
         .arg(&args.peer_id[..])
         .arg(flag(args.seeder))
         .arg(flag(args.completed))
-        .arg(args.numwant)
+        .arg(want)
         .arg(options.peer_ttl)
         .arg(options.max_peers_per_torrent)
-        .arg(crate::metrics::unix_now());
-    let want = if args.stopped { 0 } else { args.numwant as u64 };
-    let known = shared
-        .recent
-        .lock()
-        .ok()
-        .and_then(|r| r.get(&args.hash).copied());
-    let draws = sample::plan(known, v6, args.seeder, want);
-    for &(i, count) in &draws {
-        pipe.cmd("HRANDFIELD")
-            .arg(keys.key(hashes[i]))
-            .arg(count)
-            .arg("WITHVALUES");
-    }
-    let replies: Vec<Value> = match pipe.query_async(connection).await {
+        .arg(crate::metrics::unix_now())
+        .arg(fastrand::u32(..));
+    let reply: Value = match call.query_async(connection).await {
         Err(error)
             if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
         {
@@ -426,15 +402,11 @@ async fn announce(
                 .prepare_invoke()
                 .load_async(connection)
                 .await?;
-            pipe.query_async(connection).await?
+            call.query_async(connection).await?
         }
         other => other?,
     };
-    let mut replies = replies.into_iter();
-    let script: Vec<Value> = match replies.next() {
-        Some(value) => redis::from_redis_value(value)?,
-        None => return Err(unexpected("announce reply")),
-    };
+    let script: Vec<Value> = redis::from_redis_value(reply)?;
     let [
         status,
         complete,
@@ -445,28 +417,22 @@ async fn announce(
         c2,
         c3,
         c4,
-    ] = <[Value; 9]>::try_from(script).map_err(|_| unexpected("announce reply"))?;
+        w1,
+        w2,
+        w3,
+        w4,
+    ] = <[Value; 13]>::try_from(script).map_err(|_| unexpected("announce reply"))?;
     let int = |v: &Value| redis::from_redis_value_ref::<u64>(v);
     match int(&status)? {
         1 => return Ok(Err(Refusal::SwarmFull)),
         2 => return Ok(Err(Refusal::AddressFull)),
         _ => {}
     }
-    let mut drawn: [Drawn; 4] = Default::default();
-    for (&(i, _), value) in draws.iter().zip(replies) {
-        drawn[i] = redis::from_redis_value(value)?;
-    }
-    let counts = [int(&c1)?, int(&c2)?, int(&c3)?, int(&c4)?];
-    if let Ok(mut recent) = shared.recent.lock() {
-        if recent.len() >= RECENT {
-            recent.clear();
-        }
-        recent.insert(args.hash, counts);
-    }
+    let bytes = |v: Value| redis::from_redis_value::<Vec<u8>>(v);
     let candidates = Candidates {
         now: int(&now)?,
-        counts,
-        drawn,
+        counts: [int(&c1)?, int(&c2)?, int(&c3)?, int(&c4)?],
+        windows: [bytes(w1)?, bytes(w2)?, bytes(w3)?, bytes(w4)?],
     };
     let mut peers = PeerSet::default();
     let me = Announcer {
@@ -496,8 +462,9 @@ fn unexpected(what: &str) -> redis::RedisError {
     ))
 }
 
-/// The counts of each hash: per hash one pipelined `HGET` of the packed state + `GET` (one
-/// slot, one round trip), all hashes at once.
+/// The counts of each hash: per hash one pipelined `HGET` of the packed
+/// state and `GET` of the snatch count (one slot, one round trip), all
+/// hashes at once.
 async fn scrape(
     options: &RedisOptions,
     connection: &Connection,
