@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The announce script alone, on one Redis server (no cluster, no tracker):
 # redis-benchmark calls EVALSHA on one swarm of 200 IPv6 peers, first as a
-# peer refreshing itself, then as a new peer each call, and Redis's own
-# commandstats say how many microseconds of Redis time a call took.
-# usage: benches/redis-script.sh [CALLS]
+# peer refreshing itself, then as a new peer each call (numwant 50: the
+# script also returns the windows of records the peers are chosen from), and
+# Redis's own commandstats say how many microseconds of Redis time a call
+# took.
+# usage: benches/redis-script.sh [CALLS]   (SHOW=1: every command's stats too)
 # needs: redis-server, redis-benchmark (apt-get install redis-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +22,9 @@ now=$(date +%s)
 keys=(6 m 4s 4l 6s 6l d)
 for i in $(seq 1000 1199); do
     # ARGV: op, family, IP (16 bytes), port (2), peer id (20), seeder,
-    # completed, numwant, TTL, most peers, now.
+    # completed, numwant, TTL, most peers, now, random (window start).
     redis-cli -p "$port" evalsha "$sha" "${keys[@]}" a 6 "ipipipipipip$i" pp \
-        "IIIIIIIIIIIIIIII$i" $((i % 4 == 0)) 0 50 2700 0 "$now" >/dev/null
+        "IIIIIIIIIIIIIIII$i" $((i % 4 == 0)) 0 50 2700 0 "$now" "$i" >/dev/null
 done
 run() {
     local label=$1
@@ -32,12 +34,13 @@ run() {
     rate=$(redis-benchmark -p "$port" -n "$calls" -c 16 -q "$@" 2>&1 | tr '\r' '\n' | tail -1 \
         | sed 's/.*: //')
     local usec
+    [ -n "${SHOW:-}" ] && redis-cli -p "$port" info commandstats >&2
     usec=$(redis-cli -p "$port" info commandstats | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p')
     echo "| $label | $usec | $rate |"
 }
 echo "| call | Redis µs per call | calls/s (16 clients, one Redis) |"
 echo "|---|---:|---|"
 run "a peer refreshes itself" evalsha "$sha" "${keys[@]}" a 6 ipipipipipip1150 pp \
-    IIIIIIIIIIIIIIII1150 0 0 50 2700 0 "$now"
+    IIIIIIIIIIIIIIII1150 0 0 50 2700 0 "$now" __rand_int__
 run "a new peer (random IP)" -r 100000000 evalsha "$sha" "${keys[@]}" a 6 __rand_int__ipip pp \
-    IIIIIIIIIIIIIIIIIIII 0 0 50 2700 0 "$now"
+    IIIIIIIIIIIIIIIIIIII 0 0 50 2700 0 "$now" 7
