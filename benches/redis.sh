@@ -87,6 +87,15 @@ node() {
 }
 stop() { kill -INT "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
 
+# others_cpu PID...: CPU seconds (utime + stime) the given processes used so far.
+others_cpu() {
+    local total=0 pid
+    for pid in "$@"; do
+        total=$(awk -v t="$total" '{ print t + ($14 + $15) / 100 }' "/proc/$pid/stat")
+    done
+    echo "$total"
+}
+
 # measure LABEL STORE NODES [LOAD ARGS...]: one run, a JSON line in results.
 measure() {
     local label=$1 store=$2 nodes=$3
@@ -99,22 +108,23 @@ measure() {
         targets+=(-t "127.0.0.1:$port")
     done
     for i in $(seq 1 "$nodes"); do wait_port $((18170 + i)); done
-    local before after
+    local before after others_before
+    # shoal-load measures the first node's CPU; the others' over the same run.
+    others_before=$(others_cpu "${pids[@]:1}")
     before=$(redis_cpu)
     "$load" "${targets[@]}" -d "$seconds" -c "$connections" --torrents "$torrents" \
         --distinct-ips --server-pid "${pids[0]}" --label "$label" --json "$@" > "$work/run.json"
     after=$(redis_cpu)
-    # shoal-load measures one server's CPU: add the other node's by hand.
-    local extra=0
-    for pid in "${pids[@]:1}"; do
-        extra=$(awk '{ print ($14 + $15) / 100 }' "/proc/$pid/stat")
-    done
+    local extra
+    extra=$(awk -v a="$(others_cpu "${pids[@]:1}")" -v b="$others_before" 'BEGIN { print a - b }')
     python3 - "$work/run.json" "$before" "$after" "$extra" "$nodes" >> "$work/results.$round.jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 r["redis_cpu_s"] = round(float(sys.argv[3]) - float(sys.argv[2]), 2)
 r["nodes"] = int(sys.argv[5])
 r["server_cpu_s"] = round(r["server_cpu_s"] + float(sys.argv[4]), 2)
+if r["server_cpu_s"] > 0:
+    r["per_cpu_s"] = r["ok"] / r["server_cpu_s"]
 print(json.dumps(r))
 PY
     stop "${pids[@]}"
