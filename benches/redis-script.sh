@@ -4,7 +4,8 @@
 # peer refreshing itself, then as a new peer each call (numwant 50: the
 # script also returns the windows of records the peers are chosen from), and
 # Redis's own commandstats say how many microseconds of Redis time a call
-# took.
+# took. Then the same refresh with numwant 0 and a plain GETRANGE of one
+# window: what a node that plans the window reads itself sends.
 # usage: benches/redis-script.sh [CALLS]   (SHOW=1: every command's stats too)
 # needs: redis-server, redis-benchmark (apt-get install redis-server).
 set -euo pipefail
@@ -27,20 +28,25 @@ for i in $(seq 1000 1199); do
         "IIIIIIIIIIIIIIII$i" $((i % 4 == 0)) 0 50 2700 0 "$now" "$i" >/dev/null
 done
 run() {
-    local label=$1
-    shift
+    local label=$1 command=$2
+    shift 2
     redis-cli -p "$port" config resetstat >/dev/null
     local rate
     rate=$(redis-benchmark -p "$port" -n "$calls" -c 16 -q "$@" 2>&1 | tr '\r' '\n' | tail -1 \
         | sed 's/.*: //')
     local usec
     [ -n "${SHOW:-}" ] && redis-cli -p "$port" info commandstats >&2
-    usec=$(redis-cli -p "$port" info commandstats | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p')
+    usec=$(redis-cli -p "$port" info commandstats | sed -n "s/^cmdstat_$command:.*usec_per_call=\([0-9.]*\).*/\1/p")
     echo "| $label | $usec | $rate |"
 }
 echo "| call | Redis µs per call | calls/s (16 clients, one Redis) |"
 echo "|---|---:|---|"
-run "a peer refreshes itself" evalsha "$sha" "${keys[@]}" a 6 ipipipipipip1150 pp \
+run "a peer refreshes itself" evalsha evalsha "$sha" "${keys[@]}" a 6 ipipipipipip1150 pp \
     IIIIIIIIIIIIIIII1150 0 0 50 2700 0 "$now" __rand_int__
-run "a new peer (random IP)" -r 100000000 evalsha "$sha" "${keys[@]}" a 6 __rand_int__ipip pp \
+run "a new peer (random IP)" evalsha -r 100000000 evalsha "$sha" "${keys[@]}" a 6 __rand_int__ipip pp \
     IIIIIIIIIIIIIIIIIIII 0 0 50 2700 0 "$now" 7
+# What a node that knows the swarm's counts sends: the script with numwant 0,
+# then plain GETRANGEs of the windows (53 records: 50 wanted and 3 spare).
+run "a peer refreshes itself, numwant 0" evalsha evalsha "$sha" "${keys[@]}" a 6 \
+    ipipipipipip1150 pp IIIIIIIIIIIIIIII1150 0 0 0 2700 0 "$now" __rand_int__
+run "a window of 53 IPv6 records (GETRANGE)" getrange getrange 6l 430 2708

@@ -381,10 +381,13 @@ fn a_swarm_stays_consistent_through_joins_moves_port_changes_and_stops() {
             ports[usize::from(p)] += 100;
         }
         let port = ports[usize::from(p)];
+        // Odd steps want a few peers: the node reads a window from a
+        // random slot, wrapping at the list's end.
+        let numwant = if step % 2 == 0 { 200 } else { 4 };
         let mut announce = Announce::new(hash, p)
             .port(port)
             .param("ip", &format!("10.0.0.{}", ip[3]))
-            .param("numwant", "200");
+            .param("numwant", &numwant.to_string());
         let seeder = roll >= 6;
         if seeder {
             announce = announce.seeder();
@@ -424,7 +427,22 @@ fn a_swarm_stays_consistent_through_joins_moves_port_changes_and_stops() {
             .map(|(_, m)| (m.0, m.1))
             .collect();
         want.sort_unstable();
-        assert_eq!(got, want, "peers at step {step}");
+        if numwant == 200 {
+            assert_eq!(got, want, "peers at step {step}");
+        } else {
+            let mut distinct = got.clone();
+            distinct.dedup();
+            assert_eq!(distinct, got, "no peer twice at step {step}");
+            assert!(
+                got.iter().all(|g| want.contains(g)),
+                "only live peers at step {step}"
+            );
+            assert_eq!(
+                got.len(),
+                want.len().min(4),
+                "as many as wanted at step {step}"
+            );
+        }
     }
 }
 

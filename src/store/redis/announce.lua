@@ -10,12 +10,16 @@
 --         (strings: an array of fixed-size records, one per peer, in slots
 --         0..count-1: IP (4 or 16 bytes), port (2), last seen (4, big-endian
 --         Unix seconds), flag (1: "c" counted as completed, "-" not), peer
---         id (20); bytes past count are left over and never read),
+--         id (20); bytes past count are left over, the last-seen time of
+--         a vacated slot zeroed),
 --       6 the snatch count (a string; it never expires).
 -- ARGV: 1 "a" announce or "s" stopped, 2 "4"/"6", 3 IP bytes, 4 port (2 bytes),
 --       5 peer id, 6 "1" seeder, 7 "1" event=completed, 8 numwant,
 --       9 peer TTL (seconds), 10 most peers (0: no cap), 11 now (Unix
 --       seconds, the node's clock), 12 a random number (where windows start).
+--       A node that knows the swarm's counts passes numwant 0 and reads the
+--       windows itself with plain GETRANGEs pipelined behind this script
+--       (`sample::plan`): far cheaper for Redis than strings handed through Lua.
 -- Returns {status (0 ok, 1 swarm full, 2 too many peers at this IP), complete,
 --          incomplete, downloaded, now, the four peer counts (IPv4 seeders,
 --          leechers, IPv6 seeders, leechers), then for each of the four lists
@@ -106,6 +110,11 @@ local function drop(list, slot, ip)
   elseif redis.call('STRLEN', key) > 2 * last * size + 4096 then
     -- Leftover bytes past the records are given back once they are many.
     redis.call('SET', key, redis.call('GETRANGE', key, 0, last * size - 1), 'KEEPTTL')
+  else
+    -- The vacated slot reads as long expired: the node's window reads
+    -- (plain GETRANGEs after this script) may reach past the count when
+    -- another client's announce ran between the two.
+    redis.call('SETRANGE', key, last * size + IPLEN[list] + 2, '\0\0\0\0')
   end
 end
 

@@ -16,7 +16,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::mpsc;
 
-use super::sample::{self, Announcer, Candidates};
+use super::sample::{self, Announcer, Candidates, Hints};
 use super::{AnnounceArgs, Job, RedisOptions, SwarmKeys, summary};
 use crate::metrics::{Metrics, StoreError};
 use crate::protocol::{InfoHash, PeerSet, SwarmCounts};
@@ -138,6 +138,8 @@ struct Shared {
     options: RedisOptions,
     script: Script,
     metrics: Arc<Metrics>,
+    /// The list counts of recent swarms, to plan the window reads.
+    hints: Mutex<Hints>,
 }
 
 async fn serve(
@@ -151,6 +153,7 @@ async fn serve(
         script: Script::new(ANNOUNCE),
         options,
         metrics,
+        hints: Mutex::new(Hints::new()),
     });
     // Until Redis answers, requests are refused at once (nothing is queued
     // for a store that may never come).
@@ -357,16 +360,18 @@ fn settle<T>(
 }
 
 /// One announce, one round trip: the announce script (`EVALSHA`) does the
-/// swarm's side and returns the counts and a window of records from each
-/// list the announcer may be sent peers of; the peers are then chosen here
-/// (`sample`). A master that does not know the script (`NOSCRIPT`:
-/// restarted, or a promoted replica) gets it loaded, and the call runs
-/// again.
+/// swarm's side and returns the counts; the windows of records the peers
+/// are chosen from (`sample`) come from plain `GETRANGE`s pipelined right
+/// behind it, planned from the counts this node saw last (the script
+/// returns the windows itself for a swarm the node has no counts of). A
+/// master that does not know the script (`NOSCRIPT`: restarted, or a
+/// promoted replica) gets it loaded, and the call runs again.
 async fn announce(
     shared: &Shared,
     connection: &mut Connection,
     args: &AnnounceArgs,
 ) -> redis::RedisResult<Result<(SwarmCounts, PeerSet), Refusal>> {
+    const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
     let options = &shared.options;
     let keys = SwarmKeys::new(&options.key_prefix, &args.hash);
     let (v6, ip): (bool, Vec<u8>) = match args.ip {
@@ -376,24 +381,37 @@ async fn announce(
     let flag = |on: bool| if on { "1" } else { "0" };
     let port = args.port.to_be_bytes();
     let want = if args.stopped { 0 } else { args.numwant };
-    let mut call = redis::cmd("EVALSHA");
-    call.arg(shared.script.get_hash()).arg(6);
-    for suffix in ["m", "4s", "4l", "6s", "6l", "d"] {
-        call.arg(keys.key(suffix));
+    let random = fastrand::u32(..);
+    let hint = shared.hints.lock().ok().and_then(|h| h.get(&args.hash));
+    let reads = hint
+        .and_then(|hint| sample::plan(hint, v6, args.seeder, u64::from(want), u64::from(random)));
+    let mut pipe = redis::pipe();
+    pipe.cmd("EVALSHA").arg(shared.script.get_hash()).arg(6);
+    pipe.arg(keys.key("m"));
+    for suffix in LISTS {
+        pipe.arg(keys.key(suffix));
     }
-    call.arg(if args.stopped { "s" } else { "a" })
+    pipe.arg(keys.key("d"))
+        .arg(if args.stopped { "s" } else { "a" })
         .arg(if v6 { "6" } else { "4" })
         .arg(&ip[..])
         .arg(&port[..])
         .arg(&args.peer_id[..])
         .arg(flag(args.seeder))
         .arg(flag(args.completed))
-        .arg(want)
+        .arg(if reads.is_some() { 0 } else { want })
         .arg(options.peer_ttl)
         .arg(options.max_peers_per_torrent)
         .arg(crate::metrics::unix_now())
-        .arg(fastrand::u32(..));
-    let reply: Value = match call.query_async(connection).await {
+        .arg(random);
+    for read in reads.iter().flatten() {
+        let (first, last) = read.bytes();
+        pipe.cmd("GETRANGE")
+            .arg(keys.key(LISTS[read.list]))
+            .arg(first)
+            .arg(last);
+    }
+    let replies: Vec<Value> = match pipe.query_async(connection).await {
         Err(error)
             if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
         {
@@ -402,11 +420,15 @@ async fn announce(
                 .prepare_invoke()
                 .load_async(connection)
                 .await?;
-            call.query_async(connection).await?
+            pipe.query_async(connection).await?
         }
         other => other?,
     };
-    let script: Vec<Value> = redis::from_redis_value(reply)?;
+    let mut replies = replies.into_iter();
+    let script: Vec<Value> = match replies.next() {
+        Some(value) => redis::from_redis_value(value)?,
+        None => return Err(unexpected("announce reply")),
+    };
     let [
         status,
         complete,
@@ -428,11 +450,25 @@ async fn announce(
         2 => return Ok(Err(Refusal::AddressFull)),
         _ => {}
     }
+    let counts = [int(&c1)?, int(&c2)?, int(&c3)?, int(&c4)?];
+    if let Ok(mut hints) = shared.hints.lock() {
+        hints.put(&args.hash, counts);
+    }
     let bytes = |v: Value| redis::from_redis_value::<Vec<u8>>(v);
+    let windows = match &reads {
+        Some(reads) => {
+            let read = replies.map(bytes).collect::<Result<Vec<_>, _>>()?;
+            if read.len() != reads.len() {
+                return Err(unexpected("window reads"));
+            }
+            sample::assemble(reads, read, counts)
+        }
+        None => [bytes(w1)?, bytes(w2)?, bytes(w3)?, bytes(w4)?],
+    };
     let candidates = Candidates {
         now: int(&now)?,
-        counts: [int(&c1)?, int(&c2)?, int(&c3)?, int(&c4)?],
-        windows: [bytes(w1)?, bytes(w2)?, bytes(w3)?, bytes(w4)?],
+        counts,
+        windows,
     };
     let mut peers = PeerSet::default();
     let me = Announcer {
