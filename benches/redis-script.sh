@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-100000}
 port=${PORT:-17300}
-script=src/store/redis/announce.lua
+script=${SCRIPT:-src/store/redis/announce.lua}
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
     --loglevel warning >/dev/null 2>&1 &
 server=$!

@@ -16,6 +16,8 @@
 #
 # usage: benches/redis.sh [SECONDS] [CONNECTIONS]
 #   e.g. benches/redis.sh 10 64;  ROUNDS=3 benches/redis.sh 8 64
+#   BASELINE=/path/to/older/shoal adds a "redis, baseline" row to every round,
+#   run right after "redis": an A/B of a store change in one run.
 # needs: redis-server (apt-get install redis-server); traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +67,22 @@ redis_memory() {
     done
     echo "$total"
 }
-flush() { for port in "${ports[@]}"; do redis-cli -p "$port" flushall >/dev/null; done; }
+flush() {
+    for port in "${ports[@]}"; do
+        redis-cli -p "$port" flushall >/dev/null
+        redis-cli -p "$port" config resetstat >/dev/null
+    done
+}
+# Microseconds Redis spent inside commands since the last flush (all masters,
+# from INFO commandstats): the rest of its CPU is sockets and the event loop.
+redis_command_usec() {
+    local total=0 port
+    for port in "${ports[@]}"; do
+        total=$(( total + $(redis-cli -p "$port" info commandstats \
+            | sed -n 's/.*,usec=\([0-9]*\),.*/\1/p' | paste -sd+ | bc) ))
+    done
+    echo "$total"
+}
 
 wait_port() {
     for _ in $(seq 1 100); do
@@ -82,7 +99,7 @@ node() {
     local args=(--listen "127.0.0.1:$port" --udp-listen none --reactor "$reactor"
         --workers "$workers" --log-level warn --allow-ip-param --store "$store")
     [ "$store" = redis ] && args+=(--redis-url "redis://127.0.0.1:${ports[0]}")
-    target/release/shoal "${args[@]}" >/dev/null 2>&1 &
+    "${bin:-target/release/shoal}" "${args[@]}" >/dev/null 2>&1 &
     echo $!
 }
 stop() { kill -INT "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
@@ -115,13 +132,16 @@ measure() {
     "$load" "${targets[@]}" -d "$seconds" -c "$connections" --torrents "$torrents" \
         --distinct-ips --server-pid "${pids[0]}" --label "$label" --json "$@" > "$work/run.json"
     after=$(redis_cpu)
+    local command_usec
+    command_usec=$(redis_command_usec)
     local extra
     extra=$(awk -v a="$(others_cpu "${pids[@]:1}")" -v b="$others_before" 'BEGIN { print a - b }')
-    python3 - "$work/run.json" "$before" "$after" "$extra" "$nodes" >> "$work/results.$round.jsonl" <<'PY'
+    python3 - "$work/run.json" "$before" "$after" "$extra" "$nodes" "$command_usec" >> "$work/results.$round.jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 r["redis_cpu_s"] = round(float(sys.argv[3]) - float(sys.argv[2]), 2)
 r["nodes"] = int(sys.argv[5])
+r["command_usec"] = int(sys.argv[6])
 r["server_cpu_s"] = round(r["server_cpu_s"] + float(sys.argv[4]), 2)
 if r["server_cpu_s"] > 0:
     r["per_cpu_s"] = r["ok"] / r["server_cpu_s"]
@@ -133,6 +153,7 @@ PY
 for round in $(seq 1 "$rounds"); do
     measure "memory" memory 1
     measure "redis" redis 1
+    if [ -n "${BASELINE:-}" ]; then bin=$BASELINE measure "redis, baseline" redis 1; fi
     measure "redis, 2 nodes" redis 2
     # Half the one-node redis rate, both stores: the latency Redis adds.
     rate=$(python3 -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])]; print(int(next(r['rps'] for r in rows if r['label']=='redis') / 2))" "$work/results.$round.jsonl")
@@ -170,8 +191,8 @@ runs = [[json.loads(l) for l in open(f)] for f in sorted(glob.glob(base + ".*.js
 print(f"\n{connections} connections, {seconds} s per run, {rounds} round(s); "
       "per CPU-s = responses per shoal CPU-second (all nodes); medians over rounds, "
       "ratios taken within each round (range in brackets)\n")
-print("| run | responses/s | shoal CPU s | per shoal CPU-s | vs memory per CPU-s | Redis CPU s | announces per Redis CPU-s | p50 ms | p99 ms | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| run | responses/s | shoal CPU s | per shoal CPU-s | vs memory per CPU-s | Redis CPU s | announces per Redis CPU-s | Redis µs per announce: in commands / all | p50 ms | p99 ms | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
 def fmt(values, unit="x"):
     values = [v for v in values if v is not None]
     if not values:
@@ -188,9 +209,13 @@ for i, r in enumerate(runs[0]):
     if per_redis != "-":
         vals = [v for v in redis if v]
         per_redis = f"{statistics.median(vals):,.0f}"
+    split = "-"
+    if per_redis != "-":
+        inside = statistics.median([x["command_usec"] / (x["rps"] * float(seconds)) for x in same])
+        split = f"{inside:.1f} / {1e6 / statistics.median(vals):.1f}"
     errors = sum(x["failures"] + x["bad"] + x["io_errors"] for x in same)
     print(f"| {r['label']} | {med('rps'):.0f} | {med('server_cpu_s')} | {med('per_cpu_s'):.0f} | {vs} | "
-          f"{med('redis_cpu_s')} | {per_redis} | {med('p50_ms')} | {med('p99_ms')} | {errors} |")
+          f"{med('redis_cpu_s')} | {per_redis} | {split} | {med('p50_ms')} | {med('p99_ms')} | {errors} |")
 print(f"\nRedis memory: {peers} peers in {swarms} swarms: used_memory {before} -> {after} bytes, "
       f"{(after - before) / max(peers, 1):.1f} B per peer (swarm keys included)")
 PY

@@ -21,8 +21,10 @@
 --       windows itself with plain GETRANGEs pipelined behind this script
 --       (`sample::plan`): far cheaper for Redis than strings handed through Lua.
 -- Returns {status (0 ok, 1 swarm full, 2 too many peers at this IP), complete,
---          incomplete, downloaded, now, the four peer counts (IPv4 seeders,
---          leechers, IPv6 seeders, leechers), then for each of the four lists
+--          incomplete, the snatch count when this announce raised it (else
+--          0: the node reads it with a plain GET pipelined behind), now,
+--          the four peer counts (IPv4 seeders, leechers, IPv6 seeders,
+--          leechers), then for each of the four lists
 --          a window of consecutive records starting at a random slot (empty
 --          when nothing is wanted from it)}. The node chooses the peers to
 --          send from the windows (`sample.rs`): one bulk string per list is
@@ -50,7 +52,11 @@ local INDEX = KEYS[1]
 
 -- The swarm's state: counts, expiry, trim due times and cursors.
 local count, due, cursor, expiry = {0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}, nil
-local state = redis.call('HGET', INDEX, 's')
+-- The swarm's state and the announcer's entries in one call: every
+-- redis.call costs a command lookup, a cluster slot check and argument
+-- copies, more than the work of most calls here.
+local got = redis.call('HMGET', INDEX, 's', ARGV[3])
+local state, entries = got[1], got[2] or ''
 if state and #state == 52 then
   local x
   count[1], count[2], count[3], count[4], x, due[1], due[2], due[3], due[4],
@@ -122,6 +128,7 @@ end
 -- reads STEP records (more with a short TTL) from where the last one
 -- stopped, so no call holds Redis for long, and steps come often enough
 -- that every peer is visited about every TTL/4.
+local trimmed = false
 for i = 1, 4 do
   if count[i] > 0 and due[i] <= now then
     local size, iplen = REC[i], IPLEN[i]
@@ -139,6 +146,7 @@ for i = 1, 4 do
       local at = (slot - from) * size
       if string.sub(chunk, at + iplen + 3, at + iplen + 6) < cutoff then
         drop(i, slot, string.sub(chunk, at + 1, at + iplen))
+        trimmed = true
       end
     end
     if to >= count[i] then cursor[i] = 0 else cursor[i] = to end
@@ -162,7 +170,8 @@ local role = seeder and own_s or own_l
 local size = REC[role]
 
 -- Find the announcer: same IP, and the same port or the same peer id.
-local entries = redis.call('HGET', INDEX, ip) or ''
+-- A trim step may have dropped or moved records of this IP.
+if trimmed then entries = redis.call('HGET', INDEX, ip) or '' end
 local at, at_slot, by_port
 for p = 1, #entries, ENTRY do
   if string.sub(entries, p + 5, p + 6) == port then
@@ -181,10 +190,6 @@ if not at then
   end
 end
 
-local function downloaded_now()
-  return tonumber(redis.call('GET', KEYS[6])) or 0
-end
-
 local function counts_reply(status, downloaded)
   return {status, count[1] + count[3], count[2] + count[4], downloaded, now,
     count[1], count[2], count[3], count[4], '', '', '', ''}
@@ -193,7 +198,7 @@ end
 if ARGV[1] == 's' then
   if at then drop(at, at_slot, ip) end
   save_state()
-  return counts_reply(0, downloaded_now())
+  return counts_reply(0, 0)
 end
 
 -- The announcer's flag, read only when it matters.
@@ -274,9 +279,8 @@ if not expiry or expiry - now < ttl then
 end
 save_state()
 
-local downloaded
-if completed_now then downloaded = redis.call('INCR', KEYS[6])
-else downloaded = downloaded_now() end
+local downloaded = 0
+if completed_now then downloaded = redis.call('INCR', KEYS[6]) end
 
 -- Windows: `k` consecutive records of list `i` from a random slot (all of
 -- them when it holds no more), the node picks from them. How many from
