@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One load run against a single `--store redis` node on a Redis Cluster that
+# is already running (e.g. the recipe in docs/scaling.md), and what it cost
+# Redis: CPU µs per announce (all masters, from /proc) and how many
+# announces each socket read carried (INFO stats total_reads_processed), to
+# see what Redis's cost per announce depends on.
+#
+# usage: PORTS="17200 17201 17202" benches/redis-probe.sh [shoal-load args...]
+#   e.g. benches/redis-probe.sh --rate 11000
+#        SHOAL_ARGS="--redis-connections 1" benches/redis-probe.sh
+# The masters are flushed first. Traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ports=(${PORTS:-17200 17201 17202})
+seconds=${SECONDS_RUN:-8}
+for p in "${ports[@]}"; do
+    redis-cli -p "$p" flushall >/dev/null
+    redis-cli -p "$p" config resetstat >/dev/null
+done
+# shellcheck disable=SC2086
+target/release/shoal --listen 127.0.0.1:18190 --udp-listen none --workers 1 --log-level warn \
+    --allow-ip-param --store redis --redis-url "redis://127.0.0.1:${ports[0]}" ${SHOAL_ARGS:-} \
+    >/dev/null 2>&1 &
+node=$!
+trap 'kill -INT $node 2>/dev/null; wait $node 2>/dev/null' EXIT
+sleep 1
+pids=$(for p in "${ports[@]}"; do pgrep -f "redis-server 127.0.0.1:$p"; done)
+cpu() {
+    local t=0 p
+    for p in $pids; do t=$(awk -v t="$t" '{ print t + ($14 + $15) / 100 }' "/proc/$p/stat"); done
+    echo "$t"
+}
+before=$(cpu)
+out=$(mktemp)
+target/release/shoal-load -t 127.0.0.1:18190 -d "$seconds" --warmup 0 -c 64 --torrents 10000 \
+    --distinct-ips --json "$@" > "$out"
+after=$(cpu)
+reads=0 commands=0
+for p in "${ports[@]}"; do
+    stats=$(redis-cli -p "$p" info stats | tr -d '\r')
+    reads=$(( reads + $(sed -n 's/^total_reads_processed://p' <<<"$stats") ))
+    commands=$(( commands + $(sed -n 's/^total_commands_processed://p' <<<"$stats") ))
+done
+python3 - "$out" "$before" "$after" "$reads" "$commands" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+cpu = float(sys.argv[3]) - float(sys.argv[2])
+reads, commands, n = int(sys.argv[4]), int(sys.argv[5]), r["ok"]
+print(f"{r['rps']:.0f} announces/s, Redis {cpu:.2f} CPU s: {cpu * 1e6 / n:.1f} µs per announce, "
+      f"{n / max(reads, 1):.2f} announces per read, {commands / n:.2f} commands per announce "
+      f"(script calls included), p99 {r['p99_ms']} ms")
+PY
+rm -f "$out"
