@@ -364,9 +364,9 @@ fn settle<T>(
 /// windows of records the peers are chosen from (`sample`, `GETRANGE`s) are
 /// plain reads pipelined right behind it, planned from the counts this node
 /// saw last (the script returns the windows itself for a swarm the node has
-/// no counts of). A
-/// master that does not know the script (`NOSCRIPT`: restarted, or a
-/// promoted replica) gets it loaded, and the call runs again.
+/// no counts of). A master that does not know the script (`NOSCRIPT`:
+/// restarted, or a promoted replica) gets it loaded, and the call runs
+/// again.
 async fn announce(
     shared: &Shared,
     connection: &mut Connection,
