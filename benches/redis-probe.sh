@@ -3,7 +3,8 @@
 # is already running (e.g. the recipe in docs/scaling.md), and what it cost
 # Redis: CPU µs per announce (all masters, from /proc) and how many
 # announces each socket read carried (INFO stats total_reads_processed), to
-# see what Redis's cost per announce depends on.
+# see what Redis's cost per announce depends on; and the node's announces
+# per shoal CPU-second. PORTS may name a single Redis (not a cluster) too.
 #
 # usage: PORTS="17200 17201 17202" benches/redis-probe.sh [shoal-load args...]
 #   e.g. benches/redis-probe.sh --rate 11000
@@ -33,7 +34,7 @@ cpu() {
 before=$(cpu)
 out=$(mktemp)
 target/release/shoal-load -t 127.0.0.1:18190 -d "$seconds" --warmup 0 -c 64 --torrents 10000 \
-    --distinct-ips --json "$@" > "$out"
+    --distinct-ips --server-pid "$node" --json "$@" > "$out"
 after=$(cpu)
 reads=0 commands=0
 for p in "${ports[@]}"; do
@@ -48,6 +49,7 @@ cpu = float(sys.argv[3]) - float(sys.argv[2])
 reads, commands, n = int(sys.argv[4]), int(sys.argv[5]), r["ok"]
 print(f"{r['rps']:.0f} announces/s, Redis {cpu:.2f} CPU s: {cpu * 1e6 / n:.1f} µs per announce, "
       f"{n / max(reads, 1):.2f} announces per read, {commands / n:.2f} commands per announce "
-      f"(script calls included), p99 {r['p99_ms']} ms")
+      f"(script calls included), p99 {r['p99_ms']} ms, "
+      f"{n / r['server_cpu_s']:.0f} announces per shoal CPU-s")
 PY
 rm -f "$out"
