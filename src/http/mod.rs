@@ -201,7 +201,7 @@ impl Tracker {
             Answer::Later(later) => {
                 let core = self.core.clone();
                 Reply::Later(Box::pin(async move {
-                    ok(count_and_answer(&core, route, client, later.await))
+                    count_and_answer(&core, route, client, later.await)
                 }))
             }
         }
@@ -376,10 +376,6 @@ impl Tracker {
 
 /// A tracker response: always `text/plain`, also for failures (clients read
 /// `failure reason` from a 200 response; BEP 3 defines no other signal).
-fn ok(body: Vec<u8>) -> HttpResponse {
-    with_status(StatusCode::OK, body)
-}
-
 fn failure(status: StatusCode, reason: &str) -> HttpResponse {
     with_status(status, encode_failure(reason))
 }
@@ -457,18 +453,18 @@ impl Handler for TrackerService {
                 let metrics = tracker.metrics.clone();
                 let (method, route) = (head.method.clone(), tracker.route_name(head.path));
                 Reply::Later(Box::pin(async move {
-                    let response = later.await;
+                    let body = later.await;
                     let took = started.elapsed();
                     metrics.latency(took);
                     tracing::debug!(
                         %client,
                         %method,
                         route,
-                        status = response.status().as_u16(),
+                        status = 200,
                         micros = took.as_micros() as u64,
                         "request"
                     );
-                    response
+                    body
                 }))
             }
         }

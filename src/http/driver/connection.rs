@@ -106,15 +106,15 @@ async fn serve_session<St, S>(
                     let Some(mut deferred) = session.deferred.take() else {
                         return;
                     };
-                    let response = tokio::select! {
+                    let body = tokio::select! {
                         biased;
-                        response = &mut deferred.future => response,
+                        body = &mut deferred.future => body,
                         () = &mut watchdog => {
                             tracing::debug!("connection closed: answer not ready in time");
                             return;
                         }
                     };
-                    session.settle(*deferred, response);
+                    session.settle(*deferred, body);
                     continue;
                 }
                 Next::Close => return,
@@ -336,7 +336,7 @@ struct HyperService<S>(S);
 /// A [`Reply`] as hyper's response future.
 enum Replying {
     Now(Ready<Result<Response<ResponseBody>, Infallible>>),
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send>>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>>),
 }
 
 impl std::future::Future for Replying {
@@ -348,7 +348,10 @@ impl std::future::Future for Replying {
     ) -> std::task::Poll<Self::Output> {
         match self.get_mut() {
             Replying::Now(ready) => std::pin::Pin::new(ready).poll(cx),
-            Replying::Later(later) => later.as_mut().poll(cx).map(Ok),
+            Replying::Later(later) => later
+                .as_mut()
+                .poll(cx)
+                .map(|body| Ok(super::plain_response(body))),
         }
     }
 }

@@ -183,9 +183,8 @@ pub(super) enum Next {
 
 /// A response the handler will give later, and how to encode it then.
 pub(super) struct Deferred {
-    pub future: std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send>>,
+    pub future: std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>>,
     head_only: bool,
-    version: Version,
     close: bool,
 }
 
@@ -269,7 +268,6 @@ impl Session {
                     Reply::Later(future) => Taken::Later(Box::new(Deferred {
                         future,
                         head_only,
-                        version,
                         close,
                     })),
                 }
@@ -331,22 +329,15 @@ impl Session {
         }
     }
 
-    /// Encodes the awaited answer of `deferred` into the output; the
-    /// session then answers more, or closes if that request asked to.
-    pub fn settle(&mut self, deferred: Deferred, response: Response<ResponseBody>) {
+    /// Encodes the awaited body of `deferred` into the output, as a
+    /// [`Reply::Plain`]; the session then answers more, or closes if that
+    /// request asked to.
+    pub fn settle(&mut self, deferred: Deferred, body: Vec<u8>) {
         let Deferred {
-            head_only,
-            version,
-            close,
-            ..
+            head_only, close, ..
         } = deferred;
-        let streamed = encode(&mut self.output, head_only, version, close, response);
-        self.next = match &streamed {
-            Some(s) if !(s.chunked || s.head_only) => Next::Close,
-            _ if close => Next::Close,
-            _ => Next::Answer,
-        };
-        self.streamed = streamed.map(Box::new);
+        encode_plain(&mut self.output, head_only, close, &body);
+        self.next = if close { Next::Close } else { Next::Answer };
     }
 
     /// Writes the output and any streamed body after it.

@@ -169,7 +169,8 @@ pub enum Reply {
     /// answer, refusals included. The fast path writes it out without
     /// building a response and its header map.
     Plain(Vec<u8>),
-    Later(std::pin::Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>),
+    /// A [`Reply::Plain`] body not ready yet (the Redis store's answers).
+    Later(std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>>),
 }
 
 /// The response [`Reply::Plain`] stands for.
