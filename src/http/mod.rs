@@ -374,8 +374,9 @@ impl Tracker {
     }
 }
 
-/// A tracker response: always `text/plain`, also for failures (clients read
-/// `failure reason` from a 200 response; BEP 3 defines no other signal).
+/// A bencoded `failure reason` with `status`, `text/plain` like every
+/// tracker response (clients read `failure reason` from a 200 response;
+/// BEP 3 defines no other signal).
 fn failure(status: StatusCode, reason: &str) -> HttpResponse {
     with_status(status, encode_failure(reason))
 }

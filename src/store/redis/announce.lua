@@ -21,10 +21,8 @@
 --       windows itself with plain GETRANGEs pipelined behind this script
 --       (`sample::plan`): far cheaper for Redis than strings handed through Lua.
 -- Returns {status (0 ok, 1 swarm full, 2 too many peers at this IP), complete,
---          incomplete, the snatch count when this announce raised it (else
---          0: the node reads it with a plain GET pipelined behind), now,
---          the four peer counts (IPv4 seeders, leechers, IPv6 seeders,
---          leechers), then for each of the four lists
+--          incomplete, now, the four peer counts (IPv4 seeders, leechers,
+--          IPv6 seeders, leechers), then for each of the four lists
 --          a window of consecutive records starting at a random slot (empty
 --          when nothing is wanted from it)}. The node chooses the peers to
 --          send from the windows (`sample.rs`): one bulk string per list is
@@ -190,15 +188,17 @@ if not at then
   end
 end
 
-local function counts_reply(status, downloaded)
-  return {status, count[1] + count[3], count[2] + count[4], downloaded, now,
+-- The snatch count is not returned: the node reads it with a plain GET
+-- pipelined behind this script, cheaper for Redis than one in here.
+local function counts_reply(status)
+  return {status, count[1] + count[3], count[2] + count[4], now,
     count[1], count[2], count[3], count[4], '', '', '', ''}
 end
 
 if ARGV[1] == 's' then
   if at then drop(at, at_slot, ip) end
   save_state()
-  return counts_reply(0, 0)
+  return counts_reply(0)
 end
 
 -- The announcer's flag, read only when it matters.
@@ -215,13 +215,13 @@ else
   local most = tonumber(ARGV[10])
   if most > 0 and count[1] + count[2] + count[3] + count[4] >= most then
     save_state()
-    return counts_reply(1, 0)
+    return counts_reply(1)
   end
   -- The peers of one IP share an index field that every announce from that
   -- IP reads: bounded, so that one address cannot make them slow.
   if #entries / ENTRY >= MAX_PER_IP then
     save_state()
-    return counts_reply(2, 0)
+    return counts_reply(2)
   end
   flag = '-'
 end
@@ -279,8 +279,7 @@ if not expiry or expiry - now < ttl then
 end
 save_state()
 
-local downloaded = 0
-if completed_now then downloaded = redis.call('INCR', KEYS[6]) end
+if completed_now then redis.call('INCR', KEYS[6]) end
 
 -- Windows: `k` consecutive records of list `i` from a random slot (all of
 -- them when it holds no more), the node picks from them. How many from
@@ -315,5 +314,5 @@ for _, base in ipairs({own_s, v6 and 1 or 3}) do
   end
 end
 
-return {0, count[1] + count[3], count[2] + count[4], downloaded, now,
+return {0, count[1] + count[3], count[2] + count[4], now,
   count[1], count[2], count[3], count[4], windows[1], windows[2], windows[3], windows[4]}

@@ -441,7 +441,6 @@ async fn announce(
         status,
         complete,
         incomplete,
-        _raised,
         now,
         c1,
         c2,
@@ -451,7 +450,7 @@ async fn announce(
         w2,
         w3,
         w4,
-    ] = <[Value; 13]>::try_from(script).map_err(|_| unexpected("announce reply"))?;
+    ] = <[Value; 12]>::try_from(script).map_err(|_| unexpected("announce reply"))?;
     let int = |v: &Value| redis::from_redis_value_ref::<u64>(v);
     match int(&status)? {
         1 => return Ok(Err(Refusal::SwarmFull)),
