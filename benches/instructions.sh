@@ -7,6 +7,8 @@
 # usage: benches/instructions.sh BINARY [MODE] [SECONDS]
 #   e.g. benches/instructions.sh target/release/shoal keep-alive 10
 #        HELLO=1 benches/instructions.sh target/release/examples/hello   # hyper alone
+#        CONNECTIONS=1 benches/instructions.sh ...   # no batching of requests per read: steadier counts
+#        KEEP=/tmp/cg.out benches/instructions.sh ...   # keep the profile for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$1 mode=${2:-keep-alive} seconds=${3:-10}
@@ -27,12 +29,15 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 sleep 1
-target/release/shoal-load -t "127.0.0.1:$port" -d "$seconds" -c 8 --mode "$mode" --seed 7 >"$out/load.txt"
+target/release/shoal-load -t "127.0.0.1:$port" -d "$seconds" -c "${CONNECTIONS:-8}" --warmup 0 --mode "$mode" --seed 7 >"$out/load.txt"
 kill -INT "$pid"
 wait "$pid" 2>/dev/null || true
 responses=$(awk '/ok responses/ {print $3}' "$out/load.txt")
 instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/cg.out")
 echo "$bin $mode: $responses responses, $instructions instructions, $((instructions / responses)) per response"
+if [ -n "${KEEP:-}" ]; then
+    cp "$out/cg.out" "$KEEP"
+fi
 if [ -n "${TOP:-}" ]; then
     callgrind_annotate --inclusive=yes "$out/cg.out" | head -80
 fi

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
 
-use super::bencode::{self, bytes, dict_start, end, key_bytes, key_int};
+use super::bencode::{self, bytes, dict_start, digits, end, key_bytes, key_int};
 use super::query::{decode_20, decode_into, decode_u64, params};
 use super::{Error, InfoHash, PeerId};
 
@@ -292,17 +292,30 @@ impl AnnounceResponse<'_> {
         // Keys in byte order: complete < downloaded < external ip <
         // incomplete < interval < min interval < peers < peers6 <
         // tracker id < warning message.
-        dict_start(out);
-        key_int(out, b"complete", u64::from(self.complete));
-        key_int(out, b"downloaded", self.downloaded);
+        // The fixed keys, with the framing between the values, are written
+        // as constant runs: every announce answer has them, and encoding
+        // each key's length was a third of the encoder's work.
+        out.extend_from_slice(b"d8:completei");
+        digits(out, u64::from(self.complete));
+        out.extend_from_slice(b"e10:downloadedi");
+        digits(out, self.downloaded);
         match self.external_ip {
-            IpAddr::V4(ip) => key_bytes(out, b"external ip", &ip.octets()),
-            IpAddr::V6(ip) => key_bytes(out, b"external ip", &ip.octets()),
+            IpAddr::V4(ip) => {
+                out.extend_from_slice(b"e11:external ip4:");
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.extend_from_slice(b"e11:external ip16:");
+                out.extend_from_slice(&ip.octets());
+            }
         }
-        key_int(out, b"incomplete", u64::from(self.incomplete));
-        key_int(out, b"interval", u64::from(self.interval));
-        key_int(out, b"min interval", u64::from(self.min_interval));
-        bytes(out, b"peers");
+        out.extend_from_slice(b"10:incompletei");
+        digits(out, u64::from(self.incomplete));
+        out.extend_from_slice(b"e8:intervali");
+        digits(out, u64::from(self.interval));
+        out.extend_from_slice(b"e12:min intervali");
+        digits(out, u64::from(self.min_interval));
+        out.extend_from_slice(b"e5:peers");
         if self.compact {
             bytes(out, peers.v4.as_flattened());
             if !peers.v6.is_empty() {

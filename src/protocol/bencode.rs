@@ -31,6 +31,13 @@ pub fn int(out: &mut Vec<u8>, value: u64) {
     out.push(b'e');
 }
 
+/// Writes the decimal digits of `value` alone, for a caller that writes
+/// the framing around them as part of a constant run (`e8:intervali`).
+#[inline]
+pub fn digits(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
 /// Writes a byte string: `<length>:<bytes>`.
 #[inline]
 pub fn bytes(out: &mut Vec<u8>, value: &[u8]) {

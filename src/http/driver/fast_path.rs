@@ -71,9 +71,11 @@ pub(super) fn parse<'a, R>(
     max_head: usize,
     answer: impl FnOnce(&RequestHead<'_>, Version, bool) -> R,
 ) -> Parsed<'a, R> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let length = match parsed.parse(bytes) {
+    // Left uninitialised: httparse writes the ones it finds, and zeroing
+    // 32 headers (1 KiB) per request cost more than the request line.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let length = match parsed.parse_with_uninit_headers(bytes, &mut headers) {
         Ok(httparse::Status::Complete(length)) if length <= max_head => length,
         Ok(httparse::Status::Partial) if bytes.len() < max_head => return Parsed::Partial,
         Ok(_) => return Parsed::TooLarge(target_path(bytes)),
@@ -121,7 +123,10 @@ fn take<'a>(parsed: &'a httparse::Request<'_, 'a>) -> Option<(RequestHead<'a>, V
     if !target.starts_with('/') || !plain_target(target.as_bytes()) {
         return None;
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = match memchr::memchr(b'?', target.as_bytes()) {
+        Some(at) => (&target[..at], &target[at + 1..]),
+        None => (target, ""),
+    };
     let mut close = version == Version::HTTP_10;
     for h in parsed.headers.iter() {
         let name = h.name;
@@ -254,6 +259,11 @@ impl Session {
     pub fn answer_from(&mut self, input: &[u8], service: &impl Handler, max_head: usize) -> usize {
         let mut used = 0;
         loop {
+            if used == input.len() {
+                // Nothing more was sent: no need to ask the parser.
+                self.next = Next::Read;
+                return used;
+            }
             let output = &mut self.output;
             let parsed = parse(&input[used..], max_head, |head, version, close| {
                 let head_only = *head.method == Method::HEAD;
