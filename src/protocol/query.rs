@@ -131,6 +131,12 @@ fn overflow(rest: &[u8], name: &'static str, too_long: Error) -> Error {
 
 /// Decodes a value that must be exactly 20 bytes (`info_hash`, `peer_id`).
 pub fn decode_20(raw: &[u8], name: &'static str) -> Result<[u8; 20], Error> {
+    // Many peer ids (and a hash of plain bytes) need no decoding at all.
+    if let Ok(plain) = <[u8; 20]>::try_from(raw)
+        && find_byte(raw, b'%').is_none()
+    {
+        return Ok(plain);
+    }
     let mut buf = [0u8; 20];
     let len = decode_into(raw, name, &mut buf, Error::WrongLength(name))?;
     if len != 20 {
@@ -262,6 +268,18 @@ mod tests {
         // 20 bytes written as escapes count as 20 bytes.
         let escaped = "%FF".repeat(20);
         assert_eq!(decode_20(escaped.as_bytes(), "peer_id"), Ok([0xFF; 20]));
+        // Twenty characters holding an escape are decoded, not taken as
+        // they are: here they are 18 bytes, or malformed.
+        let short = format!("%41{}", "a".repeat(17));
+        assert_eq!(
+            decode_20(short.as_bytes(), "peer_id"),
+            Err(Error::WrongLength("peer_id"))
+        );
+        let bad = format!("{}%4", "a".repeat(17));
+        assert_eq!(
+            decode_20(bad.as_bytes(), "peer_id"),
+            Err(Error::BadEscape("peer_id"))
+        );
     }
 
     #[test]
