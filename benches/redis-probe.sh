@@ -9,6 +9,7 @@
 # usage: PORTS="17200 17201 17202" benches/redis-probe.sh [shoal-load args...]
 #   e.g. benches/redis-probe.sh --rate 11000
 #        SHOAL_ARGS="--redis-connections 1" benches/redis-probe.sh
+#        BIN=/tmp/old/shoal benches/redis-probe.sh          # another build
 # The masters are flushed first. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ for p in "${ports[@]}"; do
     redis-cli -p "$p" config resetstat >/dev/null
 done
 # shellcheck disable=SC2086
-target/release/shoal --listen 127.0.0.1:18190 --udp-listen none --workers 1 --log-level warn \
+"${BIN:-target/release/shoal}" --listen 127.0.0.1:18190 --udp-listen none --workers 1 --log-level warn \
     --allow-ip-param --store redis --redis-url "redis://127.0.0.1:${ports[0]}" ${SHOAL_ARGS:-} \
     >/dev/null 2>&1 &
 node=$!

@@ -334,6 +334,8 @@ pub struct Bound {
     udp: Vec<Vec<std::net::UdpSocket>>,
     udp_addrs: Vec<SocketAddr>,
     connections: Connections,
+    /// The tokio reactor's runtime, once built for [`Bound::runtime_handle`].
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Bound {
@@ -376,7 +378,25 @@ impl Bound {
             tls_addrs,
             udp_addrs: Vec::new(),
             connections,
+            runtime: None,
         })
+    }
+
+    /// The runtime the `tokio` reactor will serve on (built now, started
+    /// already), so other asynchronous work can share its workers instead
+    /// of waking a thread of its own for every request; `None` for the
+    /// thread-per-core reactors, whose runtimes are per worker.
+    pub fn runtime_handle(&mut self) -> io::Result<Option<tokio::runtime::Handle>> {
+        if self.options.kind != Kind::Tokio {
+            return Ok(None);
+        }
+        let runtime = match self.runtime.take() {
+            Some(runtime) => runtime,
+            None => tokio_rt::runtime(&self.options)?,
+        };
+        let handle = runtime.handle().clone();
+        self.runtime = Some(runtime);
+        Ok(Some(handle))
     }
 
     /// Binds a UDP socket per worker on each of `addrs`; port 0 gets one
@@ -436,6 +456,7 @@ impl Bound {
             groups,
             connections,
             udp,
+            runtime,
             ..
         } = self;
         let server = Arc::new(server);
@@ -450,7 +471,13 @@ impl Bound {
         };
         let open = connections;
         match options.kind {
-            Kind::Tokio => tokio_rt::serve(&options, groups, udp, open, server, shutdown),
+            Kind::Tokio => {
+                let runtime = match runtime {
+                    Some(runtime) => runtime,
+                    None => tokio_rt::runtime(&options)?,
+                };
+                tokio_rt::serve(runtime, &options, groups, udp, open, server, shutdown)
+            }
             Kind::PerCore => per_core::serve(&options, groups, udp, open, server, shutdown),
             #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Kind::IoUring => io_uring::serve(&options, groups, udp, open, server, shutdown),
@@ -578,3 +605,36 @@ fn defer_accept(socket: &Socket) {
 
 #[cfg(not(target_os = "linux"))]
 fn defer_accept(_socket: &Socket) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(kind: Kind) -> Bound {
+        let options = Options {
+            kind,
+            workers: 1,
+            max_connections: 16,
+            shutdown_grace: Duration::from_millis(10),
+            udp_nap: Duration::ZERO,
+        };
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Bound::bind(options, &[loopback], &[]).expect("bind loopback")
+    }
+
+    #[test]
+    fn work_given_the_tokio_runtime_runs_on_the_reactors_workers() {
+        let mut tokio = bound(Kind::Tokio);
+        let handle = tokio.runtime_handle().unwrap().expect("a tokio runtime");
+        let name = handle.block_on(async {
+            tokio::spawn(async { std::thread::current().name().map(str::to_owned) })
+                .await
+                .unwrap()
+        });
+        assert_eq!(name.as_deref(), Some("shoal-worker"));
+        // Asked twice, it is the same runtime, the one `serve` will use.
+        let again = tokio.runtime_handle().unwrap().expect("a tokio runtime");
+        assert_eq!(handle.id(), again.id());
+        assert!(bound(Kind::PerCore).runtime_handle().unwrap().is_none());
+    }
+}

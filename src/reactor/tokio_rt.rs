@@ -15,7 +15,19 @@ use super::{
 };
 use crate::shutdown::Shutdown;
 
+/// The reactor's multi-thread runtime, its workers named `shoal-worker`.
+pub(super) fn runtime(options: &Options) -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.workers)
+        .thread_name("shoal-worker")
+        .on_thread_park(upkeep::maybe_run)
+        .enable_io()
+        .enable_time()
+        .build()
+}
+
 pub(super) fn serve<Srv: StreamServer>(
+    runtime: tokio::runtime::Runtime,
     options: &Options,
     groups: Vec<Vec<Listener>>,
     mut udp: Udp,
@@ -23,13 +35,6 @@ pub(super) fn serve<Srv: StreamServer>(
     server: Arc<Srv>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.workers)
-        .thread_name("shoal-worker")
-        .on_thread_park(upkeep::maybe_run)
-        .enable_io()
-        .enable_time()
-        .build()?;
     let grace = options.shutdown_grace;
     let options = options.clone();
     runtime.block_on(async move {

@@ -10,11 +10,12 @@
 //! swarm's counts with one pipelined pair of reads, the hashes
 //! concurrently.
 //!
-//! Callers never wait on Redis on their own thread: [`RedisStore`] hands
-//! each request to the store thread (`thread`), which owns a tokio runtime
-//! and the connections, and answers through a [`Pending`] within the
-//! deadline, or with [`Refusal::Unavailable`]. Nothing here falls back to
-//! memory: that would split swarms and counts between nodes.
+//! Callers never block on Redis: [`RedisStore`] hands each request to the
+//! store's loop (`thread`: on the `tokio` reactor's runtime, or on a thread
+//! of its own for the other reactors), which owns the connections and
+//! answers through a [`Pending`] within the deadline, or with
+//! [`Refusal::Unavailable`]. Nothing here falls back to memory: that would
+//! split swarms and counts between nodes.
 
 mod sample;
 mod summary;
@@ -103,10 +104,15 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Checks the options and starts the store thread. Redis need not be up
-    /// yet: until it is, requests are answered "unavailable" and the thread
-    /// keeps trying to connect.
-    pub fn start(options: RedisOptions, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    /// Checks the options and starts the store's loop: on `runtime` (a
+    /// multi-thread runtime the front ends serve on) when given, else on a
+    /// thread of its own. Redis need not be up yet: until it is, requests
+    /// are answered "unavailable" and the loop keeps trying to connect.
+    pub fn start(
+        options: RedisOptions,
+        metrics: Arc<Metrics>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> anyhow::Result<Self> {
         let seeds = thread::seeds(&options)?;
         let described = seeds
             .iter()
@@ -115,7 +121,14 @@ impl RedisStore {
             .join(", ");
         let (jobs, queue) = mpsc::channel(options.max_in_flight.max(1));
         let summary = Arc::new(Mutex::new(None));
-        thread::spawn(options, seeds, queue, summary.clone(), metrics.clone())?;
+        thread::spawn(
+            options,
+            seeds,
+            queue,
+            summary.clone(),
+            metrics.clone(),
+            runtime,
+        )?;
         metrics.set_store_backend("redis");
         Ok(Self {
             jobs,

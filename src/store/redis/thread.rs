@@ -1,8 +1,11 @@
-//! The store thread: its own tokio runtime, the Redis connections, and one
-//! task per request. Requests arrive on a bounded queue from every reactor
-//! thread; each is answered through its oneshot within the deadline. Many
-//! requests share a few multiplexed connections (one per master for a
-//! cluster), so concurrent announces are pipelined on the wire.
+//! The store's loop: the Redis connections and one task per request, on the
+//! `tokio` reactor's own runtime when there is one (its workers then read
+//! Redis's answers themselves: no thread to wake and switch to per
+//! request), else on a store thread with a runtime of its own. Requests
+//! arrive on a bounded queue from every front-end thread; each is answered
+//! through its oneshot within the deadline. Many requests share a few
+//! multiplexed connections (one per master for a cluster), so concurrent
+//! announces are pipelined on the wire.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,14 +82,19 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Starts the store thread.
+/// Starts the store's loop on `runtime`, or on a thread of its own.
 pub(super) fn spawn(
     options: RedisOptions,
     seeds: Vec<ConnectionInfo>,
     queue: mpsc::Receiver<Job>,
     summary: Arc<Mutex<Option<Summary>>>,
     metrics: Arc<Metrics>,
+    runtime: Option<tokio::runtime::Handle>,
 ) -> anyhow::Result<()> {
+    if let Some(runtime) = runtime {
+        runtime.spawn(serve(options, seeds, queue, summary, metrics));
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
