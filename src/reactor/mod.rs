@@ -390,13 +390,13 @@ impl Bound {
         if self.options.kind != Kind::Tokio {
             return Ok(None);
         }
-        let runtime = match self.runtime.take() {
-            Some(runtime) => runtime,
-            None => tokio_rt::runtime(&self.options)?,
-        };
-        let handle = runtime.handle().clone();
-        self.runtime = Some(runtime);
-        Ok(Some(handle))
+        if self.runtime.is_none() {
+            self.runtime = Some(tokio_rt::runtime(&self.options)?);
+        }
+        Ok(self
+            .runtime
+            .as_ref()
+            .map(|runtime| runtime.handle().clone()))
     }
 
     /// Binds a UDP socket per worker on each of `addrs`; port 0 gets one
