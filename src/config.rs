@@ -164,10 +164,12 @@ crate::settings! {
         redis_timeout_ms: u64 = 1000, "MS";
         /// Milliseconds to open a connection to a Redis node.
         redis_connect_timeout_ms: u64 = 1000, "MS";
-        /// Multiplexed Redis connections (each to every master) requests are spread over.
+        /// Multiplexed Redis connections (each to every master) requests are spread over;
+        /// with `per-core`, shared out among the workers (at least one each).
         redis_connections: usize = 2, "N";
-        /// Requests waiting for Redis at most; beyond it requests are refused at once
-        /// (failure reason) instead of queueing without bound.
+        /// Requests waiting for Redis at most (with `per-core`, shared out among the
+        /// workers); beyond it requests are refused at once (failure reason) instead of
+        /// queueing without bound.
         redis_max_in_flight: usize = 16_384, "N";
         /// Seconds between the totals each node gathers from Redis for /stats and
         /// /metrics (one read per swarm). 0: never (the totals show as unknown).

@@ -100,10 +100,10 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
     let mut bound = reactor::Bound::bind(options, &plain, &config.tls_listen)?;
     let udp_addrs = config.udp_addrs(&bound.local_addrs()[..config.listen.len()])?;
     bound.bind_udp(&udp_addrs)?;
-    // The tokio reactor's runtime, shared with the Redis store's client.
-    let runtime = bound
-        .runtime_handle()
-        .context("cannot start the reactor's runtime")?;
+    // The reactor's tokio runtimes, shared with the Redis store's client.
+    let runtimes = bound
+        .runtime_handles()
+        .context("cannot start the reactor's runtimes")?;
     let (tracker_addrs, admin_addrs) = bound.local_addrs().split_at(config.listen.len());
     let described = bound.options().describe();
     let metrics = Arc::new(Metrics::new(BuildInfo {
@@ -113,7 +113,7 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
         workers: bound.options().workers,
     }));
 
-    let store = Arc::new(open_store(&config, &metrics, runtime)?);
+    let store = Arc::new(open_store(&config, &metrics, runtimes)?);
     if let Some(memory) = store.memory()
         && let Some(path) = &config.state_file
     {
@@ -283,12 +283,12 @@ pub fn run(config: Config, shutdown: Shutdown, reload: Reload) -> anyhow::Result
 }
 
 /// The store `config.store` names: the in-memory one, or the shared one on
-/// Redis (its loop started on `runtime` or a thread of its own, its servers
-/// named in the log).
+/// Redis (its loops started on `runtimes`, or on a thread of their own, its
+/// servers named in the log).
 fn open_store(
     config: &Config,
     metrics: &Arc<Metrics>,
-    runtime: Option<tokio::runtime::Handle>,
+    runtimes: Vec<tokio::runtime::Handle>,
 ) -> anyhow::Result<Store> {
     let peer_ttl = config.effective_peer_ttl();
     if config.store != "redis" {
@@ -319,7 +319,7 @@ fn open_store(
             max_peers_per_torrent: config.max_peers_per_torrent,
         },
         metrics.clone(),
-        runtime,
+        runtimes,
     )?;
     tracing::info!(
         "store: redis at {} (keys prefixed {:?}); max_torrents is not enforced there: \

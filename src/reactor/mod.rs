@@ -334,8 +334,9 @@ pub struct Bound {
     udp: Vec<Vec<std::net::UdpSocket>>,
     udp_addrs: Vec<SocketAddr>,
     connections: Connections,
-    /// The tokio reactor's runtime, once built for [`Bound::runtime_handle`].
-    runtime: Option<tokio::runtime::Runtime>,
+    /// The tokio runtimes the workers will serve on, once built for
+    /// [`Bound::runtime_handles`].
+    runtimes: Vec<tokio::runtime::Runtime>,
 }
 
 impl Bound {
@@ -378,25 +379,31 @@ impl Bound {
             tls_addrs,
             udp_addrs: Vec::new(),
             connections,
-            runtime: None,
+            runtimes: Vec::new(),
         })
     }
 
-    /// The runtime the `tokio` reactor will serve on (built now, started
-    /// already), so other asynchronous work can share its workers instead
-    /// of waking a thread of its own for every request; `None` for the
-    /// thread-per-core reactors, whose runtimes are per worker.
-    pub fn runtime_handle(&mut self) -> io::Result<Option<tokio::runtime::Handle>> {
-        if self.options.kind != Kind::Tokio {
-            return Ok(None);
-        }
-        if self.runtime.is_none() {
-            self.runtime = Some(tokio_rt::runtime(&self.options)?);
+    /// The tokio runtimes the workers will serve on (built now, so other
+    /// asynchronous work can share them instead of waking a thread of its
+    /// own for every request): the `tokio` reactor's one multi-thread
+    /// runtime, or one current-thread runtime per `per-core` worker (its
+    /// tasks run once the worker serves); none for `io-uring`, whose
+    /// workers run monoio.
+    pub fn runtime_handles(&mut self) -> io::Result<Vec<tokio::runtime::Handle>> {
+        if self.runtimes.is_empty() {
+            self.runtimes = match self.options.kind {
+                Kind::Tokio => vec![tokio_rt::runtime(&self.options)?],
+                Kind::PerCore => (0..self.options.workers)
+                    .map(|_| per_core::runtime())
+                    .collect::<io::Result<_>>()?,
+                Kind::IoUring => Vec::new(),
+            };
         }
         Ok(self
-            .runtime
-            .as_ref()
-            .map(|runtime| runtime.handle().clone()))
+            .runtimes
+            .iter()
+            .map(|runtime| runtime.handle().clone())
+            .collect())
     }
 
     /// Binds a UDP socket per worker on each of `addrs`; port 0 gets one
@@ -456,7 +463,7 @@ impl Bound {
             groups,
             connections,
             udp,
-            runtime,
+            runtimes,
             ..
         } = self;
         let server = Arc::new(server);
@@ -472,13 +479,22 @@ impl Bound {
         let open = connections;
         match options.kind {
             Kind::Tokio => {
-                let runtime = match runtime {
+                let runtime = match runtimes.into_iter().next() {
                     Some(runtime) => runtime,
                     None => tokio_rt::runtime(&options)?,
                 };
                 tokio_rt::serve(runtime, &options, groups, udp, open, server, shutdown)
             }
-            Kind::PerCore => per_core::serve(&options, groups, udp, open, server, shutdown),
+            Kind::PerCore => {
+                let runtimes = if runtimes.is_empty() {
+                    (0..groups.len())
+                        .map(|_| per_core::runtime())
+                        .collect::<io::Result<_>>()?
+                } else {
+                    runtimes
+                };
+                per_core::serve(runtimes, &options, groups, udp, open, server, shutdown)
+            }
             #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Kind::IoUring => io_uring::serve(&options, groups, udp, open, server, shutdown),
             #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
@@ -610,10 +626,10 @@ fn defer_accept(_socket: &Socket) {}
 mod tests {
     use super::*;
 
-    fn bound(kind: Kind) -> Bound {
+    fn bound(kind: Kind, workers: usize) -> Bound {
         let options = Options {
             kind,
-            workers: 1,
+            workers,
             max_connections: 16,
             shutdown_grace: Duration::from_millis(10),
             udp_nap: Duration::ZERO,
@@ -624,17 +640,34 @@ mod tests {
 
     #[test]
     fn work_given_the_tokio_runtime_runs_on_the_reactors_workers() {
-        let mut tokio = bound(Kind::Tokio);
-        let handle = tokio.runtime_handle().unwrap().expect("a tokio runtime");
-        let name = handle.block_on(async {
+        let mut tokio = bound(Kind::Tokio, 1);
+        let handles = tokio.runtime_handles().unwrap();
+        assert_eq!(handles.len(), 1);
+        let name = handles[0].block_on(async {
             tokio::spawn(async { std::thread::current().name().map(str::to_owned) })
                 .await
                 .unwrap()
         });
         assert_eq!(name.as_deref(), Some("shoal-worker"));
         // Asked twice, it is the same runtime, the one `serve` will use.
-        let again = tokio.runtime_handle().unwrap().expect("a tokio runtime");
-        assert_eq!(handle.id(), again.id());
-        assert!(bound(Kind::PerCore).runtime_handle().unwrap().is_none());
+        let again = tokio.runtime_handles().unwrap();
+        assert_eq!(handles[0].id(), again[0].id());
+    }
+
+    #[test]
+    fn per_core_workers_have_a_runtime_each_and_io_uring_none() {
+        let handles = bound(Kind::PerCore, 2).runtime_handles().unwrap();
+        assert_eq!(handles.len(), 2);
+        assert_ne!(handles[0].id(), handles[1].id());
+        let flavor = handles[0].runtime_flavor();
+        assert_eq!(flavor, tokio::runtime::RuntimeFlavor::CurrentThread);
+        if Kind::IoUring.availability().is_ok() {
+            assert!(
+                bound(Kind::IoUring, 2)
+                    .runtime_handles()
+                    .unwrap()
+                    .is_empty()
+            );
+        }
     }
 }

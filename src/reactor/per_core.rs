@@ -13,7 +13,19 @@ use super::tokio_rt::{accept_loop, drain};
 use super::{Connections, Listener, Options, StreamServer, Udp, datagram, upkeep};
 use crate::shutdown::Shutdown;
 
+/// One worker's current-thread runtime.
+pub(super) fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .on_thread_park(upkeep::maybe_run)
+        .enable_io()
+        .enable_time()
+        .build()
+}
+
+/// Serves each group of listeners on its own thread, driving the runtime
+/// of the same index.
 pub(super) fn serve<Srv: StreamServer>(
+    runtimes: Vec<tokio::runtime::Runtime>,
     options: &Options,
     groups: Vec<Vec<Listener>>,
     mut udp: Udp,
@@ -23,12 +35,7 @@ pub(super) fn serve<Srv: StreamServer>(
 ) -> io::Result<()> {
     let grace = options.shutdown_grace;
     let mut workers = Vec::with_capacity(groups.len());
-    for (index, listeners) in groups.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .on_thread_park(upkeep::maybe_run)
-            .enable_io()
-            .enable_time()
-            .build()?;
+    for ((index, listeners), runtime) in groups.into_iter().enumerate().zip(runtimes) {
         let (sockets, handler) = (udp.of_worker(index), udp.handler.clone());
         let coalesce = udp.coalesce;
         let (server, open, shutdown) = (server.clone(), open.clone(), shutdown.clone());

@@ -10,19 +10,23 @@
 //! swarm's counts with one pipelined pair of reads, the hashes
 //! concurrently.
 //!
-//! Callers never block on Redis: [`RedisStore`] hands each request to the
-//! store's loop (`thread`: on the `tokio` reactor's runtime, or on a thread
-//! of its own for the other reactors), which owns the connections and
-//! answers through a [`Pending`] within the deadline, or with
-//! [`Refusal::Unavailable`]. Nothing here falls back to memory: that would
+//! Callers never block on Redis: [`RedisStore`] hands each request to a
+//! loop of the store (`thread`: on the `tokio` reactor's runtime, on the
+//! runtime of each `per-core` worker, or on a thread of its own beside
+//! `io-uring`), which owns the connections and answers through a
+//! [`Pending`] within the deadline, or with [`Refusal::Unavailable`]. Nothing here falls back to memory: that would
 //! split swarms and counts between nodes.
 
 mod sample;
 mod summary;
 mod thread;
 
+use sample::Hints;
+
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,24 +98,48 @@ struct AnnounceArgs {
     with_ids: bool,
 }
 
-/// The handle every front-end thread holds: a queue to the store thread.
+/// The handle every front-end thread holds: the queues to the store's
+/// loops.
 pub struct RedisStore {
-    jobs: mpsc::Sender<Job>,
+    /// One per loop: with a `per-core` reactor each worker has a loop on
+    /// its own runtime, else there is one.
+    loops: Vec<Queue>,
+    /// Tells this store from another in the threads' memory of their loop.
+    id: usize,
     summary: Arc<Mutex<Option<Summary>>>,
     metrics: Arc<Metrics>,
     /// Where it connects, for the start-up log (no password).
     described: String,
 }
 
+/// The way into one of the store's loops.
+struct Queue {
+    /// The runtime the loop runs on; `None`: a thread of its own.
+    runtime: Option<tokio::runtime::Id>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Numbers the stores of this process, for [`RedisStore::id`].
+static STORES: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The store (by id) and the index of the loop this thread hands its
+    /// requests to, found on its first request.
+    static LOOP: Cell<(usize, usize)> = const { Cell::new((usize::MAX, 0)) };
+}
+
 impl RedisStore {
-    /// Checks the options and starts the store's loop: on `runtime` (a
-    /// multi-thread runtime the front ends serve on) when given, else on a
-    /// thread of its own. Redis need not be up yet: until it is, requests
-    /// are answered "unavailable" and the loop keeps trying to connect.
+    /// Checks the options and starts the store's loops: one on each of
+    /// `runtimes` (the runtimes the front ends serve on, so their workers
+    /// read Redis's answers themselves), or one on a thread of its own when
+    /// there are none. The connections and requests in flight the options
+    /// allow are shared out among the loops. Redis need not be up yet:
+    /// until it is, requests are answered "unavailable" and the loops keep
+    /// trying to connect.
     pub fn start(
         options: RedisOptions,
         metrics: Arc<Metrics>,
-        runtime: Option<tokio::runtime::Handle>,
+        runtimes: Vec<tokio::runtime::Handle>,
     ) -> anyhow::Result<Self> {
         let seeds = thread::seeds(&options)?;
         let described = seeds
@@ -119,23 +147,63 @@ impl RedisStore {
             .map(thread::describe)
             .collect::<Vec<_>>()
             .join(", ");
-        let (jobs, queue) = mpsc::channel(options.max_in_flight.max(1));
         let summary = Arc::new(Mutex::new(None));
-        thread::spawn(
-            options,
-            seeds,
-            queue,
-            summary.clone(),
-            metrics.clone(),
-            runtime,
-        )?;
+        let hints = Arc::new(Mutex::new(Hints::new()));
+        let places: Vec<Option<tokio::runtime::Handle>> = if runtimes.is_empty() {
+            vec![None]
+        } else {
+            runtimes.into_iter().map(Some).collect()
+        };
+        let share = |total: usize| (total / places.len()).max(1);
+        let mut loops = Vec::with_capacity(places.len());
+        for (index, runtime) in places.iter().enumerate() {
+            let options = RedisOptions {
+                connections: share(options.connections),
+                max_in_flight: share(options.max_in_flight),
+                ..options.clone()
+            };
+            let (jobs, queue) = mpsc::channel(options.max_in_flight);
+            let given = thread::Loop {
+                options,
+                seeds: seeds.clone(),
+                queue,
+                summary: (index == 0).then(|| summary.clone()),
+                metrics: metrics.clone(),
+                hints: hints.clone(),
+            };
+            thread::spawn(given, runtime.clone())?;
+            loops.push(Queue {
+                runtime: runtime.as_ref().map(tokio::runtime::Handle::id),
+                jobs,
+            });
+        }
         metrics.set_store_backend("redis");
         Ok(Self {
-            jobs,
+            loops,
+            id: STORES.fetch_add(1, Ordering::Relaxed),
             summary,
             metrics,
             described,
         })
+    }
+
+    /// The queue of the loop on this thread's runtime (the first loop for a
+    /// thread on none of them), remembered by the thread.
+    fn jobs(&self) -> &mpsc::Sender<Job> {
+        if self.loops.len() == 1 {
+            return &self.loops[0].jobs;
+        }
+        let (store, mut index) = LOOP.get();
+        if store != self.id {
+            let here = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+            index = self
+                .loops
+                .iter()
+                .position(|queue| queue.runtime.is_some() && queue.runtime == here)
+                .unwrap_or(0);
+            LOOP.set((self.id, index));
+        }
+        &self.loops[index].jobs
     }
 
     /// The servers it was given, for the start-up log.
@@ -172,7 +240,7 @@ impl RedisStore {
     }
 
     fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T, Refusal>>) -> Pending<T> {
-        match self.jobs.try_send(job) {
+        match self.jobs().try_send(job) {
             Ok(()) => Pending::waiting(answer),
             Err(_) => {
                 // Queue full (Redis is slower than the load) or the thread
@@ -188,7 +256,7 @@ impl RedisStore {
     /// call it from a plain thread, not a reactor's.
     pub fn purge(&self, keep: Keep) -> Result<usize, Refusal> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
+        self.jobs()
             .try_send(Job::Purge { keep, reply })
             .map_err(|_| Refusal::Unavailable)?;
         answer.blocking_recv().unwrap_or(Err(Refusal::Unavailable))

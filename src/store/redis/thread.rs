@@ -1,9 +1,9 @@
-//! The store's loop: the Redis connections and one task per request, on the
-//! `tokio` reactor's own runtime when there is one (its workers then read
-//! Redis's answers themselves: no thread to wake and switch to per
-//! request), else on a store thread with a runtime of its own. Requests
-//! arrive on a bounded queue from every front-end thread; each is answered
-//! through its oneshot within the deadline. Many requests share a few
+//! A loop of the store: its Redis connections and one task per request, on
+//! a runtime the front ends serve on (the `tokio` reactor's, or one
+//! `per-core` worker's: the workers then read Redis's answers themselves,
+//! with no thread to wake and switch to per request), else on a store
+//! thread with a runtime of its own. Requests arrive on a bounded queue;
+//! each is answered through its oneshot within the deadline. Many requests share a few
 //! multiplexed connections (one per master for a cluster), so concurrent
 //! announces are pipelined on the wire.
 
@@ -82,17 +82,23 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Starts the store's loop on `runtime`, or on a thread of its own.
-pub(super) fn spawn(
-    options: RedisOptions,
-    seeds: Vec<ConnectionInfo>,
-    queue: mpsc::Receiver<Job>,
-    summary: Arc<Mutex<Option<Summary>>>,
-    metrics: Arc<Metrics>,
-    runtime: Option<tokio::runtime::Handle>,
-) -> anyhow::Result<()> {
+/// What one of the store's loops is given.
+pub(super) struct Loop {
+    /// Its share of the connections and of the requests in flight.
+    pub options: RedisOptions,
+    pub seeds: Vec<ConnectionInfo>,
+    pub queue: mpsc::Receiver<Job>,
+    /// Where the totals for the stats pages go: one loop gathers them.
+    pub summary: Option<Arc<Mutex<Option<Summary>>>>,
+    pub metrics: Arc<Metrics>,
+    /// The list counts of recent swarms, shared by every loop.
+    pub hints: Arc<Mutex<Hints>>,
+}
+
+/// Starts a loop of the store on `runtime`, or on a thread of its own.
+pub(super) fn spawn(given: Loop, runtime: Option<tokio::runtime::Handle>) -> anyhow::Result<()> {
     if let Some(runtime) = runtime {
-        runtime.spawn(serve(options, seeds, queue, summary, metrics));
+        runtime.spawn(serve(given));
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -101,7 +107,7 @@ pub(super) fn spawn(
         .context("cannot start the Redis store's runtime")?;
     std::thread::Builder::new()
         .name("redis-store".into())
-        .spawn(move || runtime.block_on(serve(options, seeds, queue, summary, metrics)))
+        .spawn(move || runtime.block_on(serve(given)))
         .context("cannot start the Redis store thread")?;
     Ok(())
 }
@@ -147,21 +153,23 @@ struct Shared {
     script: Script,
     metrics: Arc<Metrics>,
     /// The list counts of recent swarms, to plan the window reads.
-    hints: Mutex<Hints>,
+    hints: Arc<Mutex<Hints>>,
 }
 
-async fn serve(
-    options: RedisOptions,
-    seeds: Vec<ConnectionInfo>,
-    mut queue: mpsc::Receiver<Job>,
-    summary: Arc<Mutex<Option<Summary>>>,
-    metrics: Arc<Metrics>,
-) {
+async fn serve(given: Loop) {
+    let Loop {
+        options,
+        seeds,
+        mut queue,
+        summary,
+        metrics,
+        hints,
+    } = given;
     let shared = Arc::new(Shared {
         script: Script::new(ANNOUNCE),
         options,
         metrics,
-        hints: Mutex::new(Hints::new()),
+        hints,
     });
     // Until Redis answers, requests are refused at once (nothing is queued
     // for a store that may never come).
@@ -198,7 +206,9 @@ async fn serve(
         connections = connections.len(),
         "connected to the Redis store"
     );
-    if !shared.options.stats_interval.is_zero() {
+    if let Some(summary) = summary
+        && !shared.options.stats_interval.is_zero()
+    {
         tokio::spawn(summary::gather(
             shared.options.clone(),
             seeds.clone(),
