@@ -14,14 +14,13 @@
 //! loop of the store (`thread`: on the `tokio` reactor's runtime, on the
 //! runtime of each `per-core` worker, or on a thread of its own beside
 //! `io-uring`), which owns the connections and answers through a
-//! [`Pending`] within the deadline, or with [`Refusal::Unavailable`]. Nothing here falls back to memory: that would
-//! split swarms and counts between nodes.
+//! [`Pending`] within the deadline, or with [`Refusal::Unavailable`].
+//! Nothing here falls back to memory: that would split swarms and counts
+//! between nodes.
 
 mod sample;
 mod summary;
 mod thread;
-
-use sample::Hints;
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -35,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Pending, Refusal, Summary};
 use crate::metrics::{Metrics, StoreError};
 use crate::protocol::{AnnounceRequest, Event, InfoHash, PeerSet, SwarmCounts};
+use sample::Hints;
 
 /// How the Redis store connects and behaves; the defaults are the
 /// settings' (see [`crate::config::Config`]).
