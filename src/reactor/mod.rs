@@ -486,13 +486,6 @@ impl Bound {
                 tokio_rt::serve(runtime, &options, groups, udp, open, server, shutdown)
             }
             Kind::PerCore => {
-                let runtimes = if runtimes.is_empty() {
-                    (0..groups.len())
-                        .map(|_| per_core::runtime())
-                        .collect::<io::Result<_>>()?
-                } else {
-                    runtimes
-                };
                 per_core::serve(runtimes, &options, groups, udp, open, server, shutdown)
             }
             #[cfg(all(target_os = "linux", feature = "io-uring"))]

@@ -23,7 +23,7 @@ pub(super) fn runtime() -> io::Result<tokio::runtime::Runtime> {
 }
 
 /// Serves each group of listeners on its own thread, driving the runtime
-/// of the same index.
+/// of the same index (built here for a group that has none yet).
 pub(super) fn serve<Srv: StreamServer>(
     runtimes: Vec<tokio::runtime::Runtime>,
     options: &Options,
@@ -35,7 +35,12 @@ pub(super) fn serve<Srv: StreamServer>(
 ) -> io::Result<()> {
     let grace = options.shutdown_grace;
     let mut workers = Vec::with_capacity(groups.len());
-    for ((index, listeners), runtime) in groups.into_iter().enumerate().zip(runtimes) {
+    let mut runtimes = runtimes.into_iter();
+    for (index, listeners) in groups.into_iter().enumerate() {
+        let runtime = match runtimes.next() {
+            Some(runtime) => runtime,
+            None => runtime()?,
+        };
         let (sockets, handler) = (udp.of_worker(index), udp.handler.clone());
         let coalesce = udp.coalesce;
         let (server, open, shutdown) = (server.clone(), open.clone(), shutdown.clone());

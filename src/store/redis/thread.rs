@@ -3,9 +3,9 @@
 //! `per-core` worker's: the workers then read Redis's answers themselves,
 //! with no thread to wake and switch to per request), else on a store
 //! thread with a runtime of its own. Requests arrive on a bounded queue;
-//! each is answered through its oneshot within the deadline. Many requests share a few
-//! multiplexed connections (one per master for a cluster), so concurrent
-//! announces are pipelined on the wire.
+//! each is answered through its oneshot within the deadline. Many requests
+//! share a few multiplexed connections (one per master for a cluster), so
+//! concurrent announces are pipelined on the wire.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
