@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
 
 use super::bencode::{self, bytes, dict_start, digits, end, key_bytes, key_int};
-use super::query::{decode_20, decode_into, decode_u64, params};
+use super::query::{decode_20, decode_into, decode_u64, find_byte, params};
 use super::{Error, InfoHash, PeerId};
 
 /// At most this many `key=value` pairs in one announce. Real clients send
@@ -79,6 +79,17 @@ fn once<T>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), Err
     Ok(())
 }
 
+/// Checks a value that is only validated, never kept (`key`, `trackerid`):
+/// well-formed escapes, at most [`MAX_KEY_LEN`] bytes decoded. Most keys are
+/// a few plain characters and need no decoding.
+fn check_opaque(raw: &[u8], name: &'static str) -> Result<(), Error> {
+    if raw.len() <= MAX_KEY_LEN && find_byte(raw, b'%').is_none() {
+        return Ok(());
+    }
+    let mut scratch = [0u8; MAX_KEY_LEN];
+    decode_into(raw, name, &mut scratch, Error::TooLong(name, MAX_KEY_LEN)).map(|_| ())
+}
+
 fn decode_ip(raw: &[u8], name: &'static str) -> Result<IpAddr, Error> {
     // The longest textual IPv6 address is 45 bytes.
     let mut buf = [0u8; 48];
@@ -107,7 +118,6 @@ impl AnnounceRequest {
         let mut ip = None;
         let mut ipv4 = None;
         let mut ipv6 = None;
-        let mut scratch = [0u8; MAX_KEY_LEN];
 
         for (count, (name, raw)) in params(query).enumerate() {
             if count == MAX_ANNOUNCE_PARAMS {
@@ -161,13 +171,11 @@ impl AnnounceRequest {
                 }
                 b"no_peer_id" => once(&mut no_peer_id, "no_peer_id", raw != b"0")?,
                 b"key" => {
-                    let too_long = Error::TooLong("key", MAX_KEY_LEN);
-                    decode_into(raw, "key", &mut scratch, too_long)?;
+                    check_opaque(raw, "key")?;
                     once(&mut key, "key", ())?
                 }
                 b"trackerid" => {
-                    let too_long = Error::TooLong("trackerid", MAX_KEY_LEN);
-                    decode_into(raw, "trackerid", &mut scratch, too_long)?;
+                    check_opaque(raw, "trackerid")?;
                     once(&mut tracker_id, "trackerid", ())?
                 }
                 b"ip" if options.accept_ip_param => once(&mut ip, "ip", decode_ip(raw, "ip")?)?,
@@ -472,6 +480,18 @@ mod tests {
         assert_eq!(
             parse(&query(&format!("&trackerid={long}"))),
             Err(Error::TooLong("trackerid", MAX_KEY_LEN))
+        );
+        // Escapes count as the bytes they stand for, and must be well formed.
+        let escaped = "%6B".repeat(MAX_KEY_LEN);
+        assert!(parse(&query(&format!("&key={escaped}"))).is_ok());
+        assert_eq!(
+            parse(&query(&format!("&key={escaped}%6B"))),
+            Err(Error::TooLong("key", MAX_KEY_LEN))
+        );
+        assert_eq!(parse(&query("&key=ab%G1")), Err(Error::BadEscape("key")));
+        assert_eq!(
+            parse(&query("&trackerid=ab%4")),
+            Err(Error::BadEscape("trackerid"))
         );
     }
 

@@ -167,8 +167,22 @@ pub fn decode_u64(raw: &[u8], name: &'static str) -> Result<u64, Error> {
 
 /// Parses ASCII decimal digits into a `u64`, refusing overflow.
 pub fn parse_u64(digits: &[u8]) -> Option<u64> {
+    // Up to 19 digits cannot overflow (u64::MAX is 20 digits long): the
+    // common case, with no overflow check per digit.
+    const SAFE_DIGITS: usize = 19;
     if digits.is_empty() {
         return None;
+    }
+    if digits.len() <= SAFE_DIGITS {
+        let mut value = 0u64;
+        for &d in digits {
+            let digit = d.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + u64::from(digit);
+        }
+        return Some(value);
     }
     digits.iter().try_fold(0u64, |acc, &d| {
         if !d.is_ascii_digit() {
@@ -237,6 +251,28 @@ mod tests {
                 })
                 .collect();
             proptest::prop_assert_eq!(params(&bytes).collect::<Vec<_>>(), plain);
+        }
+    }
+
+    proptest::proptest! {
+        /// Numbers of any length (the fast path up to 19 digits, the checked
+        /// one beyond) read as the standard parser reads plain digits.
+        #[test]
+        fn numbers_agree_with_the_standard_parser(
+            digits in "[0-9]{1,25}",
+            odd in proptest::sample::select(vec![None, Some(b'/'), Some(b':'), Some(b'a'), Some(b' ')]),
+            at in proptest::num::usize::ANY,
+        ) {
+            let mut bytes = digits.into_bytes();
+            if let Some(odd) = odd {
+                let at = at % bytes.len();
+                bytes[at] = odd;
+            }
+            let expected = std::str::from_utf8(&bytes)
+                .ok()
+                .filter(|text| text.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|text| text.parse::<u64>().ok());
+            proptest::prop_assert_eq!(parse_u64(&bytes), expected);
         }
     }
 

@@ -159,12 +159,73 @@ fn take<'a>(parsed: &'a httparse::Request<'_, 'a>) -> Option<(RequestHead<'a>, V
 /// Whether the fast path takes every byte of `target` as it is: ASCII
 /// except `"`, `#`, `<`, `>` and `` ` ``, the bytes hyper's URI parser
 /// refuses or reads as a fragment in a path or a query. (Controls, space and
-/// DEL never get here: httparse refuses them in a target.) Whole-vector
-/// searches: a table lookup per byte cost five times as much.
+/// DEL never get here: httparse refuses them in a target.) An announce's
+/// target runs to 200 bytes and more: it is checked 16 bytes at a time in
+/// one pass (a table lookup per byte cost five times as much, and three
+/// whole-slice searches, one per group of bytes, twice as much).
 fn plain_target(target: &[u8]) -> bool {
-    target.is_ascii()
-        && memchr::memchr3(b'"', b'#', b'<', target).is_none()
-        && memchr::memchr2(b'>', b'`', target).is_none()
+    let mut chunks = target.chunks_exact(16);
+    let mut flagged = false;
+    for chunk in &mut chunks {
+        flagged |= lanes::any_unplain(chunk);
+    }
+    let tail = chunks.remainder();
+    if flagged {
+        return false;
+    }
+    match target.len() {
+        // The last 16 bytes, overlapping what was checked already.
+        16.. if !tail.is_empty() => !lanes::any_unplain(&target[target.len() - 16..]),
+        _ => tail.iter().all(|&b| plain_byte(b)),
+    }
+}
+
+/// One byte of [`plain_target`]'s rule.
+fn plain_byte(b: u8) -> bool {
+    b.is_ascii() && !matches!(b, b'"' | b'#' | b'<' | b'>' | b'`')
+}
+
+/// [`plain_target`]'s rule for 16 bytes at once.
+mod lanes {
+    /// Whether any of the 16 bytes of `chunk` breaks the rule.
+    #[cfg(target_arch = "x86_64")]
+    pub fn any_unplain(chunk: &[u8]) -> bool {
+        // SAFETY: SSE2 is part of the x86_64 baseline: every CPU this
+        // binary runs on has it.
+        unsafe { any_unplain_sse2(chunk) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse2")]
+    fn any_unplain_sse2(chunk: &[u8]) -> bool {
+        use std::arch::x86_64::*;
+        let word = |at: usize| {
+            chunk
+                .get(at..at + 8)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map_or(0, i64::from_le_bytes)
+        };
+        let v = _mm_set_epi64x(word(8), word(0));
+        // `"` and `#` differ only in bit 0, `<` and `>` only in bit 1.
+        let quote_hash = _mm_cmpeq_epi8(
+            _mm_and_si128(v, _mm_set1_epi8(0xfe_u8 as i8)),
+            _mm_set1_epi8(b'"' as i8),
+        );
+        let angles = _mm_cmpeq_epi8(
+            _mm_and_si128(v, _mm_set1_epi8(0xfd_u8 as i8)),
+            _mm_set1_epi8(b'<' as i8),
+        );
+        let backtick = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'`' as i8));
+        let refused = _mm_or_si128(_mm_or_si128(quote_hash, angles), backtick);
+        // The high bit of each byte: set for non-ASCII bytes and in the
+        // lanes where a refused byte matched.
+        _mm_movemask_epi8(_mm_or_si128(v, refused)) != 0
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn any_unplain(chunk: &[u8]) -> bool {
+        !chunk.iter().all(|&b| super::plain_byte(b))
+    }
 }
 
 /// What a [`Session`] does once its output is written.
@@ -845,6 +906,25 @@ mod tests {
         assert_eq!(target_path(b"GET /scrape HTTP/1.1"), Some("/scrape"));
         assert_eq!(target_path(b"GET /announ"), None);
         assert_eq!(target_path(b"GET \xff? HTTP/1.1"), None);
+    }
+
+    proptest::proptest! {
+        /// The 16-bytes-at-a-time check agrees with the rule byte by byte,
+        /// wherever in a target of any length the odd byte sits.
+        #[test]
+        fn target_check_agrees_with_the_byte_rule(
+            mut bytes in proptest::collection::vec(b'a'..=b'z', 0..300),
+            odd in proptest::num::u8::ANY,
+            at in proptest::num::usize::ANY,
+        ) {
+            if !bytes.is_empty() {
+                let at = at % bytes.len();
+                bytes[at] = odd;
+            }
+            let expected = bytes.iter().all(|&b| plain_byte(b));
+            proptest::prop_assert_eq!(plain_target(&bytes), expected);
+            proptest::prop_assert_eq!(expected, bytes.is_ascii() && !bytes.iter().any(|b| b"\"#<>`".contains(b)));
+        }
     }
 
     proptest::proptest! {
