@@ -165,8 +165,10 @@ crate::settings! {
         /// Milliseconds to open a connection to a Redis node.
         redis_connect_timeout_ms: u64 = 1000, "MS";
         /// Multiplexed Redis connections (each to every master) requests are spread over;
-        /// with `per-core`, shared out among the workers (at least one each).
-        redis_connections: usize = 2, "N";
+        /// with `per-core`, shared out among the workers (at least one each). One carries
+        /// the most requests per Redis read: Redis is single-threaded, so more add no
+        /// parallelism, only smaller batches.
+        redis_connections: usize = 1, "N";
         /// Requests waiting for Redis at most (with `per-core`, shared out among the
         /// workers); beyond it requests are refused at once (failure reason) instead of
         /// queueing without bound.
