@@ -63,13 +63,23 @@ if state and #state == 52 then
   if x > 0 then expiry = x end
 end
 local changed = false
+-- A new announcer's index entries, written by the same HSET as the state
+-- (a new peer changes both): one call fewer.
+local entry_ip, entry_value
 local function save_state()
   if changed then
-    redis.call('HSET', INDEX, 's', struct.pack('>I4I4I4I4I4I4I4I4I4I4I4I4I4',
+    local state = struct.pack('>I4I4I4I4I4I4I4I4I4I4I4I4I4',
       count[1], count[2], count[3], count[4], expiry or 0, due[1], due[2], due[3], due[4],
-      cursor[1], cursor[2], cursor[3], cursor[4]))
-    changed = false
+      cursor[1], cursor[2], cursor[3], cursor[4])
+    if entry_ip then
+      redis.call('HSET', INDEX, 's', state, entry_ip, entry_value)
+    else
+      redis.call('HSET', INDEX, 's', state)
+    end
+  elseif entry_ip then
+    redis.call('HSET', INDEX, entry_ip, entry_value)
   end
+  changed, entry_ip = false, nil
 end
 
 -- The index entries at `ip` without the one of (list, slot); '' if none left.
@@ -259,7 +269,7 @@ else
   else
     redis.call('SETRANGE', key, slot * size, record)
   end
-  redis.call('HSET', INDEX, ip, entries .. string.char(role) .. struct.pack('>I4', slot) .. port)
+  entry_ip, entry_value = ip, entries .. string.char(role) .. struct.pack('>I4', slot) .. port
   count[role] = slot + 1
   changed = true
   if slot == 0 and expiry then redis.call('EXPIREAT', key, expiry) end
