@@ -315,6 +315,65 @@ pub(crate) fn hash_of_key(key: &[u8]) -> Option<InfoHash> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::BuildInfo;
+
+    /// A request made on a loop's runtime goes to that loop's queue; one
+    /// made on any other thread goes to the first loop's.
+    #[test]
+    fn each_runtime_hands_its_requests_to_its_own_loop() {
+        // Two current-thread runtimes, as `per-core` gives two workers.
+        let runtimes: Vec<tokio::runtime::Runtime> = (0..2)
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let options = RedisOptions {
+            // Nothing listens there: the loops keep trying to connect,
+            // which is all this test needs of them.
+            urls: vec!["redis://127.0.0.1:1".into()],
+            password_file: None,
+            key_prefix: String::new(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(100),
+            connections: 2,
+            max_in_flight: 8,
+            stats_interval: Duration::ZERO,
+            peer_ttl: 60,
+            max_peers_per_torrent: 0,
+        };
+        let metrics = Arc::new(Metrics::new(BuildInfo {
+            version: "test",
+            reactor: "per-core",
+            reactor_detail: "per-core, 2 workers".into(),
+            workers: 2,
+        }));
+        let handles = runtimes.iter().map(|r| r.handle().clone()).collect();
+        let store = RedisStore::start(options, metrics, handles).unwrap();
+        let loop_of = |jobs: &mpsc::Sender<Job>| {
+            store
+                .loops
+                .iter()
+                .position(|queue| queue.jobs.same_channel(jobs))
+                .unwrap()
+        };
+        // Each worker on a thread of its own, as in the reactor (a thread
+        // remembers its loop).
+        std::thread::scope(|scope| {
+            for (i, runtime) in runtimes.iter().enumerate() {
+                let (store, loop_of) = (&store, &loop_of);
+                scope.spawn(move || {
+                    for _ in 0..2 {
+                        let jobs = runtime.block_on(async { store.jobs() });
+                        assert_eq!(loop_of(jobs), i);
+                    }
+                });
+            }
+            scope.spawn(|| assert_eq!(loop_of(store.jobs()), 0));
+        });
+    }
 
     #[test]
     fn every_key_of_a_swarm_has_the_hex_hash_as_its_tag() {
