@@ -3,7 +3,7 @@
 #[macro_use]
 mod common;
 
-use common::{Announce, Tracker, get, id, parse_one, parse_response, raw};
+use common::{Announce, Tracker, get, id, memory_only, parse_one, parse_response, raw};
 
 fn unknown_paths_get_404_with_a_bencoded_reason() {
     let tracker = Tracker::start(&[]);
@@ -265,6 +265,50 @@ fn comparable(bytes: &[u8]) -> (String, Vec<String>, Vec<u8>) {
     (status, headers, bytes[end + 4..].to_vec())
 }
 
+/// With `Connection: close`, the answer and the FIN leave in one segment
+/// (held by `MSG_MORE` until the close): the client's kernel counts the
+/// SYN-ACK, the ACK of its request and the answer carrying the FIN, where
+/// an answer and a FIN sent apart make one segment more.
+fn a_closing_answer_leaves_with_its_fin() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    if memory_only("an answer on the spot at accept") {
+        // The Redis store answers from the connection's task, later.
+        return;
+    }
+    let tracker = Tracker::start(&[]);
+    let target = Announce::new(id(7), 1).target();
+    for _ in 0..3 {
+        let mut stream = std::net::TcpStream::connect(tracker.v4).expect("connect");
+        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).expect("read to the FIN");
+        let response = parse_response(&bytes);
+        assert_eq!(response.status, 200);
+        assert!(response.dict().int("interval") > 0);
+        // SAFETY: a valid socket, and a pointer to a zeroed `tcp_info` with
+        // its size; the kernel writes at most that many bytes.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let got = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(got, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        assert!(
+            info.tcpi_segs_in <= 3,
+            "{} segments received for one closing answer: the answer and the FIN went apart",
+            info.tcpi_segs_in
+        );
+    }
+}
+
 reactor_tests!(
     the_fast_path_answers_exactly_like_hyper,
     a_connection_moves_to_hyper_midway_and_keeps_its_order,
@@ -274,4 +318,5 @@ reactor_tests!(
     keep_alive_serves_many_requests_on_one_connection,
     http_1_0_is_answered,
     announce_and_scrape_paths_are_configurable_and_root_redirects,
+    a_closing_answer_leaves_with_its_fin,
 );

@@ -174,7 +174,7 @@ async fn accept_loop<Srv: StreamServer>(
         // request has arrived, so the server can usually answer right here.
         let socket = DontWait(stream.as_raw_fd());
         let mut recv = |buf: &mut [u8]| socket.recv(buf);
-        let mut send = |buf: &[u8]| socket.send(buf);
+        let mut send = |buf: &[u8], last: bool| socket.send(buf, last);
         let early = Early {
             recv: &mut recv,
             send: &mut send,
@@ -211,7 +211,9 @@ impl DontWait {
         usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 
-    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+    /// `last`: see [`Early`].
+    fn send(&self, buf: &[u8], last: bool) -> io::Result<usize> {
+        let more = if last { super::LAST_SEND_FLAGS } else { 0 };
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
         // call, and the descriptor is the caller's open stream.
         let n = unsafe {
@@ -219,7 +221,7 @@ impl DontWait {
                 self.0,
                 buf.as_ptr().cast(),
                 buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | more,
             )
         };
         usize::try_from(n).map_err(|_| io::Error::last_os_error())

@@ -150,7 +150,15 @@ pub(super) async fn accept_loop<Srv: StreamServer>(
         let conn = if cfg!(target_os = "linux") {
             use std::io::{Read, Write};
             let mut recv = |buf: &mut [u8]| (&stream).read(buf);
-            let mut send = |buf: &[u8]| (&stream).write(buf);
+            let mut send = |buf: &[u8], last: bool| {
+                if last {
+                    // socket2 adds MSG_NOSIGNAL: a gone client is an error,
+                    // not a SIGPIPE.
+                    socket2::SockRef::from(&stream).send_with_flags(buf, super::LAST_SEND_FLAGS)
+                } else {
+                    (&stream).write(buf)
+                }
+            };
             let early = Early {
                 recv: &mut recv,
                 send: &mut send,

@@ -156,10 +156,11 @@ async fn serve_session<St, S>(
 /// request not there yet is left to the task, and so is what the socket
 /// does not take of the answer. `None`: done (answered and closed, or the
 /// client is gone), drop the stream. Otherwise the session for [`serve`] to
-/// carry on with.
+/// carry on with. `send`'s flag marks the answer after which the connection
+/// closes, so it can leave with the FIN (see [`crate::reactor::Early`]).
 pub(super) fn answer_now<S: Handler>(
     recv: &mut dyn FnMut(&mut [u8]) -> std::io::Result<usize>,
-    send: &mut dyn FnMut(&[u8]) -> std::io::Result<usize>,
+    send: &mut dyn FnMut(&[u8], bool) -> std::io::Result<usize>,
     service: &S,
     serving: &Serving,
 ) -> Option<Session> {
@@ -179,7 +180,8 @@ pub(super) fn answer_now<S: Handler>(
         session.input = BytesMut::from(&buf[used..n]);
     }
     if !session.output.is_empty() {
-        match send(&session.output) {
+        // The last answer of a closing connection leaves with the FIN.
+        match send(&session.output, session.next == Next::Close) {
             Ok(written) => drop(session.output.drain(..written)),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
             Err(_) => return None,
