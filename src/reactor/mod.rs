@@ -291,7 +291,7 @@ pub struct Early<'a> {
 /// [`Early`]): held until the close, which sends them with the FIN.
 #[cfg(target_os = "linux")]
 pub(crate) const LAST_SEND_FLAGS: libc::c_int = libc::MSG_MORE;
-#[cfg(all(unix, not(target_os = "linux")))]
+#[cfg(not(target_os = "linux"))]
 pub(crate) const LAST_SEND_FLAGS: libc::c_int = 0;
 
 /// What runs on accepted connections. The reactor accepts, counts and
