@@ -1,12 +1,13 @@
 //! One address family's peers in one swarm, in one allocation.
 //!
 //! A [`PeerList`] is a single pointer to a block holding a small header
-//! ([`Head`]: lengths, the leecher count, the snatch count, the index of a
+//! ([`Head`]: lengths, the seeder count, the snatch count, the index of a
 //! large list, the swarm's IPv6 list) followed by the peers themselves. The
-//! peers are partitioned so that leechers come first (`peers[..leechers]`)
-//! and seeders after: both counts are exact by construction, a seeder is
-//! sent leechers only by sampling the first range, and random sampling is
-//! an index computation. Moving a peer between roles or removing it is a
+//! peers are partitioned so that seeders come first (`peers[..seeders]`)
+//! and leechers after: both counts are exact by construction, a seeder is
+//! sent leechers only by sampling the second range, and random sampling is
+//! an index computation. A new leecher, the peer a swarm gains most often,
+//! is appended; a new seeder or a peer changing roles or leaving costs a
 //! couple of swaps. Capacity grows by at least an eighth at a time (not
 //! doubling), to as many records as fill the block the allocator hands out
 //! for that (its size classes round up anyway).
@@ -182,8 +183,8 @@ struct Head<const I: usize> {
     hash: InfoHash,
     /// The length (low 24 bits) and the capacity class (high 8 bits).
     len_class: u32,
-    /// `peers[..leechers]` are leechers, the rest seeders.
-    leechers: u32,
+    /// `peers[..seeders]` are seeders, the rest leechers.
+    seeders: u32,
     /// Completed downloads ever seen for the torrent (saturating).
     downloaded: u32,
 }
@@ -302,7 +303,7 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
                 more: None,
                 hash: InfoHash([0; 20]),
                 len_class: (class as u32) << 24,
-                leechers: 0,
+                seeders: 0,
                 downloaded: 0,
             });
         }
@@ -432,12 +433,12 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         self.len() == 0
     }
 
-    pub fn leechers(&self) -> usize {
-        self.head().leechers as usize
+    pub fn seeders(&self) -> usize {
+        self.head().seeders as usize
     }
 
-    pub fn seeders(&self) -> usize {
-        self.len() - self.leechers()
+    pub fn leechers(&self) -> usize {
+        self.len() - self.seeders()
     }
 
     /// The snatch count kept in a swarm's header.
@@ -664,13 +665,11 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         addrs: &mut Vec<[u8; N]>,
         mut ids: Option<&mut Vec<PeerId>>,
     ) -> usize {
-        let peers = self.peers();
-        let n = if for_seeder {
-            self.leechers()
-        } else {
-            peers.len()
-        };
-        let exclude = exclude.filter(|&e| e < n);
+        // The candidates: every peer, or for a seeder the leechers.
+        let first = if for_seeder { self.seeders() } else { 0 };
+        let peers = &self.peers()[first..];
+        let n = peers.len();
+        let exclude = exclude.and_then(|e| e.checked_sub(first));
         let available = n - usize::from(exclude.is_some());
         if want == 0 || available == 0 {
             return 0;
@@ -729,10 +728,10 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
                 self.migrate(usize::MAX);
             }
         }
-        // A seeder goes at the end; a leecher where the seeders begin, the
-        // first seeder moving to the end. Placed there at once, not pushed
+        // A leecher goes at the end; a seeder where the leechers begin, the
+        // first leecher moving to the end. Placed there at once, not pushed
         // and swapped: a swap re-hashes and re-finds both entries.
-        let place = if seeder { at } else { self.leechers() };
+        let place = if seeder { self.seeders() } else { at };
         if place == at {
             self.push(peer);
         } else {
@@ -741,8 +740,8 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
             self.peers_mut()[place] = peer;
             self.relocate(place, at);
         }
-        if !seeder {
-            self.head_mut().leechers += 1;
+        if seeder {
+            self.head_mut().seeders += 1;
         }
         if build {
             self.build_index();
@@ -822,31 +821,31 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
     /// Moves the peer at `i` into the seeder or leecher range; returns its
     /// new position.
     fn set_role(&mut self, i: usize, seeder: bool) -> usize {
-        let leechers = self.leechers();
-        let is_seeder = i >= leechers;
+        let seeders = self.seeders();
+        let is_seeder = i < seeders;
         if seeder == is_seeder {
             i
         } else if seeder {
-            // Last leecher position becomes the first seeder position.
-            self.swap(i, leechers - 1);
-            self.head_mut().leechers -= 1;
-            leechers - 1
+            // The first leecher position becomes the last seeder position.
+            self.swap(i, seeders);
+            self.head_mut().seeders += 1;
+            seeders
         } else {
-            self.swap(i, leechers);
-            self.head_mut().leechers += 1;
-            leechers
+            self.swap(i, seeders - 1);
+            self.head_mut().seeders -= 1;
+            seeders - 1
         }
     }
 
     fn remove_at(&mut self, i: usize) {
         let last = self.len() - 1;
-        let leechers = self.leechers();
-        if i < leechers {
-            // Fill the hole with the last leecher, and that leecher's slot
-            // with the last seeder, keeping the partition.
-            self.swap(i, leechers - 1);
-            self.swap(leechers - 1, last);
-            self.head_mut().leechers -= 1;
+        let seeders = self.seeders();
+        if i < seeders {
+            // Fill the hole with the last seeder, and that seeder's slot
+            // with the last leecher, keeping the partition.
+            self.swap(i, seeders - 1);
+            self.swap(seeders - 1, last);
+            self.head_mut().seeders -= 1;
         } else {
             self.swap(i, last);
         }
@@ -983,7 +982,7 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
     /// Checks every invariant; for tests.
     #[cfg(test)]
     pub fn check(&self) {
-        assert!(self.leechers() <= self.len() && self.len() <= self.capacity());
+        assert!(self.seeders() <= self.len() && self.len() <= self.capacity());
         assert!(self.len() <= MAX_LEN);
         if let Some(more) = self.head().more.as_deref() {
             assert!(more.index.is_some() || more.v6.is_some(), "empty More kept");
@@ -1200,13 +1199,34 @@ mod tests {
             let [_, b, c, d] = i.to_be_bytes();
             list.push(Peer::new([10, b, c, d, 0, 1], &id(0), 0, false));
         }
-        list.head_mut().leechers = 0;
+        list.head_mut().seeders = MAX_LEN as u32;
         assert_eq!(list.len(), MAX_LEN);
         let new = list.upsert_if_room([11, 0, 0, 1, 0, 1], &id(0), true, false, 1, true);
         assert_eq!(new, None);
         let known = list.upsert_if_room([10, 0, 0, 7, 0, 1], &id(0), true, false, 1, true);
         assert!(known.is_some());
         assert_eq!(list.len(), MAX_LEN);
+    }
+
+    #[test]
+    fn a_new_leecher_is_appended_and_moves_no_one() {
+        // Indexed (past INDEX_FROM), half seeders: a new leecher takes the
+        // next position and every peer already there stays where it was.
+        let mut list = PeerList::<6, 20>::default();
+        for k in 0..40u8 {
+            list.upsert(addr(k, 1), id(k), k % 2 == 0, false, 0);
+        }
+        assert!(list.is_indexed());
+        let before: Vec<_> = list.peers().to_vec();
+        let up = list.upsert(addr(200, 1), id(200), false, false, 0);
+        assert_eq!(up.index, 40);
+        assert_eq!(&list.peers()[..40], &before[..]);
+        assert_eq!((list.seeders(), list.leechers()), (20, 21));
+        // A new seeder goes where the leechers begin.
+        let up = list.upsert(addr(201, 1), id(201), true, false, 0);
+        assert_eq!(up.index, 20);
+        assert_eq!((list.seeders(), list.leechers()), (21, 21));
+        list.check();
     }
 
     #[test]
@@ -1219,7 +1239,7 @@ mod tests {
         // Leecher 1 finishes.
         list.upsert(addr(1, 1), id(1), true, true, 1);
         assert_eq!((list.leechers(), list.seeders()), (1, 2));
-        assert!(list.peers()[..1].iter().all(|p| p.id() == Some(id(3))));
+        assert!(list.peers()[2..].iter().all(|p| p.id() == Some(id(3))));
         assert!(list.remove(&addr(3, 1), &id(3)));
         assert_eq!((list.leechers(), list.seeders()), (0, 2));
         list.check();
@@ -1510,9 +1530,9 @@ mod tests {
                     }
                 }
                 list.check();
-                let leechers = list.leechers();
+                let seeders = list.seeders();
                 let mut got: Vec<(u8, u16, u8, bool)> = list.peers().iter().enumerate().filter(|(_, p)| p.addr[3] < 100).map(|(i, p)| {
-                    (p.addr[3], u16::from_be_bytes([p.addr[4], p.addr[5]]), p.id().map_or(0, |id| id.0[0]), i >= leechers)
+                    (p.addr[3], u16::from_be_bytes([p.addr[4], p.addr[5]]), p.id().map_or(0, |id| id.0[0]), i < seeders)
                 }).collect();
                 got.sort();
                 let mut want = model.clone();
