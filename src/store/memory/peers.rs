@@ -669,7 +669,9 @@ impl<const N: usize, const I: usize> PeerList<N, I> {
         let first = if for_seeder { self.seeders() } else { 0 };
         let peers = &self.peers()[first..];
         let n = peers.len();
-        let exclude = exclude.and_then(|e| e.checked_sub(first));
+        let exclude = exclude
+            .and_then(|e| e.checked_sub(first))
+            .filter(|&e| e < n);
         let available = n - usize::from(exclude.is_some());
         if want == 0 || available == 0 {
             return 0;
