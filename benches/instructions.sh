@@ -8,6 +8,7 @@
 #   e.g. benches/instructions.sh target/release/shoal keep-alive 10
 #        HELLO=1 benches/instructions.sh target/release/examples/hello   # hyper alone
 #        CONNECTIONS=1 benches/instructions.sh ...   # no batching of requests per read: steadier counts
+#        REACTOR=io-uring benches/instructions.sh ...   # another reactor (default per-core)
 #        KEEP=/tmp/cg.out benches/instructions.sh ...   # keep the profile for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +18,11 @@ cargo build --release --bin shoal-load >&2
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$out"' EXIT
 if [ -n "${HELLO:-}" ]; then
-    valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" "127.0.0.1:$port" per-core 1 \
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" "127.0.0.1:$port" "${REACTOR:-per-core}" 1 \
         >/dev/null 2>"$out/valgrind.err" &
 else
     valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" --listen "127.0.0.1:$port" \
-        --udp-listen none --reactor per-core --workers 1 --log-level warn >/dev/null 2>"$out/valgrind.err" &
+        --udp-listen none --reactor "${REACTOR:-per-core}" --workers 1 --log-level warn >/dev/null 2>"$out/valgrind.err" &
 fi
 pid=$!
 for _ in $(seq 1 300); do

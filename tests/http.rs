@@ -309,7 +309,63 @@ fn a_closing_answer_leaves_with_its_fin() {
     }
 }
 
+/// A client that sends its keep-alive requests and closes its sending side,
+/// reading slowly through a small receive buffer, still gets every answer:
+/// the end of its input ends the connection only after the answers.
+fn a_client_that_stops_sending_still_gets_every_answer() {
+    use std::io::{Read, Write};
+    const REQUESTS: usize = 300;
+    let tracker = Tracker::start(&[]);
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    // Set before connecting, so the window the server sees stays small.
+    socket.set_recv_buffer_size(2048).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&tracker.v4.into(), common::TIMEOUT)
+        .expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    let mut writer = stream.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        for n in 0..REQUESTS {
+            let target = Announce::new(id(9), (n % 200) as u8 + 1)
+                .port(20_000 + n as u16)
+                .target();
+            let request = format!("GET {target}&numwant=0 HTTP/1.1\r\nHost: t\r\n\r\n");
+            writer.write_all(request.as_bytes()).expect("send");
+        }
+        writer
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+    });
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(error) => panic!("read after {} bytes: {error}", bytes.len()),
+        }
+        // Slower than the server writes: its answers wait on this reader.
+        std::thread::sleep(std::time::Duration::from_micros(300));
+    }
+    sender.join().expect("sender");
+    let mut rest = &bytes[..];
+    let mut answers = 0;
+    while !rest.is_empty() {
+        let (response, tail) = parse_one(rest);
+        assert_eq!(response.status, 200);
+        rest = tail;
+        answers += 1;
+    }
+    assert_eq!(
+        answers, REQUESTS,
+        "answers lost at the end of the connection"
+    );
+}
+
 reactor_tests!(
+    a_client_that_stops_sending_still_gets_every_answer,
     the_fast_path_answers_exactly_like_hyper,
     a_connection_moves_to_hyper_midway_and_keeps_its_order,
     unknown_paths_get_404_with_a_bencoded_reason,
