@@ -37,18 +37,24 @@ out=$(mktemp)
 target/release/shoal-load -t 127.0.0.1:18190 -d "$seconds" --warmup 0 -c 64 --torrents 10000 \
     --distinct-ips --server-pid "$node" --json "$@" > "$out"
 after=$(cpu)
-reads=0 commands=0
+reads=0 commands=0 script_calls=0 script_usec=0
 for p in "${ports[@]}"; do
     stats=$(redis-cli -p "$p" info stats | tr -d '\r')
     reads=$(( reads + $(sed -n 's/^total_reads_processed://p' <<<"$stats") ))
     commands=$(( commands + $(sed -n 's/^total_commands_processed://p' <<<"$stats") ))
+    # The script's own time (its commands included), from Redis's commandstats.
+    evalsha=$(redis-cli -p "$p" info commandstats | tr -d '\r' | grep '^cmdstat_evalsha:' || true)
+    script_calls=$(( script_calls + $(sed -n 's/.*calls=\([0-9]*\),usec=.*/\1/p' <<<"${evalsha:-calls=0,usec=0}") ))
+    script_usec=$(( script_usec + $(sed -n 's/.*,usec=\([0-9]*\),.*/\1/p' <<<"${evalsha:-calls=0,usec=0,}") ))
 done
-python3 - "$out" "$before" "$after" "$reads" "$commands" <<'PY'
+python3 - "$out" "$before" "$after" "$reads" "$commands" "$script_calls" "$script_usec" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 cpu = float(sys.argv[3]) - float(sys.argv[2])
 reads, commands, n = int(sys.argv[4]), int(sys.argv[5]), r["ok"]
-print(f"{r['rps']:.0f} announces/s, Redis {cpu:.2f} CPU s: {cpu * 1e6 / n:.1f} µs per announce, "
+script_calls, script_usec = int(sys.argv[6]), int(sys.argv[7])
+print(f"{r['rps']:.0f} announces/s, Redis {cpu:.2f} CPU s: {cpu * 1e6 / n:.1f} µs per announce "
+      f"(the script {script_usec / max(script_calls, 1):.1f} µs per call), "
       f"{n / max(reads, 1):.2f} announces per read, {commands / n:.2f} commands per announce "
       f"(script calls included), p99 {r['p99_ms']} ms, "
       f"{n / r['server_cpu_s']:.0f} announces per shoal CPU-s")

@@ -16,7 +16,7 @@ script=${SCRIPT:-src/store/redis/announce.lua}
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
     --loglevel warning >/dev/null 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
 sha=$(redis-cli -p "$port" script load "$(cat "$script")")
 now=$(date +%s)
