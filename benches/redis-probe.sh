@@ -10,6 +10,7 @@
 #   e.g. benches/redis-probe.sh --rate 11000
 #        SHOAL_ARGS="--redis-connections 1" benches/redis-probe.sh
 #        BIN=/tmp/old/shoal benches/redis-probe.sh          # another build
+#        TORRENTS=100 benches/redis-probe.sh                # fewer, busier swarms (default 10000)
 # The masters are flushed first. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ cpu() {
 }
 before=$(cpu)
 out=$(mktemp)
-target/release/shoal-load -t 127.0.0.1:18190 -d "$seconds" --warmup 0 -c 64 --torrents 10000 \
+target/release/shoal-load -t 127.0.0.1:18190 -d "$seconds" --warmup 0 -c 64 --torrents "${TORRENTS:-10000}" \
     --distinct-ips --server-pid "$node" --json "$@" > "$out"
 after=$(cpu)
 reads=0 commands=0 script_calls=0 script_usec=0
