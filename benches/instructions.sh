@@ -9,6 +9,7 @@
 #        HELLO=1 benches/instructions.sh target/release/examples/hello   # hyper alone
 #        CONNECTIONS=1 benches/instructions.sh ...   # no batching of requests per read: steadier counts
 #        REACTOR=io-uring benches/instructions.sh ...   # another reactor (default per-core)
+#        SHOAL_ARGS="--store redis --redis-url redis://127.0.0.1:7000" benches/instructions.sh ...
 #        KEEP=/tmp/cg.out benches/instructions.sh ...   # keep the profile for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,8 @@ if [ -n "${HELLO:-}" ]; then
         >/dev/null 2>"$out/valgrind.err" &
 else
     valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" --listen "127.0.0.1:$port" \
-        --udp-listen none --reactor "${REACTOR:-per-core}" --workers 1 --log-level warn >/dev/null 2>"$out/valgrind.err" &
+        --udp-listen none --reactor "${REACTOR:-per-core}" --workers 1 --log-level warn ${SHOAL_ARGS:-} \
+        >/dev/null 2>"$out/valgrind.err" &
 fi
 pid=$!
 for _ in $(seq 1 300); do

@@ -447,7 +447,7 @@ async fn announce(
         other => other?,
     };
     let mut replies = replies.into_iter();
-    let script: Vec<Value> = match replies.next() {
+    let script: Vec<u8> = match replies.next() {
         Some(value) => redis::from_redis_value(value)?,
         None => return Err(unexpected("announce reply")),
     };
@@ -455,43 +455,31 @@ async fn announce(
         Some(value) => redis::from_redis_value::<Option<u64>>(value)?.unwrap_or(0),
         None => return Err(unexpected("snatch count")),
     };
-    let [
-        status,
-        complete,
-        incomplete,
-        now,
-        c1,
-        c2,
-        c3,
-        c4,
-        w1,
-        w2,
-        w3,
-        w4,
-    ] = <[Value; 12]>::try_from(script).map_err(|_| unexpected("announce reply"))?;
-    let int = |v: &Value| redis::from_redis_value_ref::<u64>(v);
-    match int(&status)? {
+    let Some(reply) = ScriptReply::parse(&script) else {
+        return Err(unexpected("announce reply"));
+    };
+    match reply.status {
         1 => return Ok(Err(Refusal::SwarmFull)),
         2 => return Ok(Err(Refusal::AddressFull)),
         _ => {}
     }
-    let counts = [int(&c1)?, int(&c2)?, int(&c3)?, int(&c4)?];
+    let counts = reply.counts;
     if let Ok(mut hints) = shared.hints.lock() {
         hints.put(&args.hash, counts);
     }
-    let bytes = |v: Value| redis::from_redis_value::<Vec<u8>>(v);
     let windows = match &reads {
         Some(reads) => {
+            let bytes = |v: Value| redis::from_redis_value::<Vec<u8>>(v);
             let read = replies.map(bytes).collect::<Result<Vec<_>, _>>()?;
             if read.len() != reads.len() {
                 return Err(unexpected("window reads"));
             }
             sample::assemble(reads, read, counts)
         }
-        None => [bytes(w1)?, bytes(w2)?, bytes(w3)?, bytes(w4)?],
+        None => reply.windows.map(<[u8]>::to_vec),
     };
     let candidates = Candidates {
-        now: int(&now)?,
+        now: reply.now,
         counts,
         windows,
     };
@@ -508,11 +496,54 @@ async fn announce(
         sample::choose(&candidates, &me, &mut peers);
     }
     let counts = SwarmCounts {
-        complete: u32::try_from(int(&complete)?).unwrap_or(u32::MAX),
-        incomplete: u32::try_from(int(&incomplete)?).unwrap_or(u32::MAX),
+        complete: u32::try_from(counts[0] + counts[2]).unwrap_or(u32::MAX),
+        incomplete: u32::try_from(counts[1] + counts[3]).unwrap_or(u32::MAX),
         downloaded,
     };
     Ok(Ok((counts, peers)))
+}
+
+/// What the announce script returns, read from its one string (see the
+/// head of `announce.lua`).
+struct ScriptReply<'a> {
+    /// 0 done, 1 the swarm is full, 2 the address holds too many peers.
+    status: u8,
+    now: u64,
+    counts: [u64; 4],
+    /// Empty unless the script was asked for them.
+    windows: [&'a [u8]; 4],
+}
+
+impl<'a> ScriptReply<'a> {
+    /// The status and six `u32`s; then, with windows, four lengths and the
+    /// windows. `None` if the bytes are not that.
+    fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let u32_at = |at: usize| -> Option<u64> {
+            let word: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+            Some(u64::from(u32::from_be_bytes(word)))
+        };
+        let status = *bytes.first()?;
+        let now = u32_at(1)?;
+        let counts = [u32_at(5)?, u32_at(9)?, u32_at(13)?, u32_at(17)?];
+        let mut windows: [&[u8]; 4] = [&[]; 4];
+        if bytes.len() > 21 {
+            let mut at: usize = 37;
+            for (i, window) in windows.iter_mut().enumerate() {
+                let length = usize::try_from(u32_at(21 + 4 * i)?).ok()?;
+                *window = bytes.get(at..at.checked_add(length)?)?;
+                at += length;
+            }
+            if at != bytes.len() {
+                return None;
+            }
+        }
+        Some(Self {
+            status,
+            now,
+            counts,
+            windows,
+        })
+    }
 }
 
 fn unexpected(what: &str) -> redis::RedisError {
@@ -634,6 +665,42 @@ mod tests {
         let error = seeds_error(&bad);
         assert!(error.contains("invalid redis_url"), "{error}");
         assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn the_script_reply_is_read_with_and_without_windows() {
+        let head = |status: u8| {
+            let mut bytes = vec![status];
+            for n in [1_700_000_000u32, 3, 5, 0, 2] {
+                bytes.extend_from_slice(&n.to_be_bytes());
+            }
+            bytes
+        };
+        let plain = head(0);
+        let reply = ScriptReply::parse(&plain).unwrap();
+        assert_eq!((reply.status, reply.now), (0, 1_700_000_000));
+        assert_eq!(reply.counts, [3, 5, 0, 2]);
+        assert_eq!(reply.windows, [&[] as &[u8]; 4]);
+        assert_eq!(ScriptReply::parse(&head(2)).unwrap().status, 2);
+
+        let mut windowed = head(0);
+        for length in [2u32, 0, 3, 1] {
+            windowed.extend_from_slice(&length.to_be_bytes());
+        }
+        windowed.extend_from_slice(b"aabbbc");
+        let reply = ScriptReply::parse(&windowed).unwrap();
+        assert_eq!(reply.windows, [&b"aa"[..], b"", b"bbb", b"c"]);
+
+        // Short, or lengths that do not add up: refused, never a panic.
+        assert!(ScriptReply::parse(&plain[..20]).is_none());
+        assert!(ScriptReply::parse(&windowed[..windowed.len() - 1]).is_none());
+        let mut long = windowed.clone();
+        long.push(b'x');
+        assert!(ScriptReply::parse(&long).is_none());
+        let mut huge = head(0);
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        huge.extend_from_slice(&[0; 12]);
+        assert!(ScriptReply::parse(&huge).is_none());
     }
 
     fn seeds_error(options: &RedisOptions) -> String {
