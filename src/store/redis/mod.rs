@@ -272,6 +272,8 @@ impl RedisStore {
 /// braces are the hash tag, so every key of a swarm is in one slot.
 pub(crate) struct SwarmKeys {
     base: String,
+    /// The base and the last suffix asked for by [`SwarmKeys::with`].
+    scratch: String,
 }
 
 impl SwarmKeys {
@@ -284,7 +286,22 @@ impl SwarmKeys {
             base.push(char::from(HEX[usize::from(byte & 15)]));
         }
         base.push('}');
-        Self { base }
+        let mut scratch = String::with_capacity(base.len() + 2);
+        scratch.push_str(&base);
+        Self { base, scratch }
+    }
+
+    /// The key with `suffix` (see [`SwarmKeys::key`]), borrowed: nothing is
+    /// allocated per key, for commands that copy their arguments anyway.
+    pub fn with(&mut self, suffix: &str) -> &str {
+        self.scratch.truncate(self.base.len());
+        self.scratch.push_str(suffix);
+        &self.scratch
+    }
+
+    /// Bytes of the key before its suffix.
+    pub fn base_len(&self) -> usize {
+        self.base.len()
     }
 
     /// `m`: counts and trim state, and where each IP's peers are in the
