@@ -518,8 +518,13 @@ struct ScriptReply<'a> {
 }
 
 impl<'a> ScriptReply<'a> {
-    /// The status and six `u32`s; then, with windows, four lengths and the
-    /// windows. `None` if the bytes are not that.
+    /// Bytes of the head: the status (`u8`), now and the four counts (`u32`).
+    const HEAD: usize = 21;
+    /// Where the windows start, after the head and their four lengths.
+    const WINDOWS: usize = Self::HEAD + 16;
+
+    /// The head; then, with windows, four lengths and the windows. `None`
+    /// if the bytes are not that.
     fn parse(bytes: &'a [u8]) -> Option<Self> {
         let u32_at = |at: usize| -> Option<u64> {
             let word: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
@@ -529,10 +534,10 @@ impl<'a> ScriptReply<'a> {
         let now = u32_at(1)?;
         let counts = [u32_at(5)?, u32_at(9)?, u32_at(13)?, u32_at(17)?];
         let mut windows: [&[u8]; 4] = [&[]; 4];
-        if bytes.len() > 21 {
-            let mut at: usize = 37;
+        if bytes.len() > Self::HEAD {
+            let mut at = Self::WINDOWS;
             for (i, window) in windows.iter_mut().enumerate() {
-                let length = usize::try_from(u32_at(21 + 4 * i)?).ok()?;
+                let length = usize::try_from(u32_at(Self::HEAD + 4 * i)?).ok()?;
                 *window = bytes.get(at..at.checked_add(length)?)?;
                 at += length;
             }
