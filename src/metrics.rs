@@ -129,6 +129,31 @@ impl StoreError {
     }
 }
 
+/// How an announce reached the shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreRoute {
+    /// Straight to its swarm's master, from the node's own slot map.
+    Direct,
+    /// Through the Redis client's own routing (one server, a multi-thread
+    /// runtime, or a slot the map does not know at the moment).
+    Client,
+    /// Straight to a master first, which failed or redirected it (the slot
+    /// moved, a failover, a dropped connection), then through the client.
+    Rerouted,
+}
+
+impl StoreRoute {
+    pub const ALL: [StoreRoute; 3] = [StoreRoute::Direct, StoreRoute::Client, StoreRoute::Rerouted];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreRoute::Direct => "direct",
+            StoreRoute::Client => "client",
+            StoreRoute::Rerouted => "rerouted",
+        }
+    }
+}
+
 /// Upper bounds of the shared store's latency buckets, in seconds: a round
 /// trip to Redis takes tens to hundreds of microseconds.
 pub const STORE_BUCKETS: [f64; 10] = [
@@ -142,6 +167,7 @@ struct StoreRecord {
     latency: [AtomicU64; STORE_BUCKETS.len() + 1],
     latency_nanos: AtomicU64,
     errors: [AtomicU64; StoreError::ALL.len()],
+    routes: [AtomicU64; StoreRoute::ALL.len()],
     in_flight: AtomicU64,
 }
 
@@ -374,6 +400,11 @@ impl Metrics {
     /// Counts a shared-store request that failed.
     pub fn store_error(&self, error: StoreError) {
         self.store.errors[error as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an announce sent to the shared store by `route`.
+    pub fn store_route(&self, route: StoreRoute) {
+        self.store.routes[route as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Shared-store requests failed with `error` so far.
@@ -780,6 +811,23 @@ impl Metrics {
                 out,
                 "{name}{{backend=\"{backend}\",kind=\"{}\"}} {value}",
                 kind.label()
+            );
+        }
+        let name = "shoal_store_routes_total";
+        family(
+            out,
+            name,
+            "counter",
+            "Announces sent to the shared store: straight to the swarm's master (direct), \
+             through the Redis client's routing (client), or straight first and then, \
+             redirected or failed, through the client (rerouted).",
+        );
+        for route in StoreRoute::ALL {
+            let value = store.routes[route as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{backend}\",route=\"{}\"}} {value}",
+                route.label()
             );
         }
         let name = "shoal_store_in_flight";

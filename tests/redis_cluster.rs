@@ -495,3 +495,88 @@ fn expired_peers_are_trimmed_and_the_live_ones_are_found_again() {
     let want: Vec<u8> = (1..240u8).filter(|n| stays(*n)).collect();
     assert_eq!(got, want);
 }
+
+/// On every reactor: a loop with a thread to itself (`per-core`,
+/// `io-uring`'s store thread) sends announces straight to the masters of its
+/// own slot map, the `tokio` runtime through the cluster client.
+#[test]
+fn a_swarm_moved_to_another_master_is_followed_and_its_script_reloaded() {
+    if !available() {
+        return;
+    }
+    for reactor in ["tokio", "per-core", "io-uring"] {
+        common::on_reactor(reactor, swarm_moved);
+    }
+}
+
+fn swarm_moved() {
+    let cluster = Cluster::start(3);
+    // One worker: each loop of the store keeps a slot map of its own.
+    let tracker = node(&cluster, "mv:", &["--workers", "1"]);
+    let direct = common::reactor() != "tokio";
+    let hash = hash_on(&cluster, "mv:", 0);
+    tracker.announce(
+        &Announce::new(hash, 1)
+            .port(7001)
+            .seeder()
+            .event("completed"),
+    );
+    assert_eq!(routes(&tracker), if direct { (1, 0, 0) } else { (0, 1, 0) });
+    // The swarm's slot moves to master 1, keys and all, as resharding
+    // does: the node's slot map now sends it to the wrong master.
+    let key = meta_key("mv:", &hash);
+    let slot = cluster.command(0, &["CLUSTER", "KEYSLOT", &key]);
+    let from = cluster.command(0, &["CLUSTER", "MYID"]);
+    let to = cluster.command(1, &["CLUSTER", "MYID"]);
+    let port = cluster.ports[1].to_string();
+    cluster.command(1, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from]);
+    cluster.command(0, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to]);
+    // An array reply comes back as RESP text: the keys are its lines
+    // without a `*` or `$` head.
+    let reply = cluster.command(0, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    let keys: Vec<&str> = reply
+        .lines()
+        .filter(|line| !line.starts_with(['*', '$']))
+        .collect();
+    assert!(keys.len() >= 3, "the swarm's keys: {reply}");
+    for moving in keys {
+        let moved = cluster.command(0, &["MIGRATE", "127.0.0.1", &port, moving, "0", "5000"]);
+        assert_eq!(moved, "OK", "{moving}");
+    }
+    for i in 0..3 {
+        cluster.command(i, &["CLUSTER", "SETSLOT", &slot, "NODE", &to]);
+    }
+    assert_eq!(cluster.master_of(&key), 1);
+    let second = tracker.announce(&Announce::new(hash, 2).port(7002));
+    assert_eq!(second.peers4(), vec![(LOCALHOST4, 7001)]);
+    assert_eq!((second.int("complete"), second.int("incomplete")), (1, 1));
+    assert_eq!(second.int("downloaded"), 1);
+    // Redirected, then sent through the cluster client.
+    assert_eq!(routes(&tracker), if direct { (1, 0, 1) } else { (0, 2, 0) });
+    // Once the node has read the slot map again, the new master is asked
+    // directly; it forgets the script (as a restarted master does) and is
+    // given it again.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(cluster.command(1, &["SCRIPT", "FLUSH"]), "OK");
+    let third = tracker.announce(&Announce::new(hash, 3).port(7003));
+    let mut ports: Vec<u16> = third.peers4().iter().map(|p| p.1).collect();
+    ports.sort_unstable();
+    assert_eq!(ports, vec![7001, 7002]);
+    assert_eq!((third.int("complete"), third.int("incomplete")), (1, 2));
+    assert_eq!(third.int("downloaded"), 1);
+    assert_eq!(routes(&tracker), if direct { (2, 0, 1) } else { (0, 3, 0) });
+}
+
+/// Announces sent to the store so far, by route: (direct, client, rerouted).
+fn routes(tracker: &Tracker) -> (u64, u64, u64) {
+    let metrics = get(tracker.v4, "/metrics").text();
+    let count = |route: &str| -> u64 {
+        let series = format!("shoal_store_routes_total{{backend=\"redis\",route=\"{route}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    (count("direct"), count("client"), count("rerouted"))
+}

@@ -145,11 +145,13 @@ impl Tracker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
         command
             .args(["--listen", "127.0.0.1:0", "--listen", "[::1]:0"])
-            .args(["--workers", "2"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if !args.contains(&"--workers") {
+            command.args(["--workers", "2"]);
+        }
         if !args.contains(&"--reactor") {
             command.args(["--reactor", reactor()]);
         }
