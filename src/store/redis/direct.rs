@@ -2,8 +2,8 @@
 //! multiplexed connections of our own to each master, so an announce goes
 //! straight to the connection of its swarm's master. The cluster client
 //! would route it through a task of its own first: a channel, a task, a
-//! routing step and a second oneshot per request, a sixth of what a node
-//! spends on an announce.
+//! routing step and a second oneshot per request: about a sixth of a
+//! node's instructions per announce.
 //!
 //! The map is a shortcut, never the authority: a request that fails on it
 //! (a redirect after resharding or a failover, a lost connection) goes
