@@ -121,11 +121,19 @@ fn peers_expire_without_a_sweep() {
     assert_eq!(one.counts(hash), (0, 1, 0));
 }
 
+/// On every reactor: `per-core` and `io-uring` reach the masters straight
+/// from their own slot map, `tokio` through the cluster client.
 #[test]
 fn a_stopped_master_fails_fast_while_other_masters_serve_and_it_comes_back() {
     if !available() {
         return;
     }
+    for reactor in ["tokio", "per-core", "io-uring"] {
+        common::on_reactor(reactor, stopped_master);
+    }
+}
+
+fn stopped_master() {
     let mut cluster = Cluster::start(3);
     let tracker = node(&cluster, "f:", &[]);
     let down = hash_on(&cluster, "f:", 0);
