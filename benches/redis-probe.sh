@@ -3,8 +3,9 @@
 # is already running (e.g. the recipe in docs/scaling.md), and what it cost
 # Redis: CPU µs per announce (all masters, from /proc) and how many
 # announces each socket read carried (INFO stats total_reads_processed), to
-# see what Redis's cost per announce depends on; and the node's announces
-# per shoal CPU-second. PORTS may name a single Redis (not a cluster) too.
+# see what Redis's cost per announce depends on; the node's announces per
+# shoal CPU-second, and how they went (shoal_store_routes_total). PORTS may
+# name a single Redis (not a cluster) too.
 #
 # usage: PORTS="17200 17201 17202" benches/redis-probe.sh [shoal-load args...]
 #   e.g. benches/redis-probe.sh --rate 11000
@@ -48,7 +49,12 @@ for p in "${ports[@]}"; do
     script_calls=$(( script_calls + $(sed -n 's/.*calls=\([0-9]*\),usec=.*/\1/p' <<<"${evalsha:-calls=0,usec=0}") ))
     script_usec=$(( script_usec + $(sed -n 's/.*,usec=\([0-9]*\),.*/\1/p' <<<"${evalsha:-calls=0,usec=0,}") ))
 done
-python3 - "$out" "$before" "$after" "$reads" "$commands" "$script_calls" "$script_usec" <<'PY'
+# How the node's announces went: straight to their master, or through the
+# cluster client (shoal_store_routes_total).
+metrics=$(exec 3<>/dev/tcp/127.0.0.1/18190; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3)
+routes=$(sed -n 's/^shoal_store_routes_total{backend="redis",route="\([a-z]*\)"} \([0-9]*\).*/\1 \2/p' <<<"$metrics" \
+    | tr -d '\r' | paste -sd, -)
+python3 - "$out" "$before" "$after" "$reads" "$commands" "$script_calls" "$script_usec" "$routes" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 cpu = float(sys.argv[3]) - float(sys.argv[2])
@@ -58,6 +64,6 @@ print(f"{r['rps']:.0f} announces/s, Redis {cpu:.2f} CPU s: {cpu * 1e6 / n:.1f} �
       f"(the script {script_usec / max(script_calls, 1):.1f} µs per call), "
       f"{n / max(reads, 1):.2f} announces per read, {commands / n:.2f} commands per announce "
       f"(script calls included), p99 {r['p99_ms']} ms, "
-      f"{n / r['server_cpu_s']:.0f} announces per shoal CPU-s")
+      f"{n / r['server_cpu_s']:.0f} announces per shoal CPU-s; routes: {sys.argv[8] or '-'}")
 PY
 rm -f "$out"
