@@ -22,7 +22,7 @@ for p in "${ports[@]}"; do
     redis-cli -p "$p" config resetstat >/dev/null
 done
 # shellcheck disable=SC2086
-"${BIN:-target/release/shoal}" --listen 127.0.0.1:18190 --udp-listen none --workers 1 --log-level warn \
+"${BIN:-target/release/shoal}" --listen 127.0.0.1:18190 --udp-listen none --workers "${WORKERS:-1}" --log-level warn \
     --allow-ip-param --store redis --redis-url "redis://127.0.0.1:${ports[0]}" ${SHOAL_ARGS:-} \
     >/dev/null 2>&1 &
 node=$!

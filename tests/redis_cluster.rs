@@ -121,8 +121,7 @@ fn peers_expire_without_a_sweep() {
     assert_eq!(one.counts(hash), (0, 1, 0));
 }
 
-/// On every reactor: `per-core` and `io-uring` reach the masters straight
-/// from their own slot map, `tokio` through the cluster client.
+/// On every reactor (each reaches the masters from its own slot map).
 #[test]
 fn a_stopped_master_fails_fast_while_other_masters_serve_and_it_comes_back() {
     if !available() {
@@ -504,9 +503,8 @@ fn expired_peers_are_trimmed_and_the_live_ones_are_found_again() {
     assert_eq!(got, want);
 }
 
-/// On every reactor: a loop with a thread to itself (`per-core`,
-/// `io-uring`'s store thread) sends announces straight to the masters of its
-/// own slot map, the `tokio` runtime through the cluster client.
+/// On every reactor: announces go straight to the masters of the node's
+/// slot map, and through the cluster client when the map is wrong.
 #[test]
 fn a_swarm_moved_to_another_master_is_followed_and_its_script_reloaded() {
     if !available() {
@@ -521,7 +519,6 @@ fn swarm_moved() {
     let cluster = Cluster::start(3);
     // One worker: each loop of the store keeps a slot map of its own.
     let tracker = node(&cluster, "mv:", &["--workers", "1"]);
-    let direct = common::reactor() != "tokio";
     let hash = hash_on(&cluster, "mv:", 0);
     tracker.announce(
         &Announce::new(hash, 1)
@@ -529,7 +526,7 @@ fn swarm_moved() {
             .seeder()
             .event("completed"),
     );
-    assert_eq!(routes(&tracker), if direct { (1, 0, 0) } else { (0, 1, 0) });
+    assert_eq!(routes(&tracker), (1, 0, 0));
     // The swarm's slot moves to master 1, keys and all, as resharding
     // does: the node's slot map now sends it to the wrong master.
     let key = meta_key("mv:", &hash);
@@ -560,7 +557,7 @@ fn swarm_moved() {
     assert_eq!((second.int("complete"), second.int("incomplete")), (1, 1));
     assert_eq!(second.int("downloaded"), 1);
     // Redirected, then sent through the cluster client.
-    assert_eq!(routes(&tracker), if direct { (1, 0, 1) } else { (0, 2, 0) });
+    assert_eq!(routes(&tracker), (1, 0, 1));
     // Once the node has read the slot map again, the new master is asked
     // directly; it forgets the script (as a restarted master does) and is
     // given it again.
@@ -572,7 +569,7 @@ fn swarm_moved() {
     assert_eq!(ports, vec![7001, 7002]);
     assert_eq!((third.int("complete"), third.int("incomplete")), (1, 2));
     assert_eq!(third.int("downloaded"), 1);
-    assert_eq!(routes(&tracker), if direct { (2, 0, 1) } else { (0, 3, 0) });
+    assert_eq!(routes(&tracker), (2, 0, 1));
 }
 
 /// Announces sent to the store so far, by route: (direct, client, rerouted).
