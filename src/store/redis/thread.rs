@@ -485,15 +485,22 @@ async fn announce(
                     metrics.store_route(StoreRoute::Direct);
                     replies
                 }
-                Err(error) => {
+                Err(error) if misrouted(&error) => {
                     // A redirect (resharding, failover) or a lost
-                    // connection: the cluster client finds the way.
+                    // connection: the cluster client finds the way. Should
+                    // the script have run already, running it again is
+                    // harmless: the peer is found and refreshed, and a
+                    // completion counts once per peer.
                     tracing::debug!(%error, slot, "direct to the master failed");
                     metrics.store_route(StoreRoute::Rerouted);
                     if let Some(direct) = shared.direct.get() {
                         direct.forget(slot, cluster);
                     }
                     exchange(shared, connection, &mut build, route).await?
+                }
+                Err(error) => {
+                    metrics.store_route(StoreRoute::Direct);
+                    return Err(error);
                 }
             }
         }
@@ -557,6 +564,26 @@ async fn announce(
         downloaded,
     };
     Ok(Ok((counts, peers)))
+}
+
+/// Whether a request sent straight to a master should go through the
+/// cluster client instead: the slot moved or is moving, the master is
+/// failing over, loading or now a replica, or the connection failed. An
+/// error of the script itself (or Redis out of memory) would be the same on
+/// any route.
+fn misrouted(error: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind::{
+        Ask, BusyLoading, ClusterDown, MasterDown, Moved, ReadOnly, TryAgain,
+    };
+    match error.kind() {
+        redis::ErrorKind::Server(kind) => matches!(
+            kind,
+            Moved | Ask | TryAgain | ClusterDown | MasterDown | ReadOnly | BusyLoading
+        ),
+        // I/O, a dropped connection, a timeout: the cluster client
+        // reconnects, or finds the slot's new master.
+        _ => true,
+    }
 }
 
 /// Sends the announce's pipeline on `connection`; a master that does not
@@ -801,6 +828,23 @@ mod tests {
         let error = seeds_error(&bad);
         assert!(error.contains("invalid redis_url"), "{error}");
         assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn only_routing_and_connection_errors_leave_the_direct_route() {
+        use redis::{ErrorKind, RedisError, ServerErrorKind};
+        let server = |kind: ServerErrorKind| RedisError::from((ErrorKind::Server(kind), "test"));
+        assert!(misrouted(&server(ServerErrorKind::Moved)));
+        assert!(misrouted(&server(ServerErrorKind::Ask)));
+        assert!(misrouted(&server(ServerErrorKind::ClusterDown)));
+        assert!(misrouted(&server(ServerErrorKind::ReadOnly)));
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(misrouted(&RedisError::from(broken)));
+        assert!(misrouted(&timed_out("test")));
+        // The script's own failure, or Redis out of memory: the same on
+        // any route, so the client gets the failure reason at once.
+        assert!(!misrouted(&server(ServerErrorKind::ResponseError)));
+        assert!(!misrouted(&server(ServerErrorKind::NoScript)));
     }
 
     #[test]
