@@ -47,6 +47,10 @@ pub(super) struct Read {
     pub list: usize,
     pub from: u64,
     pub to: u64,
+    /// The list held fewer records than the window when last seen, so the
+    /// whole string is read: by one `MGET` with the snatch count and the
+    /// other whole lists, one command for Redis instead of one each.
+    pub whole: bool,
 }
 
 impl Read {
@@ -93,19 +97,31 @@ pub(super) fn plan(
                 list,
                 from: 0,
                 to: k,
+                whole: true,
             });
             return;
         }
         let from = random % n;
         let to = from + k;
         if to <= n {
-            reads.push(Read { list, from, to });
+            reads.push(Read {
+                list,
+                from,
+                to,
+                whole: false,
+            });
         } else {
-            reads.push(Read { list, from, to: n });
+            reads.push(Read {
+                list,
+                from,
+                to: n,
+                whole: false,
+            });
             reads.push(Read {
                 list,
                 from: 0,
                 to: to - n,
+                whole: false,
             });
         }
     };
@@ -404,12 +420,14 @@ mod tests {
                 Read {
                     list: 0,
                     from: 7,
-                    to: 15
+                    to: 15,
+                    whole: false,
                 },
                 Read {
                     list: 1,
                     from: 7,
-                    to: 15
+                    to: 15,
+                    whole: false,
                 },
             ])
         );
@@ -420,12 +438,14 @@ mod tests {
                 Read {
                     list: 1,
                     from: 5,
-                    to: 10
+                    to: 10,
+                    whole: false,
                 },
                 Read {
                     list: 1,
                     from: 0,
-                    to: 3
+                    to: 3,
+                    whole: false,
                 }
             ])
         );
@@ -435,7 +455,8 @@ mod tests {
             Some(vec![Read {
                 list: 3,
                 from: 0,
-                to: 53
+                to: 53,
+                whole: true,
             }])
         );
         // Nothing wanted, nothing read; own family empty: the script picks.
@@ -445,7 +466,8 @@ mod tests {
             Read {
                 list: 2,
                 from: 2,
-                to: 4
+                to: 4,
+                whole: false,
             }
             .bytes(),
             (86, 171)
@@ -464,11 +486,13 @@ mod tests {
                 list: 1,
                 from: 5,
                 to: 10,
+                whole: false,
             },
             Read {
                 list: 1,
                 from: 0,
                 to: 3,
+                whole: false,
             },
         ];
         let windows = assemble(&reads, vec![tail, head], [0, 7, 0, 0]);
@@ -483,6 +507,7 @@ mod tests {
                 list: 1,
                 from: 0,
                 to: 9,
+                whole: false,
             }],
             vec![short],
             [0, 9, 0, 0],

@@ -443,9 +443,10 @@ fn settle<T>(
 }
 
 /// One announce, one round trip: the announce script (`EVALSHA`) does the
-/// swarm's side and returns the counts; the snatch count (`GET`) and the
-/// windows of records the peers are chosen from (`sample`, `GETRANGE`s) are
-/// plain reads pipelined right behind it, planned from the counts this node
+/// swarm's side and returns the counts; the snatch count and the windows of
+/// records the peers are chosen from (`sample`: the lists read whole in one
+/// `MGET` with the count, parts by `GETRANGE`) are plain reads pipelined
+/// right behind it, planned from the counts this node
 /// saw last (the script returns the windows itself for a swarm the node has
 /// no counts of). A master that does not know the script (`NOSCRIPT`:
 /// restarted, or a promoted replica) gets it loaded, and the call runs
@@ -514,8 +515,22 @@ async fn announce(
         Some(value) => redis::from_redis_value(value)?,
         None => return Err(unexpected("announce reply")),
     };
-    let downloaded: u64 = match replies.next() {
-        Some(value) => redis::from_redis_value::<Option<u64>>(value)?.unwrap_or(0),
+    // The snatch count, alone (`GET`) or first of an `MGET` with the lists
+    // read whole.
+    let with_whole = reads.iter().flatten().any(|read| read.whole);
+    let (downloaded, mut whole) = match replies.next() {
+        Some(value) if with_whole => {
+            let mut values = redis::from_redis_value::<Vec<Option<Vec<u8>>>>(value)?.into_iter();
+            let downloaded = match values.next() {
+                Some(count) => snatches(count.as_deref())?,
+                None => return Err(unexpected("snatch count")),
+            };
+            (downloaded, values)
+        }
+        Some(value) => {
+            let count = redis::from_redis_value::<Option<u64>>(value)?.unwrap_or(0);
+            (count, Vec::new().into_iter())
+        }
         None => return Err(unexpected("snatch count")),
     };
     let Some(reply) = ScriptReply::parse(&script) else {
@@ -532,9 +547,21 @@ async fn announce(
     }
     let windows = match &reads {
         Some(reads) => {
-            let bytes = |v: Value| redis::from_redis_value::<Vec<u8>>(v);
-            let read = replies.map(bytes).collect::<Result<Vec<_>, _>>()?;
-            if read.len() != reads.len() {
+            // In the order planned: a whole list from the `MGET` (a list
+            // gone since is nil there), a part from its `GETRANGE`.
+            let mut read = Vec::with_capacity(reads.len());
+            for planned in reads {
+                let bytes = if planned.whole {
+                    whole.next().map(Option::unwrap_or_default)
+                } else {
+                    replies
+                        .next()
+                        .map(redis::from_redis_value::<Vec<u8>>)
+                        .transpose()?
+                };
+                read.push(bytes.ok_or_else(|| unexpected("window reads"))?);
+            }
+            if whole.next().is_some() || replies.next().is_some() {
                 return Err(unexpected("window reads"));
             }
             sample::assemble(reads, read, counts)
@@ -564,6 +591,18 @@ async fn announce(
         downloaded,
     };
     Ok(Ok((counts, peers)))
+}
+
+/// A snatch count as `MGET` returns it: decimal digits, or nil before the
+/// swarm's first completion.
+fn snatches(count: Option<&[u8]>) -> redis::RedisResult<u64> {
+    match count {
+        None => Ok(0),
+        Some(digits) => std::str::from_utf8(digits)
+            .ok()
+            .and_then(|digits| digits.parse().ok())
+            .ok_or_else(|| unexpected("snatch count")),
+    }
 }
 
 /// Whether a request sent straight to a master should go through the
@@ -648,10 +687,19 @@ fn script_pipeline(
         .arg(crate::metrics::unix_now())
         .arg(random);
     pipe.add_command(script);
-    // The snatch count: a plain GET costs Redis less than one inside the
-    // script.
-    pipe.cmd("GET").arg(keys.with("d"));
-    for read in reads.into_iter().flatten() {
+    // The snatch count: a plain read costs Redis less than one inside the
+    // script. The lists read whole come with it in one `MGET`: each command
+    // costs Redis its parsing, lookup and slot check whatever it reads.
+    let reads = reads.unwrap_or_default();
+    if reads.iter().any(|read| read.whole) {
+        let mget = pipe.cmd("MGET").arg(keys.with("d"));
+        for read in reads.iter().filter(|read| read.whole) {
+            mget.arg(keys.with(LISTS[read.list]));
+        }
+    } else {
+        pipe.cmd("GET").arg(keys.with("d"));
+    }
+    for read in reads.iter().filter(|read| !read.whole) {
         let (first, last) = read.bytes();
         pipe.cmd("GETRANGE")
             .arg(keys.with(LISTS[read.list]))
@@ -801,6 +849,14 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snatch_count_from_mget_is_digits_or_nil() {
+        assert_eq!(snatches(None).ok(), Some(0));
+        assert_eq!(snatches(Some(b"42")).ok(), Some(42));
+        assert!(snatches(Some(b"4x")).is_err());
+        assert!(snatches(Some(b"")).is_err());
+    }
 
     #[test]
     fn passwords_never_reach_the_log() {
