@@ -47,9 +47,10 @@ pub(super) struct Read {
     pub list: usize,
     pub from: u64,
     pub to: u64,
-    /// The list held fewer records than the window when last seen, so the
-    /// whole string is read: by one `MGET` with the snatch count and the
-    /// other whole lists, one command for Redis instead of one each.
+    /// The list held fewer records than the window when last seen, a
+    /// moment ago, so the whole string is read: by one `MGET` with the
+    /// snatch count and the other whole lists, one command for Redis
+    /// instead of one each.
     pub whole: bool,
 }
 
@@ -67,9 +68,13 @@ impl Read {
 /// shares as the script's own windows: own family first, a seeder reads
 /// leechers only, a leecher seeders and leechers in proportion. `None` when
 /// the hint says the announcer's family is empty: the script then chooses
-/// the windows itself, from what is there now.
+/// the windows itself, from what is there now. `fresh`: the hint is at most
+/// a second old. Only then is a small list read whole ([`Read::whole`]):
+/// an `MGET` returns all of a string, and a list seen small long ago may be
+/// huge now, where a `GETRANGE` reads no more than the window.
 pub(super) fn plan(
     hint: [u64; 4],
+    fresh: bool,
     v6: bool,
     seeder: bool,
     want: u64,
@@ -97,7 +102,7 @@ pub(super) fn plan(
                 list,
                 from: 0,
                 to: k,
-                whole: true,
+                whole: fresh,
             });
             return;
         }
@@ -175,16 +180,24 @@ pub(super) fn assemble(reads: &[Read], replies: Vec<Vec<u8>>, counts: [u64; 4]) 
 /// a fixed table indexed by the info hash (a newer swarm takes the place of
 /// an older one), so its memory is bounded and nothing is ever swept.
 pub(super) struct Hints {
-    slots: Vec<([u8; 20], [u32; 4])>,
+    slots: Vec<([u8; 20], [u32; 4], u32)>,
 }
 
-/// Swarms the hint table holds (2^16 entries, about 2.3 MB).
+/// Swarms the hint table holds (2^16 entries, about 2.6 MB).
 const HINTS: usize = 1 << 16;
+
+/// What the table knows of a swarm.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(super) struct Hint {
+    pub counts: [u64; 4],
+    /// Seen at most a second ago.
+    pub fresh: bool,
+}
 
 impl Hints {
     pub fn new() -> Self {
         Hints {
-            slots: vec![([0; 20], [0; 4]); HINTS],
+            slots: vec![([0; 20], [0; 4], 0); HINTS],
         }
     }
 
@@ -192,14 +205,18 @@ impl Hints {
         usize::from(u16::from_le_bytes([hash.0[0], hash.0[1]])) % HINTS
     }
 
-    pub fn get(&self, hash: &InfoHash) -> Option<[u64; 4]> {
-        let (key, counts) = &self.slots[Self::slot(hash)];
-        (key == &hash.0 && counts.iter().any(|&c| c > 0)).then(|| counts.map(u64::from))
+    /// The counts last seen, `now` in Unix seconds.
+    pub fn get(&self, hash: &InfoHash, now: u64) -> Option<Hint> {
+        let (key, counts, seen) = &self.slots[Self::slot(hash)];
+        (key == &hash.0 && counts.iter().any(|&c| c > 0)).then(|| Hint {
+            counts: counts.map(u64::from),
+            fresh: now.saturating_sub(u64::from(*seen)) <= 1,
+        })
     }
 
-    pub fn put(&mut self, hash: &InfoHash, counts: [u64; 4]) {
+    pub fn put(&mut self, hash: &InfoHash, counts: [u64; 4], now: u64) {
         let clamp = |c: u64| u32::try_from(c).unwrap_or(u32::MAX);
-        self.slots[Self::slot(hash)] = (hash.0, counts.map(clamp));
+        self.slots[Self::slot(hash)] = (hash.0, counts.map(clamp), clamp(now));
     }
 }
 
@@ -415,7 +432,7 @@ mod tests {
         // A leecher wanting 10 of 40 seeders and 41 leechers: half from
         // each, three spare, from the random slot.
         assert_eq!(
-            plan([40, 41, 0, 0], false, false, 10, 7),
+            plan([40, 41, 0, 0], true, false, false, 10, 7),
             Some(vec![
                 Read {
                     list: 0,
@@ -433,7 +450,7 @@ mod tests {
         );
         // A seeder reads leechers only; past the end it wraps to slot 0.
         assert_eq!(
-            plan([3, 10, 0, 0], false, true, 5, 25),
+            plan([3, 10, 0, 0], true, false, true, 5, 25),
             Some(vec![
                 Read {
                     list: 1,
@@ -451,7 +468,7 @@ mod tests {
         );
         // A list smaller than the window is read whole, with room to grow.
         assert_eq!(
-            plan([0, 0, 0, 4], true, true, 50, 1),
+            plan([0, 0, 0, 4], true, true, true, 50, 1),
             Some(vec![Read {
                 list: 3,
                 from: 0,
@@ -459,9 +476,20 @@ mod tests {
                 whole: true,
             }])
         );
+        // The same from a stale hint: a GETRANGE, bounded by the window,
+        // since the list may have grown since.
+        assert_eq!(
+            plan([0, 0, 0, 4], false, true, true, 50, 1),
+            Some(vec![Read {
+                list: 3,
+                from: 0,
+                to: 53,
+                whole: false,
+            }])
+        );
         // Nothing wanted, nothing read; own family empty: the script picks.
-        assert_eq!(plan([5, 5, 0, 0], false, false, 0, 1), Some(vec![]));
-        assert_eq!(plan([0, 0, 5, 5], false, false, 10, 1), None);
+        assert_eq!(plan([5, 5, 0, 0], true, false, false, 0, 1), Some(vec![]));
+        assert_eq!(plan([0, 0, 5, 5], true, false, false, 10, 1), None);
         assert_eq!(
             Read {
                 list: 2,
@@ -521,13 +549,26 @@ mod tests {
         let a = InfoHash([1; 20]);
         let mut b = InfoHash([1; 20]);
         b.0[19] = 2; // the same table slot as `a`
-        assert_eq!(hints.get(&a), None);
-        hints.put(&a, [1, 2, 3, 4]);
-        assert_eq!(hints.get(&a), Some([1, 2, 3, 4]));
-        assert_eq!(hints.get(&b), None);
-        hints.put(&b, [5, 0, 0, 0]);
-        assert_eq!(hints.get(&a), None);
-        hints.put(&a, [0, 0, 0, 0]);
-        assert_eq!(hints.get(&a), None, "an empty swarm is no hint");
+        assert_eq!(hints.get(&a, 100), None);
+        hints.put(&a, [1, 2, 3, 4], 100);
+        let fresh = Hint {
+            counts: [1, 2, 3, 4],
+            fresh: true,
+        };
+        assert_eq!(hints.get(&a, 101), Some(fresh));
+        assert_eq!(hints.get(&b, 101), None);
+        hints.put(&b, [5, 0, 0, 0], 101);
+        assert_eq!(hints.get(&a, 101), None);
+        hints.put(&a, [0, 0, 0, 0], 101);
+        assert_eq!(hints.get(&a, 101), None, "an empty swarm is no hint");
+        hints.put(&a, [7, 0, 0, 0], 200);
+        assert_eq!(
+            hints.get(&a, 202),
+            Some(Hint {
+                counts: [7, 0, 0, 0],
+                fresh: false
+            }),
+            "two seconds on, a hint is stale"
+        );
     }
 }

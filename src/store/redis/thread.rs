@@ -465,9 +465,16 @@ async fn announce(
     let port = args.port.to_be_bytes();
     let want = if args.stopped { 0 } else { args.numwant };
     let random = fastrand::u32(..);
-    let hint = shared.hints.lock().ok().and_then(|h| h.get(&args.hash));
-    let reads = hint
-        .and_then(|hint| sample::plan(hint, v6, args.seeder, u64::from(want), u64::from(random)));
+    let now = crate::metrics::unix_now();
+    let hint = shared
+        .hints
+        .lock()
+        .ok()
+        .and_then(|h| h.get(&args.hash, now));
+    let reads = hint.and_then(|hint| {
+        let (seeder, want, random) = (args.seeder, u64::from(want), u64::from(random));
+        sample::plan(hint.counts, hint.fresh, v6, seeder, want, random)
+    });
     // Every key of the swarm is in one slot: its route is known here, so
     // the cluster client need not find it command by command.
     let slot = direct::slot_of(keys.with("m").as_bytes());
@@ -543,7 +550,7 @@ async fn announce(
     }
     let counts = reply.counts;
     if let Ok(mut hints) = shared.hints.lock() {
-        hints.put(&args.hash, counts);
+        hints.put(&args.hash, counts, now);
     }
     let windows = match &reads {
         Some(reads) => {
