@@ -480,7 +480,17 @@ async fn announce(
     let slot = direct::slot_of(keys.with("m").as_bytes());
     let route = Route::new(slot, SlotAddr::Master);
     let build = |keys: &mut SwarmKeys| {
-        script_pipeline(shared, args, keys, v6, &ip, want, random, reads.as_deref())
+        script_pipeline(
+            shared,
+            args,
+            keys,
+            v6,
+            &ip,
+            want,
+            random,
+            now,
+            reads.as_deref(),
+        )
     };
     let mut build = || build(&mut keys);
     let master = shared.direct.get().and_then(|direct| direct.master(slot));
@@ -667,6 +677,7 @@ fn script_pipeline(
     ip: &[u8],
     want: u32,
     random: u32,
+    now: u64,
     reads: Option<&[sample::Read]>,
 ) -> Pipeline {
     const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
@@ -691,7 +702,7 @@ fn script_pipeline(
         .arg(if reads.is_some() { 0 } else { want })
         .arg(options.peer_ttl)
         .arg(options.max_peers_per_torrent)
-        .arg(crate::metrics::unix_now())
+        .arg(now)
         .arg(random);
     pipe.add_command(script);
     // The snatch count: a plain read costs Redis less than one inside the
