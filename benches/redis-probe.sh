@@ -12,6 +12,8 @@
 #        SHOAL_ARGS="--redis-connections 1" benches/redis-probe.sh
 #        BIN=/tmp/old/shoal benches/redis-probe.sh          # another build
 #        TORRENTS=100 benches/redis-probe.sh                # fewer, busier swarms (default 10000)
+#        WARMUP=5 benches/redis-probe.sh --peers 100000     # re-announcing peers (shoal-load --peers),
+#                                                           # Redis measured after the warm-up fills them
 # The masters are flushed first. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,11 +36,19 @@ cpu() {
     for p in $pids; do t=$(awk -v t="$t" '{ print t + ($14 + $15) / 100 }' "/proc/$p/stat"); done
     echo "$t"
 }
-before=$(cpu)
+warmup=${WARMUP:-0}
 out=$(mktemp)
-target/release/shoal-load -t 127.0.0.1:18190 -d "$seconds" --warmup 0 -c 64 --torrents "${TORRENTS:-10000}" \
-    --distinct-ips --server-pid "$node" --json "$@" > "$out"
+target/release/shoal-load -t 127.0.0.1:18190 -d "$seconds" --warmup "$warmup" -c 64 --torrents "${TORRENTS:-10000}" \
+    --distinct-ips --server-pid "$node" --json "$@" > "$out" &
+load=$!
+# Redis is measured over the timed part only (shoal-load's own clock starts
+# at the end of its warm-up, within milliseconds of this one).
+sleep "$warmup"
+for p in "${ports[@]}"; do redis-cli -p "$p" config resetstat >/dev/null; done
+before=$(cpu)
+sleep "$seconds"
 after=$(cpu)
+wait "$load"
 reads=0 commands=0 script_calls=0 script_usec=0
 for p in "${ports[@]}"; do
     stats=$(redis-cli -p "$p" info stats | tr -d '\r')

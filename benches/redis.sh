@@ -12,10 +12,15 @@
 #      each from distinct addresses, used_memory (all masters) before and
 #      after, divided by the peers the cluster then holds.
 # Every announce comes from its own address (shoal-load --distinct-ips, with
-# --allow-ip-param on the tracker), as on the internet.
+# --allow-ip-param on the tracker), as on the internet. By default every
+# announce is a new peer (the dearest path); PEERS=N makes the runs of 1.
+# and 2. a population of N peers that re-announce (shoal-load --peers: about
+# 7% new peers), with WARMUP seconds (default 1, set it long enough to
+# announce the N once) not counted, by shoal-load nor in Redis's CPU.
 #
 # usage: benches/redis.sh [SECONDS] [CONNECTIONS]
 #   e.g. benches/redis.sh 10 64;  ROUNDS=3 benches/redis.sh 8 64
+#        PEERS=100000 WARMUP=6 ROUNDS=3 benches/redis.sh 8 64
 #   BASELINE=/path/to/older/shoal adds a "redis, baseline" row to every round,
 #   run right after "redis": an A/B of a store change in one run.
 # needs: redis-server (apt-get install redis-server); traffic stays on 127.0.0.1.
@@ -29,6 +34,9 @@ reactor=${REACTOR:-tokio}
 torrents=${TORRENTS:-10000}
 fill_torrents=${FILL_TORRENTS:-10000}
 peers_per=${PEERS_PER:-20}
+warmup=${WARMUP:-1}
+mix=()
+[ -n "${PEERS:-}" ] && mix=(--peers "$PEERS")
 
 cargo build --release --bins >&2
 load=target/release/shoal-load
@@ -125,17 +133,27 @@ measure() {
         targets+=(-t "127.0.0.1:$port")
     done
     for i in $(seq 1 "$nodes"); do wait_port $((18170 + i)); done
-    local before after others_before
-    # shoal-load measures the first node's CPU; the others' over the same run.
+    local before after others_before loader
+    "$load" "${targets[@]}" -d "$seconds" --warmup "$warmup" -c "$connections" \
+        --torrents "$torrents" --distinct-ips --server-pid "${pids[0]}" --label "$label" \
+        --json "${mix[@]}" "$@" > "$work/run.json" &
+    loader=$!
+    # Redis and the other nodes are measured over shoal-load's timed part
+    # only (its clock starts after the warm-up, within milliseconds of this
+    # one), as it measures the first node.
+    sleep "$warmup"
+    for port in "${ports[@]}"; do redis-cli -p "$port" config resetstat >/dev/null; done
     others_before=$(others_cpu "${pids[@]:1}")
     before=$(redis_cpu)
-    "$load" "${targets[@]}" -d "$seconds" -c "$connections" --torrents "$torrents" \
-        --distinct-ips --server-pid "${pids[0]}" --label "$label" --json "$@" > "$work/run.json"
+    sleep "$seconds"
     after=$(redis_cpu)
+    local others_after
+    others_after=$(others_cpu "${pids[@]:1}")
+    wait "$loader"
     local command_usec
     command_usec=$(redis_command_usec)
     local extra
-    extra=$(awk -v a="$(others_cpu "${pids[@]:1}")" -v b="$others_before" 'BEGIN { print a - b }')
+    extra=$(awk -v a="$others_after" -v b="$others_before" 'BEGIN { print a - b }')
     python3 - "$work/run.json" "$before" "$after" "$extra" "$nodes" "$command_usec" >> "$work/results.$round.jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -183,12 +201,13 @@ swarms=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["torrents"])
 mem_after=$(redis_memory)
 stop "$fill_pid"
 
-python3 - "$work/results" "$rounds" "$seconds" "$connections" "$peers" "$swarms" "$mem_before" "$mem_after" <<'PY'
+python3 - "$work/results" "$rounds" "$seconds" "$connections" "$peers" "$swarms" "$mem_before" "$mem_after" "${PEERS:-}" <<'PY'
 import glob, json, statistics, sys
 base, rounds, seconds, connections = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 peers, swarms, before, after = (int(x) for x in sys.argv[5:9])
 runs = [[json.loads(l) for l in open(f)] for f in sorted(glob.glob(base + ".*.jsonl"))]
-print(f"\n{connections} connections, {seconds} s per run, {rounds} round(s); "
+mix = f"a population of {sys.argv[9]} re-announcing peers" if sys.argv[9] else "every announce a new peer"
+print(f"\n{connections} connections, {seconds} s per run, {rounds} round(s), {mix}; "
       "per CPU-s = responses per shoal CPU-second (all nodes); medians over rounds, "
       "ratios taken within each round (range in brackets)\n")
 print("| run | responses/s | shoal CPU s | per shoal CPU-s | vs memory per CPU-s | Redis CPU s | announces per Redis CPU-s | Redis µs per announce: in commands / all | p50 ms | p99 ms | errors |")

@@ -11,7 +11,12 @@
 //! seeders; events are mostly regular re-announces with some started,
 //! completed and stopped; a configurable share of requests are scrapes; IPv4
 //! and IPv6 targets are used in turn; connections are kept alive or opened
-//! per request. In UDP mode (BEP 15) each simulated client is one socket
+//! per request. By default every announce comes from a new random peer
+//! (the tracker's insert path, its dearest); with `--peers N` a fixed
+//! population of N peers, spread over the torrents by the same Zipf law,
+//! announces again and again, stops now and then and starts again later, so
+//! most announces refresh a peer the tracker holds, as on a live tracker.
+//! In UDP mode (BEP 15) each simulated client is one socket
 //! that connects once, reuses its connection id (renewed every minute) and
 //! keeps a few requests in flight; a reply not back within a second is
 //! counted as lost.
@@ -102,6 +107,17 @@ struct Args {
     /// pass each announce refreshes a peer the tracker holds).
     #[arg(long, value_name = "R", default_value_t = 1)]
     repeat: u64,
+    /// Announce as a fixed population of N peers (0: every announce a new
+    /// random peer). Each peer belongs to one torrent (Zipf, so popular
+    /// torrents have big swarms) and has a fixed peer id, port and, with
+    /// --distinct-ips, address (10.0.0.0 counting up). The run starts by
+    /// announcing each peer once (`started`; give --warmup the time for it);
+    /// then peers are drawn at random: one the tracker holds re-announces
+    /// (8% of the time `stopped`, 2% of a leecher's `completed`), one that
+    /// stopped starts again. In the steady state about 7% of announces are
+    /// new peers; the report says how many were.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    peers: u64,
     /// Seed of the random requests: runs with the same seed send the same
     /// sequence (the same peers); give each run its own to send new ones.
     #[arg(long, default_value_t = 0)]
@@ -169,9 +185,96 @@ impl Zipf {
     }
 }
 
+/// The `--peers` population: who each peer is and whether the tracker
+/// holds it, shared by every connection.
+struct Population {
+    /// Each peer's torrent.
+    torrent: Vec<u32>,
+    /// Each peer's state: [`ABSENT`], [`LEECHER`] or [`SEEDER`].
+    state: Vec<std::sync::atomic::AtomicU8>,
+    /// Peers handed out by the first pass (each peer once, in order).
+    first_pass: std::sync::atomic::AtomicU64,
+}
+
+const ABSENT: u8 = 0;
+const LEECHER: u8 = 1;
+const SEEDER: u8 = 2;
+
+impl Population {
+    fn new(peers: u64, zipf: &Zipf, seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x0050_4545_5253);
+        Population {
+            torrent: (0..peers).map(|_| zipf.sample(&mut rng)).collect(),
+            state: (0..peers).map(|_| ABSENT.into()).collect(),
+            first_pass: 0.into(),
+        }
+    }
+
+    /// The next announce: which peer, its event (BEP 15 code) and whether
+    /// it is a seeder. Two connections drawing the same peer at once may
+    /// both see it absent; that only makes one extra `started`.
+    fn next(&self, seeders: f64, rng: &mut fastrand::Rng) -> (u64, u32, bool) {
+        let n = self.state.len() as u64;
+        let first = self.first_pass.fetch_add(1, Ordering::Relaxed);
+        let peer = if first < n { first } else { rng.u64(0..n) };
+        let state = &self.state[peer as usize];
+        let (event, next) = match state.load(Ordering::Relaxed) {
+            ABSENT => {
+                // A peer's role when it starts is fixed by who it is.
+                let unit = (peer.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64;
+                let seeder = unit / ((1u64 << 53) as f64) < seeders;
+                (2, if seeder { SEEDER } else { LEECHER })
+            }
+            held => match rng.u32(0..100) {
+                0..=7 => (3, ABSENT),
+                8..=9 if held == LEECHER => (1, SEEDER),
+                _ => (0, held),
+            },
+        };
+        state.store(next, Ordering::Relaxed);
+        (peer, event, next == SEEDER || event == 1)
+    }
+}
+
+/// Peer `k` of a `--peers` population: its peer id,
+/// port and `--distinct-ips` address.
+fn population_peer(k: u64) -> ([u8; 20], u16, [u8; 4]) {
+    let mut peer_id = *b"-SL0001-000000000000";
+    let digits = format!("{:012}", k % 1_000_000_000_000);
+    peer_id[8..].copy_from_slice(digits.as_bytes());
+    let port = 1024 + (k % 64_000) as u16;
+    (
+        peer_id,
+        port,
+        0x0A00_0000u32.wrapping_add(k as u32).to_be_bytes(),
+    )
+}
+
+/// What requests a run sends: torrent popularity and, with `--peers`, the
+/// population announcing.
+struct Model {
+    zipf: Zipf,
+    population: Option<Population>,
+}
+
+/// One announce: its event (BEP 15 code: 0 none, 1 completed, 2 started,
+/// 3 stopped), `left`, torrent, peer id, port, `--distinct-ips` address,
+/// and whether it is a new peer of the population (`started`).
+struct Shape {
+    event: u32,
+    left: u64,
+    torrent: u32,
+    peer_id: [u8; 20],
+    port: u16,
+    ip: [u8; 4],
+    new_peer: bool,
+}
+
 #[derive(Default, Clone)]
 struct Tally {
     ok_announces: u64,
+    /// Counted announces that started a `--peers` peer.
+    new_peers: u64,
     ok_scrapes: u64,
     failures: u64,
     bad_responses: u64,
@@ -187,6 +290,7 @@ const LOST_AFTER: Duration = Duration::from_secs(1);
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.ok_announces += other.ok_announces;
+        self.new_peers += other.new_peers;
         self.ok_scrapes += other.ok_scrapes;
         self.failures += other.failures;
         self.bad_responses += other.bad_responses;
@@ -224,8 +328,14 @@ fn next_fill_request(args: &Args, host: &str) -> Option<Vec<u8>> {
     Some(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes())
 }
 
-/// Builds one request; returns its bytes and kind.
-fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -> (Vec<u8>, Kind) {
+/// Builds one request; returns its bytes, kind and whether it starts a
+/// `--peers` peer.
+fn next_request(
+    args: &Args,
+    model: &Model,
+    rng: &mut fastrand::Rng,
+    host: &str,
+) -> (Vec<u8>, Kind, bool) {
     // A client that opens a connection per request says so, as libtorrent
     // does, so the server may close first.
     let connection = match args.mode {
@@ -239,36 +349,33 @@ fn next_request(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng, host: &str) -
                 target.push('&');
             }
             target.push_str("info_hash=");
-            target.push_str(&escape(&info_hash(zipf.sample(rng))));
+            target.push_str(&escape(&info_hash(model.zipf.sample(rng))));
         }
         let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n");
-        return (request.into_bytes(), Kind::Scrape);
+        return (request.into_bytes(), Kind::Scrape, false);
     }
-    let (event, left, torrent) = announce_shape(args, zipf, rng);
-    let event = match event {
+    let shape = announce_shape(args, model, rng);
+    let event = match shape.event {
         2 => "&event=started",
         1 => "&event=completed",
         3 => "&event=stopped",
         _ => "",
     };
-    let mut peer_id = *b"-SL0001-000000000000";
-    for b in &mut peer_id[8..] {
-        *b = b'a' + rng.u8(0..26);
-    }
     let mut target = format!(
-        "/announce?info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left={left}&numwant={}&compact=1&key={:08X}{event}",
-        escape(&info_hash(torrent)),
-        escape(&peer_id),
-        rng.u16(1024..),
+        "/announce?info_hash={}&peer_id={}&port={}&uploaded=0&downloaded=0&left={}&numwant={}&compact=1&key={:08X}{event}",
+        escape(&info_hash(shape.torrent)),
+        escape(&shape.peer_id),
+        shape.port,
+        shape.left,
         args.numwant,
         rng.u32(..),
     );
     if args.distinct_ips {
-        let [_, b, c, d] = rng.u32(..).to_be_bytes();
-        target.push_str(&format!("&ip=10.{b}.{c}.{d}"));
+        let [a, b, c, d] = shape.ip;
+        target.push_str(&format!("&ip={a}.{b}.{c}.{d}"));
     }
     let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n");
-    (request.into_bytes(), Kind::Announce)
+    (request.into_bytes(), Kind::Announce, shape.new_peer)
 }
 
 /// Reads one HTTP response (Content-Length framed) from `stream` into `buf`;
@@ -390,7 +497,7 @@ impl Pacer {
 
 async fn connection_task(
     args: Arc<Args>,
-    zipf: Arc<Zipf>,
+    model: Arc<Model>,
     index: usize,
     measure_from: Instant,
     stop: Arc<AtomicBool>,
@@ -412,13 +519,13 @@ async fn connection_task(
             },
             None => None,
         };
-        let (request, kind) = if args.fill > 0 {
+        let (request, kind, new_peer) = if args.fill > 0 {
             match next_fill_request(&args, &host) {
-                Some(request) => (request, Kind::Announce),
+                Some(request) => (request, Kind::Announce, false),
                 None => break,
             }
         } else {
-            next_request(&args, &zipf, &mut rng, &host)
+            next_request(&args, &model, &mut rng, &host)
         };
         let began = due.unwrap_or_else(Instant::now);
         let reused = stream.is_some();
@@ -431,6 +538,9 @@ async fn connection_task(
             result = exchange(&mut stream, target, &request, &mut buf).await;
         }
         let counted = began >= measure_from;
+        if counted && new_peer {
+            tally.new_peers += 1;
+        }
         match result {
             Ok((status, body, closes)) => {
                 let body = &buf[body];
@@ -468,12 +578,24 @@ async fn connection_task(
     tally
 }
 
-/// The event, whether a seeder, and the torrent of the next announce, by
-/// the same model as HTTP's.
-fn announce_shape(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng) -> (u32, u64, u32) {
-    let torrent = zipf.sample(rng);
+/// The next announce, by the same model for HTTP and UDP: a `--peers`
+/// peer, or a new random one.
+fn announce_shape(args: &Args, model: &Model, rng: &mut fastrand::Rng) -> Shape {
+    if let Some(population) = &model.population {
+        let (peer, event, seeder) = population.next(args.seeders, rng);
+        let (peer_id, port, ip) = population_peer(peer);
+        return Shape {
+            event,
+            left: if seeder { 0 } else { 1 },
+            torrent: population.torrent[peer as usize],
+            peer_id,
+            port,
+            ip,
+            new_peer: event == 2,
+        };
+    }
+    let torrent = model.zipf.sample(rng);
     let seeder = rng.f64() < args.seeders;
-    // BEP 15 codes: 0 none, 1 completed, 2 started, 3 stopped.
     let event = match rng.u32(0..100) {
         0..=7 => 2,
         8..=9 => 1,
@@ -485,47 +607,57 @@ fn announce_shape(args: &Args, zipf: &Zipf, rng: &mut fastrand::Rng) -> (u32, u6
     } else {
         1 + u64::from(rng.u32(..))
     };
-    (event, left, torrent)
+    let mut peer_id = *b"-SL0001-000000000000";
+    for b in &mut peer_id[8..] {
+        *b = b'a' + rng.u8(0..26);
+    }
+    let [_, b, c, d] = rng.u32(..).to_be_bytes();
+    Shape {
+        event,
+        left,
+        torrent,
+        peer_id,
+        port: rng.u16(1024..),
+        ip: [10, b, c, d],
+        new_peer: false,
+    }
 }
 
 /// One UDP request datagram with `transaction_id`; its kind and, for a
 /// scrape, how many hashes it asks for.
 fn next_udp_request(
     args: &Args,
-    zipf: &Zipf,
+    model: &Model,
     rng: &mut fastrand::Rng,
     connection_id: u64,
     transaction_id: u32,
     out: &mut Vec<u8>,
-) -> (Kind, usize) {
+) -> (Kind, usize, bool) {
     out.clear();
     out.extend_from_slice(&connection_id.to_be_bytes());
     if args.scrape_share > 0.0 && rng.f64() < args.scrape_share {
         out.extend_from_slice(&2u32.to_be_bytes());
         out.extend_from_slice(&transaction_id.to_be_bytes());
         for _ in 0..args.scrape_hashes {
-            out.extend_from_slice(&info_hash(zipf.sample(rng)));
+            out.extend_from_slice(&info_hash(model.zipf.sample(rng)));
         }
-        return (Kind::Scrape, args.scrape_hashes as usize);
+        return (Kind::Scrape, args.scrape_hashes as usize, false);
     }
-    let (event, left, torrent) = announce_shape(args, zipf, rng);
-    let mut peer_id = *b"-SL0001-000000000000";
-    for b in &mut peer_id[8..] {
-        *b = b'a' + rng.u8(0..26);
-    }
+    let shape = announce_shape(args, model, rng);
     out.extend_from_slice(&1u32.to_be_bytes());
     out.extend_from_slice(&transaction_id.to_be_bytes());
-    out.extend_from_slice(&info_hash(torrent));
-    out.extend_from_slice(&peer_id);
+    out.extend_from_slice(&info_hash(shape.torrent));
+    out.extend_from_slice(&shape.peer_id);
     out.extend_from_slice(&0u64.to_be_bytes());
-    out.extend_from_slice(&left.to_be_bytes());
+    out.extend_from_slice(&shape.left.to_be_bytes());
     out.extend_from_slice(&0u64.to_be_bytes());
-    out.extend_from_slice(&event.to_be_bytes());
+    out.extend_from_slice(&shape.event.to_be_bytes());
+    // The source address is the peer's: UDP has no `ip=` to trust.
     out.extend_from_slice(&0u32.to_be_bytes());
     out.extend_from_slice(&rng.u32(..).to_be_bytes());
     out.extend_from_slice(&(args.numwant as i32).to_be_bytes());
-    out.extend_from_slice(&rng.u16(1024..).to_be_bytes());
-    (Kind::Announce, 0)
+    out.extend_from_slice(&shape.port.to_be_bytes());
+    (Kind::Announce, 0, shape.new_peer)
 }
 
 const PROTOCOL_ID: u64 = 0x0417_2710_1980;
@@ -575,7 +707,7 @@ fn udp_reply_ok(reply: &[u8], kind: Kind, hashes: usize, v6: bool) -> Option<boo
 /// requests outstanding, each reply matched by transaction id.
 async fn udp_task(
     args: Arc<Args>,
-    zipf: Arc<Zipf>,
+    model: Arc<Model>,
     index: usize,
     measure_from: Instant,
     stop: Arc<AtomicBool>,
@@ -643,9 +775,9 @@ async fn udp_task(
             due = next_due, if room => {
                 let Some(due) = due else { break };
                 next_tid = next_tid.wrapping_add(1);
-                let (kind, hashes) = next_udp_request(
+                let (kind, hashes, new_peer) = next_udp_request(
                     &args,
-                    &zipf,
+                    &model,
                     &mut rng,
                     connection_id,
                     next_tid,
@@ -656,6 +788,9 @@ async fn udp_task(
                         tally.io_errors += 1;
                     }
                     continue;
+                }
+                if new_peer && due >= measure_from {
+                    tally.new_peers += 1;
                 }
                 pending.push_back((next_tid, due, kind, hashes));
             }
@@ -753,7 +888,17 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let args = Arc::new(args);
-    let zipf = Arc::new(Zipf::new(args.torrents, args.zipf));
+    anyhow::ensure!(
+        args.peers == 0 || args.fill == 0,
+        "--peers and --fill are two kinds of run: give one"
+    );
+    anyhow::ensure!(
+        !args.distinct_ips || args.peers <= 1 << 24,
+        "--distinct-ips gives each peer its own address in 10.0.0.0/8: at most 16777216 --peers"
+    );
+    let zipf = Zipf::new(args.torrents, args.zipf);
+    let population = (args.peers > 0).then(|| Population::new(args.peers, &zipf, args.seed));
+    let model = Arc::new(Model { zipf, population });
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let warmup = if args.fill > 0 { 0.0 } else { args.warmup };
@@ -762,12 +907,12 @@ fn main() -> anyhow::Result<()> {
         let pacer = (args.rate > 0.0).then(|| Pacer::start(args.rate, start, stop.clone()));
         let tasks: Vec<_> = (0..args.connections)
             .map(|i| {
-                let (args, zipf, stop, pacer) =
-                    (args.clone(), zipf.clone(), stop.clone(), pacer.clone());
+                let (args, model, stop, pacer) =
+                    (args.clone(), model.clone(), stop.clone(), pacer.clone());
                 if args.mode == Mode::Udp {
-                    tokio::spawn(udp_task(args, zipf, i, measure_from, stop, pacer))
+                    tokio::spawn(udp_task(args, model, i, measure_from, stop, pacer))
                 } else {
-                    tokio::spawn(connection_task(args, zipf, i, measure_from, stop, pacer))
+                    tokio::spawn(connection_task(args, model, i, measure_from, stop, pacer))
                 }
             })
             .collect();
@@ -807,11 +952,12 @@ fn main() -> anyhow::Result<()> {
     let per_cpu = cpu.filter(|c| *c > 0.0).map(|c| ok as f64 / c);
     if args.json {
         println!(
-            "{{\"label\":\"{}\",\"mode\":\"{:?}\",\"connections\":{},\"seconds\":{seconds:.2},\"ok\":{ok},\"announces\":{},\"scrapes\":{},\"failures\":{},\"bad\":{},\"io_errors\":{},\"lost\":{},\"rps\":{rps:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"server_cpu_s\":{},\"per_cpu_s\":{},\"server_rss_bytes\":{}}}",
+            "{{\"label\":\"{}\",\"mode\":\"{:?}\",\"connections\":{},\"seconds\":{seconds:.2},\"ok\":{ok},\"announces\":{},\"new_peers\":{},\"scrapes\":{},\"failures\":{},\"bad\":{},\"io_errors\":{},\"lost\":{},\"rps\":{rps:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"server_cpu_s\":{},\"per_cpu_s\":{},\"server_rss_bytes\":{}}}",
             args.label,
             args.mode,
             args.connections,
             tally.ok_announces,
+            tally.new_peers,
             tally.ok_scrapes,
             tally.failures,
             tally.bad_responses,
@@ -837,6 +983,14 @@ fn main() -> anyhow::Result<()> {
             "  failures         {} failure reasons, {} bad responses, {} I/O errors, {} lost",
             tally.failures, tally.bad_responses, tally.io_errors, tally.lost
         );
+        if args.peers > 0 {
+            let sent = (tally.ok_announces + tally.failures).max(1);
+            println!(
+                "  new peers        {} ({:.1}% of announces; the rest re-announced)",
+                tally.new_peers,
+                tally.new_peers as f64 * 100.0 / sent as f64
+            );
+        }
         println!("  throughput       {rps:.0} responses/s");
         println!(
             "  latency ms       p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
@@ -858,4 +1012,54 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first pass announces every peer once, in order; after it, a
+    /// peer's events follow its state (never `stopped` or a re-announce from
+    /// a peer not held, never `started` from one held), and about one
+    /// announce in thirteen is a peer starting again.
+    #[test]
+    fn population_follows_each_peers_lifecycle() {
+        let zipf = Zipf::new(100, 1.0);
+        let population = Population::new(1000, &zipf, 7);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut held = vec![false; 1000];
+        let mut seeders = 0;
+        for k in 0..1000 {
+            let (peer, event, seeder) = population.next(0.25, &mut rng);
+            assert_eq!((peer, event), (k, 2));
+            held[peer as usize] = true;
+            seeders += usize::from(seeder);
+        }
+        assert!((180..320).contains(&seeders), "{seeders} seeders of 1000");
+        let (mut started, draws) = (0, 100_000);
+        for _ in 0..draws {
+            let (peer, event, seeder) = population.next(0.25, &mut rng);
+            let was = std::mem::replace(&mut held[peer as usize], event != 3);
+            assert_eq!(event == 2, !was, "peer {peer}: event {event}, held {was}");
+            if event == 1 {
+                assert!(seeder, "a completed peer is a seeder");
+            }
+            started += usize::from(event == 2);
+        }
+        let share = started as f64 / f64::from(draws);
+        assert!(
+            (0.06..0.09).contains(&share),
+            "{share} of announces started"
+        );
+    }
+
+    /// Each peer of a population is a distinct (address, port, peer id).
+    #[test]
+    fn population_peers_are_distinct() {
+        let peers: std::collections::HashSet<_> = (0..70_000).map(population_peer).collect();
+        assert_eq!(peers.len(), 70_000);
+        let (id, port, ip) = population_peer(65_537);
+        assert_eq!(&id, b"-SL0001-000000065537");
+        assert_eq!((port, ip), (1024 + 1537, [10, 1, 0, 1]));
+    }
 }
