@@ -13,6 +13,8 @@
 #        ROUNDS=3 benches/compare.sh 8 64 per-core   # medians of 3 rounds
 #        MODES="udp" benches/compare.sh 10 64 tokio       # only the UDP rows
 #        SCRAPE_SHARE=1 MODES=udp benches/compare.sh ...  # scrapes instead of announces
+#        PEERS=100000 WARMUP=3 benches/compare.sh ...     # peers that re-announce (shoal-load
+#                                                         # --peers) instead of a new peer each time
 # needs: opentracker (apt-get install opentracker); aquatic_udp on PATH or in
 # ~/.cargo/bin for its UDP row (cargo install aquatic_udp --locked
 # --no-default-features --features mimalloc); traffic stays on 127.0.0.1.
@@ -76,8 +78,10 @@ run() {
     "$@" >/dev/null 2>&1 &
     local pid=$!
     wait_port "$port"
+    # shellcheck disable=SC2086
     "$load" -t "127.0.0.1:$port" -d "$seconds" -c "$connections" --torrents "$torrents" \
         --mode "$mode" --in-flight "$in_flight" --scrape-share "${SCRAPE_SHARE:-0}" \
+        --warmup "${WARMUP:-1}" ${PEERS:+--peers "$PEERS"} \
         --server-pid "$pid" --label "$label" --json \
         >> "$results.$round.jsonl"
     kill -INT "$pid" 2>/dev/null || true

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The announce script alone, on one Redis server (no cluster, no tracker):
-# redis-benchmark calls EVALSHA on one swarm of 200 IPv6 peers, first as a
-# peer refreshing itself, then as a new peer each call (numwant 50: the
-# script also returns the windows of records the peers are chosen from), and
-# Redis's own commandstats say how many microseconds of Redis time a call
-# took. Then the same refresh with numwant 0 and a plain GETRANGE of one
-# window: what a node that plans the window reads itself sends.
+# EVALSHA on one swarm of 200 IPv6 peers, first as a peer refreshing itself,
+# then as a new peer each call (numwant 50: the script also returns the
+# windows of records the peers are chosen from), then the same refresh with
+# numwant 0 and a plain GETRANGE of one window: what a node that plans the
+# window reads itself sends. Redis's own commandstats say how many
+# microseconds of Redis time a call took, and /proc how much of Redis's CPU.
+# The script takes one packed binary argument (see the head of
+# src/store/redis/announce.lua), so the calls are sent by a small Python
+# client (16 connections, 8 calls pipelined on each), not redis-benchmark.
 # usage: benches/redis-script.sh [CALLS]   (SHOW=1: every command's stats too)
-# needs: redis-server, redis-benchmark (apt-get install redis-server).
+# needs: redis-server (apt-get install redis-server), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-100000}
@@ -18,35 +21,86 @@ redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemoni
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
-sha=$(redis-cli -p "$port" script load "$(cat "$script")")
-now=$(date +%s)
-keys=(6 m 4s 4l 6s 6l d)
-for i in $(seq 1000 1199); do
-    # ARGV: op, family, IP (16 bytes), port (2), peer id (20), seeder,
-    # completed, numwant, TTL, most peers, now, random (window start).
-    redis-cli -p "$port" evalsha "$sha" "${keys[@]}" a 6 "ipipipipipip$i" pp \
-        "IIIIIIIIIIIIIIII$i" $((i % 4 == 0)) 0 50 2700 0 "$now" "$i" >/dev/null
-done
-run() {
-    local label=$1 command=$2
-    shift 2
-    redis-cli -p "$port" config resetstat >/dev/null
-    local rate
-    rate=$(redis-benchmark -p "$port" -n "$calls" -c 16 -q "$@" 2>&1 | tr '\r' '\n' | tail -1 \
-        | sed 's/.*: //')
-    local usec
-    [ -n "${SHOW:-}" ] && redis-cli -p "$port" info commandstats >&2
-    usec=$(redis-cli -p "$port" info commandstats | sed -n "s/^cmdstat_$command:.*usec_per_call=\([0-9.]*\).*/\1/p")
-    echo "| $label | $usec | $rate |"
-}
-echo "| call | Redis µs per call | calls/s (16 clients, one Redis) |"
-echo "|---|---:|---|"
-run "a peer refreshes itself" evalsha evalsha "$sha" "${keys[@]}" a 6 ipipipipipip1150 pp \
-    IIIIIIIIIIIIIIII1150 0 0 50 2700 0 "$now" __rand_int__
-run "a new peer (random IP)" evalsha -r 100000000 evalsha "$sha" "${keys[@]}" a 6 __rand_int__ipip pp \
-    IIIIIIIIIIIIIIIIIIII 0 0 50 2700 0 "$now" 7
+python3 - "$port" "$script" "$calls" "$server" "${SHOW:-}" <<'PY'
+import hashlib, random, socket, struct, subprocess, sys, time
+
+port, script, calls, pid, show = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+KEYS = [b"m", b"4s", b"4l", b"6s", b"6l", b"d"]
+NOW = int(time.time())
+
+def encode(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+def read_reply(f):
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2]
+    if kind == b"*":
+        return [read_reply(f) for _ in range(int(rest))]
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    return rest
+
+def packed(ip, numwant, seeder=False, rnd=0):
+    """The script's argument, as the node packs it: op, family, seeder,
+    completed, numwant, TTL, most peers, now, random, port, peer id, IP."""
+    peer_id = (b"peer" + ip)[:20]
+    return (b"a6" + (b"1" if seeder else b"0") + b"0"
+            + struct.pack(">IIIII", numwant, 2700, 0, NOW, rnd) + b"pp" + peer_id + ip)
+
+conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+files = [c.makefile("rb") for c in conns]
+def send(sock, f, commands):
+    sock.sendall(b"".join(commands))
+    for _ in commands:
+        read_reply(f)
+
+src = open(script, "rb").read()
+send(conns[0], files[0], [encode("SCRIPT", "LOAD", src)])
+sha = hashlib.sha1(src).hexdigest()
+for i in range(200):
+    ip = b"ipipipipipip%04d" % (1000 + i)
+    send(conns[0], files[0], [encode("EVALSHA", sha, 6, *KEYS, packed(ip, 50, i % 4 == 0, i))])
+
+def cpu():
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100
+
+def run(label, command, make):
+    subprocess.run(["redis-cli", "-p", str(port), "config", "resetstat"], capture_output=True)
+    before, began = cpu(), time.time()
+    done = 0
+    while done < calls:
+        for sock, f in zip(conns, files):
+            batch = [make() for _ in range(8)]
+            send(sock, f, batch)
+            done += len(batch)
+    elapsed, used = time.time() - began, cpu() - before
+    stats = subprocess.run(["redis-cli", "-p", str(port), "info", "commandstats"],
+                           capture_output=True, text=True).stdout
+    if show:
+        print(stats, file=sys.stderr)
+    usec = next(l.split("usec_per_call=")[1].split(",")[0] for l in stats.splitlines()
+                if l.startswith(f"cmdstat_{command}:"))
+    print(f"| {label} | {usec} | {used * 1e6 / done:.1f} | {done / elapsed:.0f} |")
+
+me = b"ipipipipipip1150"
+print("| call | Redis µs per call (commandstats) | Redis CPU µs per call | calls/s |")
+print("|---|---:|---:|---:|")
+run("a peer refreshes itself", "evalsha",
+    lambda: encode("EVALSHA", sha, 6, *KEYS, packed(me, 50, rnd=random.getrandbits(32))))
+run("a new peer (random IP)", "evalsha",
+    lambda: encode("EVALSHA", sha, 6, *KEYS, packed(random.randbytes(16), 50, rnd=7)))
 # What a node that knows the swarm's counts sends: the script with numwant 0,
 # then plain GETRANGEs of the windows (53 records: 50 wanted and 3 spare).
-run "a peer refreshes itself, numwant 0" evalsha evalsha "$sha" "${keys[@]}" a 6 \
-    ipipipipipip1150 pp IIIIIIIIIIIIIIII1150 0 0 0 2700 0 "$now" __rand_int__
-run "a window of 53 IPv6 records (GETRANGE)" getrange getrange 6l 430 2708
+run("a peer refreshes itself, numwant 0", "evalsha",
+    lambda: encode("EVALSHA", sha, 6, *KEYS, packed(me, 0, rnd=random.getrandbits(32))))
+run("a window of 53 IPv6 records (GETRANGE)", "getrange",
+    lambda: encode("GETRANGE", "6l", 430, 2708))
+PY

@@ -104,6 +104,55 @@ fn downloaded_counts_once_across_nodes_and_survives_a_node_killed() {
     assert_eq!(cluster.command(master, &["TTL", &snatches]), "-1");
 }
 
+/// The script takes one argument, the announce packed as the node packs it
+/// (50 bytes for IPv4, 62 for IPv6); anything else is refused before a
+/// key is written.
+#[test]
+fn the_script_refuses_a_malformed_announce_and_writes_nothing() {
+    if !available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let key = meta_key("x:", &id(4));
+    let master = cluster.master_of(&key);
+    let base = key.trim_end_matches('m').to_owned();
+    let keys: Vec<String> = ["m", "4s", "4l", "6s", "6l", "d"]
+        .iter()
+        .map(|suffix| format!("{base}{suffix}"))
+        .collect();
+    let script = include_str!("../src/store/redis/announce.lua");
+    let call = |arg: &str| {
+        let mut args = vec!["EVAL", script, "6"];
+        args.extend(keys.iter().map(String::as_str));
+        args.push(arg);
+        cluster.command(master, &args)
+    };
+    let zeros = |n: usize| "0".repeat(n);
+    let malformed = [
+        String::new(),
+        "a".into(),
+        format!("ax{}", zeros(48)), // no such family
+        format!("a6{}", zeros(48)), // IPv6 with an IPv4 address's length
+        format!("a4{}", zeros(60)), // IPv4 with an IPv6 address's length
+        format!("a4{}", zeros(49)), // a byte too many
+    ];
+    for arg in &malformed {
+        let reply = call(arg);
+        assert!(reply.contains("malformed arguments"), "{arg:?}: {reply}");
+    }
+    let exists = || {
+        let mut args = vec!["EXISTS"];
+        args.extend(keys.iter().map(String::as_str));
+        cluster.command(master, &args)
+    };
+    assert_eq!(exists(), "0");
+    // The same bytes in the right shape are an announce (its numbers are
+    // the digits' codes), and it writes the swarm.
+    let reply = call(&format!("a4{}", zeros(48)));
+    assert!(!reply.starts_with('-'), "{reply}");
+    assert_ne!(exists(), "0");
+}
+
 #[test]
 fn peers_expire_without_a_sweep() {
     if !available() {

@@ -682,28 +682,16 @@ fn script_pipeline(
 ) -> Pipeline {
     const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
     let options = &shared.options;
-    let flag = |on: bool| if on { "1" } else { "0" };
     let mut pipe = redis::Pipeline::with_capacity(6);
-    // Sized for its 21 arguments up front: growing the command's buffers
+    // Sized for its 10 arguments up front: growing the command's buffers
     // argument by argument cost a dozen reallocations per announce.
-    let mut script = redis::Cmd::with_capacity(21, 256 + 8 * keys.base_len());
+    let mut script = redis::Cmd::with_capacity(10, 128 + 8 * keys.base_len());
     script.arg("EVALSHA").arg(shared.script.get_hash()).arg(6);
     for suffix in ["m", "4s", "4l", "6s", "6l", "d"] {
         script.arg(keys.with(suffix));
     }
-    script
-        .arg(if args.stopped { "s" } else { "a" })
-        .arg(if v6 { "6" } else { "4" })
-        .arg(ip)
-        .arg(&args.port.to_be_bytes()[..])
-        .arg(&args.peer_id[..])
-        .arg(flag(args.seeder))
-        .arg(flag(args.completed))
-        .arg(if reads.is_some() { 0 } else { want })
-        .arg(options.peer_ttl)
-        .arg(options.max_peers_per_torrent)
-        .arg(now)
-        .arg(random);
+    let numwant = if reads.is_some() { 0 } else { want };
+    script.arg(&pack_announce(args, v6, ip, numwant, options, now, random)[..]);
     pipe.add_command(script);
     // The snatch count: a plain read costs Redis less than one inside the
     // script. The lists read whole come with it in one `MGET`: each command
@@ -725,6 +713,35 @@ fn script_pipeline(
             .arg(last);
     }
     pipe
+}
+
+/// The announce script's one argument (see the head of `announce.lua`):
+/// the flags, numbers and identity of the announce packed big-endian.
+fn pack_announce(
+    args: &AnnounceArgs,
+    v6: bool,
+    ip: &[u8],
+    numwant: u32,
+    options: &RedisOptions,
+    now: u64,
+    random: u32,
+) -> Vec<u8> {
+    let flag = |on: bool| if on { b'1' } else { b'0' };
+    let mut packed = Vec::with_capacity(62);
+    packed.push(if args.stopped { b's' } else { b'a' });
+    packed.push(if v6 { b'6' } else { b'4' });
+    packed.push(flag(args.seeder));
+    packed.push(flag(args.completed));
+    // Unix seconds fit a u32 until 2106; a cap past 4 billion peers is none.
+    let now = u32::try_from(now).unwrap_or(u32::MAX);
+    let most = u32::try_from(options.max_peers_per_torrent).unwrap_or(u32::MAX);
+    for number in [numwant, options.peer_ttl, most, now, random] {
+        packed.extend_from_slice(&number.to_be_bytes());
+    }
+    packed.extend_from_slice(&args.port.to_be_bytes());
+    packed.extend_from_slice(&args.peer_id);
+    packed.extend_from_slice(ip);
+    packed
 }
 
 /// What the announce script returns, read from its one string (see the
@@ -919,6 +936,56 @@ mod tests {
         // any route, so the client gets the failure reason at once.
         assert!(!misrouted(&server(ServerErrorKind::ResponseError)));
         assert!(!misrouted(&server(ServerErrorKind::NoScript)));
+    }
+
+    /// The script's one argument has the layout `announce.lua` unpacks
+    /// (`>BBBBI4I4I4I4I4c2c20` and the IP): 50 bytes for IPv4, 62 for IPv6.
+    #[test]
+    fn the_announce_is_packed_as_the_script_reads_it() {
+        let options = RedisOptions {
+            urls: Vec::new(),
+            password_file: None,
+            key_prefix: String::new(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            connections: 1,
+            max_in_flight: 1,
+            stats_interval: Duration::ZERO,
+            peer_ttl: 2700,
+            max_peers_per_torrent: 5_000_000_000,
+        };
+        let args = AnnounceArgs {
+            hash: InfoHash([7; 20]),
+            stopped: false,
+            ip: IpAddr::from([10, 0, 0, 1]),
+            port: 6881,
+            peer_id: *b"-XX0001-abcdefghijkl",
+            seeder: true,
+            completed: false,
+            numwant: 50,
+            with_ids: false,
+        };
+        let packed = pack_announce(&args, false, &[10, 0, 0, 1], 50, &options, 1_800_000_000, 9);
+        assert_eq!(packed.len(), 50);
+        assert_eq!(&packed[..4], b"a410");
+        let word = |at: usize| u32::from_be_bytes(packed[at..at + 4].try_into().unwrap());
+        // numwant, TTL, most peers (saturated), now, random.
+        assert_eq!(
+            [word(4), word(8), word(12), word(16), word(20)],
+            [50, 2700, u32::MAX, 1_800_000_000, 9]
+        );
+        assert_eq!(&packed[24..26], &6881u16.to_be_bytes());
+        assert_eq!(&packed[26..46], b"-XX0001-abcdefghijkl");
+        assert_eq!(&packed[46..], &[10, 0, 0, 1]);
+        let stopped = AnnounceArgs {
+            stopped: true,
+            seeder: false,
+            completed: true,
+            ..args
+        };
+        let packed = pack_announce(&stopped, true, &[1; 16], 0, &options, 1, 0);
+        assert_eq!((packed.len(), &packed[..4]), (62, &b"s601"[..]));
+        assert_eq!(&packed[46..], &[1; 16]);
     }
 
     #[test]
