@@ -66,6 +66,26 @@ pub struct RedisOptions {
     pub max_peers_per_torrent: usize,
 }
 
+#[cfg(test)]
+impl RedisOptions {
+    /// Options for unit tests: `urls`, one connection, second-long
+    /// timeouts, no summaries, a 60-second peer TTL, no cap.
+    pub(super) fn for_tests(urls: &[&str]) -> Self {
+        Self {
+            urls: urls.iter().map(|url| (*url).to_owned()).collect(),
+            password_file: None,
+            key_prefix: String::new(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            connections: 1,
+            max_in_flight: 1,
+            stats_interval: Duration::ZERO,
+            peer_ttl: 60,
+            max_peers_per_torrent: 0,
+        }
+    }
+}
+
 /// One request for the store thread, with where its answer goes.
 enum Job {
     Announce {
@@ -349,18 +369,12 @@ mod tests {
             })
             .collect();
         let options = RedisOptions {
-            // Nothing listens there: the loops keep trying to connect,
-            // which is all this test needs of them.
-            urls: vec!["redis://127.0.0.1:1".into()],
-            password_file: None,
-            key_prefix: String::new(),
-            timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(100),
             connections: 2,
             max_in_flight: 8,
-            stats_interval: Duration::ZERO,
-            peer_ttl: 60,
-            max_peers_per_torrent: 0,
+            // Nothing listens there: the loops keep trying to connect,
+            // which is all this test needs of them.
+            ..RedisOptions::for_tests(&["redis://127.0.0.1:1"])
         };
         let metrics = Arc::new(Metrics::new(BuildInfo {
             version: "test",

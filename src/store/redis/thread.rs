@@ -898,18 +898,7 @@ mod tests {
         assert_eq!(redact("redis://:secret@host:6379"), "redis://***@host:6379");
         assert_eq!(redact("rediss://user:pw@h:1/0"), "rediss://***@h:1/0");
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-        let options = RedisOptions {
-            urls: vec!["redis://:secret@127.0.0.1:7000".into()],
-            password_file: None,
-            key_prefix: String::new(),
-            timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            connections: 1,
-            max_in_flight: 1,
-            stats_interval: Duration::ZERO,
-            peer_ttl: 60,
-            max_peers_per_torrent: 0,
-        };
+        let options = RedisOptions::for_tests(&["redis://:secret@127.0.0.1:7000"]);
         let seeds = seeds(&options).unwrap();
         assert!(!describe(&seeds[0]).contains("secret"));
         let bad = RedisOptions {
@@ -943,16 +932,9 @@ mod tests {
     #[test]
     fn the_announce_is_packed_as_the_script_reads_it() {
         let options = RedisOptions {
-            urls: Vec::new(),
-            password_file: None,
-            key_prefix: String::new(),
-            timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            connections: 1,
-            max_in_flight: 1,
-            stats_interval: Duration::ZERO,
             peer_ttl: 2700,
             max_peers_per_torrent: 5_000_000_000,
+            ..RedisOptions::for_tests(&[])
         };
         let args = AnnounceArgs {
             hash: InfoHash([7; 20]),
