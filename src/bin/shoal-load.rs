@@ -110,7 +110,9 @@ struct Args {
     /// Announce as a fixed population of N peers (0: every announce a new
     /// random peer). Each peer belongs to one torrent (Zipf, so popular
     /// torrents have big swarms) and has a fixed peer id, port and, with
-    /// --distinct-ips, address (10.0.0.0 counting up). The run starts by
+    /// --distinct-ips, address (10.0.0.0 counting up; without it every peer
+    /// is at the loopback address, and peers 64,000 apart share a port, so
+    /// the tracker may see them as one). The run starts by
     /// announcing each peer once (`started`; give --warmup the time for it);
     /// then peers are drawn at random: one the tracker holds re-announces
     /// (8% of the time `stopped`, 2% of a leecher's `completed`), one that

@@ -479,19 +479,10 @@ async fn announce(
     // the cluster client need not find it command by command.
     let slot = direct::slot_of(keys.with("m").as_bytes());
     let route = Route::new(slot, SlotAddr::Master);
-    let build = |keys: &mut SwarmKeys| {
-        script_pipeline(
-            shared,
-            args,
-            keys,
-            v6,
-            &ip,
-            want,
-            random,
-            now,
-            reads.as_deref(),
-        )
-    };
+    // Packed once: a `NOSCRIPT` retry sends the same bytes.
+    let numwant = if reads.is_some() { 0 } else { want };
+    let packed = pack_announce(args, v6, &ip, numwant, options, now, random);
+    let build = |keys: &mut SwarmKeys| script_pipeline(shared, keys, &packed, reads.as_deref());
     let mut build = || build(&mut keys);
     let master = shared.direct.get().and_then(|direct| direct.master(slot));
     let metrics = &shared.metrics;
@@ -666,22 +657,15 @@ async fn exchange(
     }
 }
 
-/// The announce's commands: the script, then the plain reads behind it
-/// (see [`announce`]).
-#[allow(clippy::too_many_arguments)]
+/// The announce's commands: the script with its `packed` argument
+/// ([`pack_announce`]), then the plain reads behind it (see [`announce`]).
 fn script_pipeline(
     shared: &Shared,
-    args: &AnnounceArgs,
     keys: &mut SwarmKeys,
-    v6: bool,
-    ip: &[u8],
-    want: u32,
-    random: u32,
-    now: u64,
+    packed: &[u8],
     reads: Option<&[sample::Read]>,
 ) -> Pipeline {
     const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
-    let options = &shared.options;
     let mut pipe = redis::Pipeline::with_capacity(6);
     // Sized for its 10 arguments up front: growing the command's buffers
     // argument by argument cost a dozen reallocations per announce.
@@ -690,8 +674,7 @@ fn script_pipeline(
     for suffix in ["m", "4s", "4l", "6s", "6l", "d"] {
         script.arg(keys.with(suffix));
     }
-    let numwant = if reads.is_some() { 0 } else { want };
-    script.arg(&pack_announce(args, v6, ip, numwant, options, now, random)[..]);
+    script.arg(packed);
     pipe.add_command(script);
     // The snatch count: a plain read costs Redis less than one inside the
     // script. The lists read whole come with it in one `MGET`: each command
