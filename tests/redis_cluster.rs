@@ -38,7 +38,7 @@ fn hash_on(cluster: &Cluster, prefix: &str, master: usize) -> [u8; 20] {
 
 fn meta_key(prefix: &str, hash: &[u8; 20]) -> String {
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{{{hex}}}m")
+    format!("{prefix}{{{}}}{}m", &hex[..8], &hex[8..])
 }
 
 #[test]

@@ -81,7 +81,7 @@ async fn walk_one(
         &mut HashMap<InfoHash, SwarmCounts>,
     ),
 ) -> redis::RedisResult<()> {
-    let pattern = format!("{}{{*}}m", glob_escape(&options.key_prefix));
+    let pattern = format!("{}{{*}}*m", glob_escape(&options.key_prefix));
     let mut cursor = 0u64;
     loop {
         let (next, keys) = scan(connection, cursor, &pattern).await?;
@@ -142,7 +142,7 @@ pub(super) async fn purge(
     keep: &(dyn Fn(&InfoHash) -> bool + Send + Sync),
 ) -> redis::RedisResult<usize> {
     let masters = masters_of(options, seeds, cluster).await?;
-    let pattern = format!("{}{{*}}m", glob_escape(&options.key_prefix));
+    let pattern = format!("{}{{*}}*m", glob_escape(&options.key_prefix));
     let mut purged = 0;
     for master in masters {
         let client = redis::Client::open(master)?;
