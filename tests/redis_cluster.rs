@@ -105,7 +105,7 @@ fn downloaded_counts_once_across_nodes_and_survives_a_node_killed() {
 }
 
 /// The script takes one argument, the announce packed as the node packs it
-/// (50 bytes for IPv4, 62 for IPv6); anything else is refused before a
+/// (47 bytes for IPv4, 59 for IPv6); anything else is refused before a
 /// key is written.
 #[test]
 fn the_script_refuses_a_malformed_announce_and_writes_nothing() {
@@ -130,11 +130,12 @@ fn the_script_refuses_a_malformed_announce_and_writes_nothing() {
     let zeros = |n: usize| "0".repeat(n);
     let malformed = [
         String::new(),
-        "a".into(),
-        format!("ax{}", zeros(48)), // no such family
-        format!("a6{}", zeros(48)), // IPv6 with an IPv4 address's length
-        format!("a4{}", zeros(60)), // IPv4 with an IPv6 address's length
-        format!("a4{}", zeros(49)), // a byte too many
+        "0".into(),
+        format!("@{}", zeros(46)), // flags past "?": no such flags
+        format!("/{}", zeros(46)), // flags before "0"
+        format!("2{}", zeros(46)), // IPv6 with an IPv4 address's length
+        format!("0{}", zeros(58)), // IPv4 with an IPv6 address's length
+        format!("0{}", zeros(47)), // a byte too many
     ];
     for arg in &malformed {
         let reply = call(arg);
@@ -148,7 +149,7 @@ fn the_script_refuses_a_malformed_announce_and_writes_nothing() {
     assert_eq!(exists(), "0");
     // The same bytes in the right shape are an announce (its numbers are
     // the digits' codes), and it writes the swarm.
-    let reply = call(&format!("a4{}", zeros(48)));
+    let reply = call(&format!("0{}", zeros(46)));
     assert!(!reply.starts_with('-'), "{reply}");
     assert_ne!(exists(), "0");
 }

@@ -1,27 +1,30 @@
 -- One announce, in one round trip, on one swarm (every key in one hash slot).
 --
--- KEYS: 1 the swarm (a hash: field "s" = thirteen big-endian u32: the peer
---         counts of the four peer lists, the keys' expiry time, when each
---         list's next trim step is due, where each list's trim resumes; and
---         the index: field = a peer's IP bytes, value = one 7-byte entry per
---         peer at that IP: list (1 byte, 1..4), slot (4, big-endian), port
---         (2)),
+-- KEYS: 1 the swarm (a hash: field "s" = fourteen big-endian u32: the peer
+--         counts of the four peer lists, the keys' expiry time, when the
+--         next trim step of any list is due (4294967295: none has peers),
+--         when each list's next trim step is due, where each list's trim
+--         resumes; and the index: field = a peer's IP bytes, value = one
+--         7-byte entry per peer at that IP: list (1 byte, 1..4), slot (4,
+--         big-endian), port (2)),
 --       2 IPv4 seeders, 3 IPv4 leechers, 4 IPv6 seeders, 5 IPv6 leechers
 --         (strings: an array of fixed-size records, one per peer, in slots
 --         0..count-1: IP (4 or 16 bytes), port (2), last seen (4, big-endian
 --         Unix seconds), flag (1: "c" counted as completed, "-" not), peer
 --         id (20); bytes past count are left over, the last-seen time of
 --         a vacated slot zeroed),
---       6 the snatch count (a string; it never expires).
--- ARGV: 1 the announce, packed in one string (big-endian): "a" announce
---       or "s" stopped (1 byte), "4"/"6" the family (1), "1"/"0" seeder
---       (1), "1"/"0" event=completed (1), numwant (u32), peer TTL in
---       seconds (u32), most peers (u32, 0: no cap), now (u32, Unix seconds,
---       the node's clock), a random number (u32, where windows start), port
---       (2), peer id (20), IP (4 or 16 bytes); 50 or 62 bytes. One argument,
---       not twelve: Redis makes an object and a Lua string of each argument
---       of every call, and twelve cost it about 1.5 µs a call more than one
---       unpacked here.
+--       6 the snatch count (a string; it never expires), passed only with
+--         a seeder's event=completed, the one announce that may count it:
+--         every key passed costs Redis a Lua string and a slot check.
+-- ARGV: 1 the announce, packed in one string (big-endian): flags (1 byte,
+--       "0" plus the sum of 1 stopped, 2 IPv6, 4 seeder, 8 event=completed,
+--       so "0" to "?"), numwant
+--       (u32), peer TTL in seconds (u32), most peers (u32, 0: no cap), now
+--       (u32, Unix seconds, the node's clock), a random number (u32, where
+--       windows start), port (2), peer id (20), IP (4 or 16 bytes); 47 or
+--       59 bytes. One argument, not twelve: Redis makes an object and a Lua
+--       string of each argument of every call, and twelve cost it about
+--       1.5 µs a call more than one unpacked here.
 --       A node that knows the swarm's counts passes numwant 0 and reads the
 --       windows itself with plain GETRANGEs pipelined behind this script
 --       (`sample::plan`): far cheaper for Redis than strings handed through Lua.
@@ -43,12 +46,12 @@
 -- step at a time by the announces that touch the swarm, never by a sweep.
 
 -- What a call costs Redis is mostly the interpreter's own work, not the
--- commands: each table built, closure made, `struct` call and `redis.call`
+-- commands: each table built, closure made, `struct` field and `redis.call`
 -- counts (a table or a closure about a third of a microsecond on this
--- project's test machine, a `redis.call` one to two). So the common call,
--- a peer new or refreshed with the node reading the windows itself, builds
--- one table for the state and two closures, and everything the rarer paths
--- need (trim cutoff, windows, flags) is made only on those paths.
+-- project's test machine, a `redis.call` one to two). So the common call, a
+-- peer refreshing itself with nothing else due, is answered first, by the
+-- fast path below: no table, no closure, two calls. Everything else takes
+-- the full path after it.
 
 local MAX_PER_IP = 128
 local STEP = 64
@@ -56,25 +59,31 @@ local MAX_STEP = 1024
 -- Lists up to this many records grow by exact rewrites (see the append).
 local EXACT = 32
 local ENTRY = 7
-local STATE = '>I4I4I4I4I4I4I4I4I4I4I4I4I4'
+local NEVER = 4294967295
+-- The state's head: the four counts, the expiry, the next trim step due.
+local HEAD = '>I4I4I4I4I4I4'
+local STATE = '>I4I4I4I4I4I4I4I4I4I4I4I4I4I4'
 -- The reply's head: status, now, the four counts.
 local REPLY = '>BI4I4I4I4I4'
--- The one-byte fields are compared as numbers (no string made for them):
--- the codes of "s", "4", "6" and "1".
-local STOP, FOUR, SIX, YES = 115, 52, 54, 49
 local packed = ARGV[1] or ''
-local op, family, seeder_flag, completed_flag, numwant, ttl, most, now, random, port, id, rest
-if #packed == 50 or #packed == 62 then
-  op, family, seeder_flag, completed_flag, numwant, ttl, most, now, random, port, id, rest =
-    struct.unpack('>BBBBI4I4I4I4I4c2c20', packed)
+local flags, numwant, ttl, most, now, random, port, id, rest
+if #packed == 47 or #packed == 59 then
+  flags, numwant, ttl, most, now, random, port, id, rest =
+    struct.unpack('>BI4I4I4I4I4c2c20', packed)
 end
-local v6 = family == SIX
-if not (v6 or family == FOUR) or #packed ~= (v6 and 62 or 50) then
+-- The flags are read with arithmetic (Lua 5.1 has no bit operators).
+flags = flags and flags - 48
+local v6 = flags and flags % 4 >= 2
+if not flags or flags < 0 or flags > 15 or #packed ~= (v6 and 59 or 47) then
   return redis.error_reply('ERR announce: malformed arguments')
 end
+local stop, seeder, completes = flags % 2 == 1, flags % 8 >= 4, flags >= 12
 local ip = string.sub(packed, rest)
-local stamp = struct.pack('>I4', now)
 local INDEX = KEYS[1]
+local own_s = v6 and 3 or 1
+local iplen = v6 and 16 or 4
+local role = seeder and own_s or own_s + 1
+local size = v6 and 43 or 31
 -- Lists 1, 2 hold IPv4 records (31 bytes, 4 of them the IP); 3, 4 IPv6
 -- (43, 16): `l > 2 and 43 or 31`, `l > 2 and 16 or 4` below.
 
@@ -83,67 +92,105 @@ local INDEX = KEYS[1]
 -- copies, more than the work of most calls here.
 local got = redis.call('HMGET', INDEX, 's', ip)
 local state, entries = got[1], got[2] or ''
--- The state, one table: 1-4 the peer counts of the four lists, 5 the keys'
--- expiry time (0: none yet), 6-9 when each list's next trim step is due,
--- 10-13 where each list's trim resumes.
-local st
-if state and #state == 52 then
-  st = {struct.unpack(STATE, state)}
-else
-  st = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-end
-local changed = false
--- A new announcer's index entries, written by the same HSET as the state
--- (a new peer changes both): one call fewer.
-local entry_ip, entry_value
-local function save_state()
-  if changed then
-    local packed = struct.pack(STATE, unpack(st, 1, 13))
-    if entry_ip then
-      redis.call('HSET', INDEX, 's', packed, entry_ip, entry_value)
-    else
-      redis.call('HSET', INDEX, 's', packed)
+
+-- The fast path: the same peer again (same IP and port) in the same role,
+-- no trim step due, the keys' expiry not to be pushed out, no completion
+-- to count, no windows wanted. Only its last-seen time changes. The full
+-- path below does exactly this in that case, at several times the cost.
+if state and #state == 56 and not stop and not completes and numwant <= 0 then
+  local c1, c2, c3, c4, expiry, due = struct.unpack(HEAD, state)
+  if due > now and expiry > 0 and expiry - now >= ttl then
+    for p = 1, #entries, ENTRY do
+      if string.sub(entries, p + 5, p + 6) == port then
+        if string.byte(entries, p) == role then
+          local f = struct.unpack('>I4', entries, p + 1) * size + iplen + 2
+          redis.call('SETRANGE', KEYS[1 + role], f, struct.pack('>I4', now))
+          return struct.pack(REPLY, 0, now, c1, c2, c3, c4)
+        end
+        break
+      end
     end
-  elseif entry_ip then
-    redis.call('HSET', INDEX, entry_ip, entry_value)
   end
-  changed, entry_ip = false, nil
 end
 
--- Removes the peer in `slot` of `list` (at `ip`): its index entry goes, and
--- the list's last record moves into the hole (its entry follows), so the
--- records stay dense in slots 0..count-1.
-local function drop(list, slot, ip)
-  local entries = redis.call('HGET', INDEX, ip) or ''
-  for p = 1, #entries, ENTRY do
-    if string.byte(entries, p) == list and struct.unpack('>I4', entries, p + 1) == slot then
-      entries = string.sub(entries, 1, p - 1) .. string.sub(entries, p + ENTRY)
+local stamp = struct.pack('>I4', now)
+-- The state, one table: 1-4 the peer counts of the four lists, 5 the keys'
+-- expiry time (0: none yet), 6 when the next trim step of any list is due,
+-- 7-10 when each list's next trim step is due, 11-14 where each list's trim
+-- resumes.
+local st
+if state and #state == 56 then
+  st = {struct.unpack(STATE, state)}
+else
+  st = {0, 0, 0, 0, 0, NEVER, 0, 0, 0, 0, 0, 0, 0, 0}
+end
+local changed = false
+-- Index fields to write (false: to delete), all in the state's HSET at the
+-- end: a stop or a trim rewrites two or three. Reads go through it.
+local pending
+local function entries_of(ip)
+  local held = pending and pending[ip]
+  if held ~= nil then return held or '' end
+  return redis.call('HGET', INDEX, ip) or ''
+end
+local function put(ip, value)
+  pending = pending or {}
+  pending[ip] = value ~= '' and value
+end
+local function save_state()
+  local hset, deleted
+  if changed then hset = {'HSET', INDEX, 's', struct.pack(STATE, unpack(st, 1, 14))} end
+  if pending then
+    for field, value in pairs(pending) do
+      if value then
+        hset = hset or {'HSET', INDEX}
+        hset[#hset + 1], hset[#hset + 2] = field, value
+      else
+        deleted = deleted or {'HDEL', INDEX}
+        deleted[#deleted + 1] = field
+      end
+    end
+  end
+  if hset then redis.call(unpack(hset)) end
+  if deleted then redis.call(unpack(deleted)) end
+  changed, pending = false, nil
+end
+
+-- Removes the peer in `slot` of `list` (at `ip`, whose entries the caller
+-- may pass): its index entry goes, and the list's last record moves into
+-- the hole (its entry follows), so the records stay dense in slots
+-- 0..count-1.
+local function drop(list, slot, ip, held)
+  held = held or entries_of(ip)
+  for p = 1, #held, ENTRY do
+    if string.byte(held, p) == list and struct.unpack('>I4', held, p + 1) == slot then
+      held = string.sub(held, 1, p - 1) .. string.sub(held, p + ENTRY)
       break
     end
   end
-  if entries == '' then redis.call('HDEL', INDEX, ip)
-  else redis.call('HSET', INDEX, ip, entries) end
+  put(ip, held)
   local key, size, iplen = KEYS[1 + list], list > 2 and 43 or 31, list > 2 and 16 or 4
   local last = st[list] - 1
   if slot ~= last then
     local moved = redis.call('GETRANGE', key, last * size, last * size + size - 1)
     redis.call('SETRANGE', key, slot * size, moved)
     local mip = string.sub(moved, 1, iplen)
-    local held = redis.call('HGET', INDEX, mip) or ''
-    for p = 1, #held, ENTRY do
-      if string.byte(held, p) == list and struct.unpack('>I4', held, p + 1) == last then
-        held = string.sub(held, 1, p) .. struct.pack('>I4', slot) .. string.sub(held, p + 5)
+    local its = entries_of(mip)
+    for p = 1, #its, ENTRY do
+      if string.byte(its, p) == list and struct.unpack('>I4', its, p + 1) == last then
+        its = string.sub(its, 1, p) .. struct.pack('>I4', slot) .. string.sub(its, p + 5)
         break
       end
     end
-    redis.call('HSET', INDEX, mip, held)
+    put(mip, its)
   end
   st[list] = last
   changed = true
   if last == 0 then
     redis.call('DEL', key)
-  elseif redis.call('STRLEN', key) > 2 * last * size + 4096 then
-    -- Leftover bytes past the records are given back once they are many.
+  elseif last % 16 == 0 and redis.call('STRLEN', key) > 2 * last * size + 4096 then
+    -- Leftover bytes past the records are given back once they are many
+    -- (looked at every 16th removal: the length only changes here).
     redis.call('SET', key, redis.call('GETRANGE', key, 0, last * size - 1), 'KEEPTTL')
   else
     -- The vacated slot reads as long expired: the node's window reads
@@ -158,45 +205,46 @@ end
 -- stopped, so no call holds Redis for long, and steps come often enough
 -- that every peer is visited about every TTL/4.
 local trimmed = false
-for i = 1, 4 do
-  local n = st[i]
-  if n > 0 and st[5 + i] <= now then
-    local size, iplen = i > 2 and 43 or 31, i > 2 and 16 or 4
-    local cutoff = struct.pack('>I4', math.max(now - ttl, 0))
-    -- Steps come at most once a second: with a short TTL and a big list
-    -- they read more at a time (bounded), so each peer is still visited
-    -- about every TTL/4.
-    local step = math.max(STEP, math.min(MAX_STEP, math.ceil(n * 4 / ttl)))
-    local from = st[9 + i]
-    if from >= n then from = 0 end
-    local to = math.min(from + step, n)
-    local chunk = redis.call('GETRANGE', KEYS[1 + i], from * size, to * size - 1)
-    -- From the end: a removal fills its hole from the list's end, never a
-    -- slot this step has still to read.
-    for slot = to - 1, from, -1 do
-      local at = (slot - from) * size
-      if string.sub(chunk, at + iplen + 3, at + iplen + 6) < cutoff then
-        drop(i, slot, string.sub(chunk, at + 1, at + iplen))
-        trimmed = true
+if st[6] <= now then
+  for i = 1, 4 do
+    local n = st[i]
+    if n > 0 and st[6 + i] <= now then
+      local size, iplen = i > 2 and 43 or 31, i > 2 and 16 or 4
+      local cutoff = struct.pack('>I4', math.max(now - ttl, 0))
+      -- Steps come at most once a second: with a short TTL and a big list
+      -- they read more at a time (bounded), so each peer is still visited
+      -- about every TTL/4.
+      local step = math.max(STEP, math.min(MAX_STEP, math.ceil(n * 4 / ttl)))
+      local from = st[10 + i]
+      if from >= n then from = 0 end
+      local to = math.min(from + step, n)
+      local chunk = redis.call('GETRANGE', KEYS[1 + i], from * size, to * size - 1)
+      -- From the end: a removal fills its hole from the list's end, never a
+      -- slot this step has still to read.
+      for slot = to - 1, from, -1 do
+        local at = (slot - from) * size
+        if string.sub(chunk, at + iplen + 3, at + iplen + 6) < cutoff then
+          drop(i, slot, string.sub(chunk, at + 1, at + iplen))
+          trimmed = true
+        end
       end
+      if to >= st[i] then st[10 + i] = 0 else st[10 + i] = to end
+      local steps = math.max(1, math.ceil(st[i] / step))
+      st[6 + i] = now + math.max(1, math.floor(ttl / 4 / steps))
+      break
     end
-    if to >= st[i] then st[9 + i] = 0 else st[9 + i] = to end
-    local steps = math.max(1, math.ceil(st[i] / step))
-    st[5 + i] = now + math.max(1, math.floor(ttl / 4 / steps))
-    changed = true
-    break
   end
+  local due = NEVER
+  for i = 1, 4 do
+    if st[i] > 0 and st[6 + i] < due then due = st[6 + i] end
+  end
+  st[6] = due
+  changed = true
 end
-
-local own_s = v6 and 3 or 1
-local iplen = v6 and 16 or 4
-local seeder = seeder_flag == YES
-local role = seeder and own_s or own_s + 1
-local size = v6 and 43 or 31
 
 -- Find the announcer: same IP, and the same port or the same peer id.
 -- A trim step may have dropped or moved records of this IP.
-if trimmed then entries = redis.call('HGET', INDEX, ip) or '' end
+if trimmed then entries = entries_of(ip) end
 local at, at_slot, by_port
 for p = 1, #entries, ENTRY do
   if string.sub(entries, p + 5, p + 6) == port then
@@ -218,13 +266,12 @@ end
 -- The snatch count is not returned: the node reads it with a plain GET
 -- pipelined behind this script, cheaper for Redis than one in here. The
 -- early answers carry the counts and no windows.
-if op == STOP then
-  if at then drop(at, at_slot, ip) end
+if stop then
+  if at then drop(at, at_slot, ip, entries) end
   save_state()
   return struct.pack(REPLY, 0, now, st[1], st[2], st[3], st[4])
 end
 
-local completes = seeder and completed_flag == YES
 local flag
 if at then
   if completes or at ~= role or not by_port then
@@ -251,8 +298,8 @@ local completed_now = completes and flag ~= 'c'
 if completed_now then flag = 'c' end
 
 if at == role and by_port then
-  -- The common case: the same peer again, in place: its last-seen time
-  -- (and flag, when it just completed).
+  -- The same peer again, in place: its last-seen time (and flag, when it
+  -- just completed).
   local f = at_slot * size + iplen + 2
   redis.call('SETRANGE', KEYS[1 + role], f, completed_now and (stamp .. 'c') or stamp)
 elseif at == role then
@@ -264,11 +311,11 @@ elseif at == role then
       break
     end
   end
-  redis.call('HSET', INDEX, ip, entries)
+  put(ip, entries)
 else
   if at then
-    drop(at, at_slot, ip)
-    entries = redis.call('HGET', INDEX, ip) or ''
+    drop(at, at_slot, ip, entries)
+    entries = entries_of(ip)
   end
   -- New in its role's list: the record goes in the next free slot.
   local key, slot = KEYS[1 + role], st[role]
@@ -283,10 +330,14 @@ else
   else
     redis.call('SETRANGE', key, slot * size, record)
   end
-  entry_ip, entry_value = ip, entries .. string.char(role) .. struct.pack('>I4', slot) .. port
+  put(ip, entries .. string.char(role) .. struct.pack('>I4', slot) .. port)
   st[role] = slot + 1
   changed = true
-  if slot == 0 and st[5] > 0 then redis.call('EXPIREAT', key, st[5]) end
+  if slot == 0 then
+    -- A list that was empty has its trim steps due again.
+    st[6] = math.min(st[6], st[6 + role])
+    if st[5] > 0 then redis.call('EXPIREAT', key, st[5]) end
+  end
 end
 
 -- Every key of the swarm shares one expiry time, pushed out to two TTLs

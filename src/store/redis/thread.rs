@@ -482,7 +482,9 @@ async fn announce(
     // Packed once: a `NOSCRIPT` retry sends the same bytes.
     let numwant = if reads.is_some() { 0 } else { want };
     let packed = pack_announce(args, v6, &ip, numwant, options, now, random);
-    let build = |keys: &mut SwarmKeys| script_pipeline(shared, keys, &packed, reads.as_deref());
+    let completion = args.seeder && args.completed;
+    let build =
+        |keys: &mut SwarmKeys| script_pipeline(shared, keys, &packed, completion, reads.as_deref());
     let mut build = || build(&mut keys);
     let master = shared.direct.get().and_then(|direct| direct.master(slot));
     let metrics = &shared.metrics;
@@ -663,6 +665,7 @@ fn script_pipeline(
     shared: &Shared,
     keys: &mut SwarmKeys,
     packed: &[u8],
+    counts_completion: bool,
     reads: Option<&[sample::Read]>,
 ) -> Pipeline {
     const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
@@ -670,8 +673,16 @@ fn script_pipeline(
     // Sized for its 10 arguments up front: growing the command's buffers
     // argument by argument cost a dozen reallocations per announce.
     let mut script = redis::Cmd::with_capacity(10, 128 + 8 * keys.base_len());
-    script.arg("EVALSHA").arg(shared.script.get_hash()).arg(6);
-    for suffix in ["m", "4s", "4l", "6s", "6l", "d"] {
+    // The snatch count's key only when the script may count a completion
+    // (a seeder's event=completed): each key costs Redis a Lua string and a
+    // slot check.
+    let suffixes = ["m", "4s", "4l", "6s", "6l", "d"];
+    let suffixes = &suffixes[..if counts_completion { 6 } else { 5 }];
+    script
+        .arg("EVALSHA")
+        .arg(shared.script.get_hash())
+        .arg(suffixes.len());
+    for suffix in suffixes {
         script.arg(keys.with(suffix));
     }
     script.arg(packed);
@@ -709,12 +720,11 @@ fn pack_announce(
     now: u64,
     random: u32,
 ) -> Vec<u8> {
-    let flag = |on: bool| if on { b'1' } else { b'0' };
-    let mut packed = Vec::with_capacity(62);
-    packed.push(if args.stopped { b's' } else { b'a' });
-    packed.push(if v6 { b'6' } else { b'4' });
-    packed.push(flag(args.seeder));
-    packed.push(flag(args.completed));
+    let bit = |on: bool, value: u8| if on { value } else { 0 };
+    let mut packed = Vec::with_capacity(59);
+    packed.push(
+        b'0' + bit(args.stopped, 1) + bit(v6, 2) + bit(args.seeder, 4) + bit(args.completed, 8),
+    );
     // Unix seconds fit a u32 until 2106; a cap past 4 billion peers is none.
     let now = u32::try_from(now).unwrap_or(u32::MAX);
     let most = u32::try_from(options.max_peers_per_torrent).unwrap_or(u32::MAX);
@@ -911,7 +921,7 @@ mod tests {
     }
 
     /// The script's one argument has the layout `announce.lua` unpacks
-    /// (`>BBBBI4I4I4I4I4c2c20` and the IP): 50 bytes for IPv4, 62 for IPv6.
+    /// (`>BI4I4I4I4I4c2c20` and the IP): 47 bytes for IPv4, 59 for IPv6.
     #[test]
     fn the_announce_is_packed_as_the_script_reads_it() {
         let options = RedisOptions {
@@ -931,17 +941,18 @@ mod tests {
             with_ids: false,
         };
         let packed = pack_announce(&args, false, &[10, 0, 0, 1], 50, &options, 1_800_000_000, 9);
-        assert_eq!(packed.len(), 50);
-        assert_eq!(&packed[..4], b"a410");
+        assert_eq!(packed.len(), 47);
+        // A seeder: "0" + 4.
+        assert_eq!(packed[0], b'4');
         let word = |at: usize| u32::from_be_bytes(packed[at..at + 4].try_into().unwrap());
         // numwant, TTL, most peers (saturated), now, random.
         assert_eq!(
-            [word(4), word(8), word(12), word(16), word(20)],
+            [word(1), word(5), word(9), word(13), word(17)],
             [50, 2700, u32::MAX, 1_800_000_000, 9]
         );
-        assert_eq!(&packed[24..26], &6881u16.to_be_bytes());
-        assert_eq!(&packed[26..46], b"-XX0001-abcdefghijkl");
-        assert_eq!(&packed[46..], &[10, 0, 0, 1]);
+        assert_eq!(&packed[21..23], &6881u16.to_be_bytes());
+        assert_eq!(&packed[23..43], b"-XX0001-abcdefghijkl");
+        assert_eq!(&packed[43..], &[10, 0, 0, 1]);
         let stopped = AnnounceArgs {
             stopped: true,
             seeder: false,
@@ -949,8 +960,9 @@ mod tests {
             ..args
         };
         let packed = pack_announce(&stopped, true, &[1; 16], 0, &options, 1, 0);
-        assert_eq!((packed.len(), &packed[..4]), (62, &b"s601"[..]));
-        assert_eq!(&packed[46..], &[1; 16]);
+        // Stopped, IPv6 and event=completed: "0" + 1 + 2 + 8.
+        assert_eq!((packed.len(), packed[0]), (59, b';'));
+        assert_eq!(&packed[43..], &[1; 16]);
     }
 
     #[test]
