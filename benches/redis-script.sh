@@ -2,7 +2,7 @@
 # The announce script alone, on one Redis server (no cluster, no tracker):
 # EVALSHA on one swarm of 200 IPv6 peers, first as a peer refreshing itself,
 # then as a new peer each call (numwant 50: the script also returns the
-# windows of records the peers are chosen from), then the same refresh with
+# windows of records the peers are chosen from), then the same two with
 # numwant 0 and a plain GETRANGE of one window: what a node that plans the
 # window reads itself sends. Redis's own commandstats say how many
 # microseconds of Redis time a call took, and /proc how much of Redis's CPU.
@@ -103,6 +103,8 @@ run("a new peer (random IP)", "evalsha",
 # then plain GETRANGEs of the windows (53 records: 50 wanted and 3 spare).
 run("a peer refreshes itself, numwant 0", "evalsha",
     lambda: encode("EVALSHA", sha, len(KEYS), *KEYS, packed(me, 0, rnd=random.getrandbits(32))))
+run("a new peer (random IP), numwant 0", "evalsha",
+    lambda: encode("EVALSHA", sha, len(KEYS), *KEYS, packed(random.randbytes(16), 0)))
 run("a window of 53 IPv6 records (GETRANGE)", "getrange",
     lambda: encode("GETRANGE", "6l", 430, 2708))
 PY

@@ -126,21 +126,14 @@ else
 end
 local changed = false
 -- Index fields to write (false: to delete), all in the state's HSET at the
--- end: a stop or a trim rewrites two or three. Reads go through it.
-local pending
-local function entries_of(ip)
-  local held = pending and pending[ip]
-  if held ~= nil then return held or '' end
-  return redis.call('HGET', INDEX, ip) or ''
-end
-local function put(ip, value)
-  pending = pending or {}
-  pending[ip] = value ~= '' and value
-end
+-- end: a stop or a trim rewrites two or three. Reads go through it. A new
+-- peer's own entries, the one write of the commonest full path, wait in
+-- two locals instead (no table).
+local pending, entry_ip, entry_value
 local function save_state()
-  local hset, deleted
-  if changed then hset = {'HSET', INDEX, 's', struct.pack(STATE, unpack(st, 1, 14))} end
   if pending then
+    local hset, deleted
+    if changed then hset = {'HSET', INDEX, 's', struct.pack(STATE, unpack(st, 1, 14))} end
     for field, value in pairs(pending) do
       if value then
         hset = hset or {'HSET', INDEX}
@@ -150,10 +143,16 @@ local function save_state()
         deleted[#deleted + 1] = field
       end
     end
+    if hset then redis.call(unpack(hset)) end
+    if deleted then redis.call(unpack(deleted)) end
+  elseif changed and entry_ip then
+    redis.call('HSET', INDEX, 's', struct.pack(STATE, unpack(st, 1, 14)), entry_ip, entry_value)
+  elseif changed then
+    redis.call('HSET', INDEX, 's', struct.pack(STATE, unpack(st, 1, 14)))
+  elseif entry_ip then
+    redis.call('HSET', INDEX, entry_ip, entry_value)
   end
-  if hset then redis.call(unpack(hset)) end
-  if deleted then redis.call(unpack(deleted)) end
-  changed, pending = false, nil
+  changed, pending, entry_ip = false, nil, nil
 end
 
 -- Removes the peer in `slot` of `list` (at `ip`, whose entries the caller
@@ -161,28 +160,35 @@ end
 -- the hole (its entry follows), so the records stay dense in slots
 -- 0..count-1.
 local function drop(list, slot, ip, held)
-  held = held or entries_of(ip)
+  pending = pending or {}
+  if not held then
+    held = pending[ip]
+    if held == nil then held = redis.call('HGET', INDEX, ip) end
+    held = held or ''
+  end
   for p = 1, #held, ENTRY do
     if string.byte(held, p) == list and struct.unpack('>I4', held, p + 1) == slot then
       held = string.sub(held, 1, p - 1) .. string.sub(held, p + ENTRY)
       break
     end
   end
-  put(ip, held)
+  pending[ip] = held ~= '' and held
   local key, size, iplen = KEYS[1 + list], list > 2 and 43 or 31, list > 2 and 16 or 4
   local last = st[list] - 1
   if slot ~= last then
     local moved = redis.call('GETRANGE', key, last * size, last * size + size - 1)
     redis.call('SETRANGE', key, slot * size, moved)
     local mip = string.sub(moved, 1, iplen)
-    local its = entries_of(mip)
+    local its = pending[mip]
+    if its == nil then its = redis.call('HGET', INDEX, mip) end
+    its = its or ''
     for p = 1, #its, ENTRY do
       if string.byte(its, p) == list and struct.unpack('>I4', its, p + 1) == last then
         its = string.sub(its, 1, p) .. struct.pack('>I4', slot) .. string.sub(its, p + 5)
         break
       end
     end
-    put(mip, its)
+    pending[mip] = its ~= '' and its
   end
   st[list] = last
   changed = true
@@ -244,7 +250,11 @@ end
 
 -- Find the announcer: same IP, and the same port or the same peer id.
 -- A trim step may have dropped or moved records of this IP.
-if trimmed then entries = entries_of(ip) end
+if trimmed then
+  local held = pending[ip]
+  if held == nil then held = redis.call('HGET', INDEX, ip) end
+  entries = held or ''
+end
 local at, at_slot, by_port
 for p = 1, #entries, ENTRY do
   if string.sub(entries, p + 5, p + 6) == port then
@@ -311,11 +321,12 @@ elseif at == role then
       break
     end
   end
-  put(ip, entries)
+  pending = pending or {}
+  pending[ip] = entries
 else
   if at then
     drop(at, at_slot, ip, entries)
-    entries = entries_of(ip)
+    entries = pending[ip] or ''
   end
   -- New in its role's list: the record goes in the next free slot.
   local key, slot = KEYS[1 + role], st[role]
@@ -330,7 +341,8 @@ else
   else
     redis.call('SETRANGE', key, slot * size, record)
   end
-  put(ip, entries .. string.char(role) .. struct.pack('>I4', slot) .. port)
+  local value = entries .. string.char(role) .. struct.pack('>I4', slot) .. port
+  if pending then pending[ip] = value else entry_ip, entry_value = ip, value end
   st[role] = slot + 1
   changed = true
   if slot == 0 then
