@@ -126,7 +126,9 @@ else
 end
 local changed = false
 -- Index fields to write (false: to delete), all in the state's HSET at the
--- end: a stop or a trim rewrites two or three. Reads go through it. A new
+-- end: a stop or a trim rewrites two or three. Reads go through it
+-- (`pending[ip]`, then HGET when nil: written out where used, since a
+-- helper would be one more closure made on every call). A new
 -- peer's own entries, the one write of the commonest full path, wait in
 -- two locals instead (no table).
 local pending, entry_ip, entry_value
