@@ -208,6 +208,12 @@ impl Single {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// Runs one command; its reply as text.
+    #[allow(dead_code)] // not every test binary asks
+    pub fn command(&self, args: &[&str]) -> String {
+        command(self.port, args)
+    }
 }
 
 impl Drop for Single {
