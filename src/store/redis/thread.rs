@@ -670,8 +670,9 @@ fn script_pipeline(
 ) -> Pipeline {
     const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
     let mut pipe = redis::Pipeline::with_capacity(6);
-    // Sized for its 10 arguments up front: growing the command's buffers
-    // argument by argument cost a dozen reallocations per announce.
+    // Sized up front for its 10 arguments at most (9 without the snatch
+    // count's key): growing the command's buffers argument by argument cost
+    // a dozen reallocations per announce.
     let mut script = redis::Cmd::with_capacity(10, 128 + 8 * keys.base_len());
     // The snatch count's key only when the script may count a completion
     // (a seeder's event=completed): each key costs Redis a Lua string and a
