@@ -53,8 +53,8 @@ pub(super) fn availability() -> Result<(), String> {
 /// `send`). `SINGLE_ISSUER`: only the worker that made the ring submits to
 /// it (cross-thread wake-ups go through monoio's eventfd), so the kernel
 /// skips its locking. Together: keep-alive responses per server CPU-second
-/// up by a third (docs/benchmarks.md). Kernels before 6.0 refuse the flags;
-/// they get a plain ring.
+/// up by half on the 2-core test machine (docs/benchmarks.md). Kernels
+/// before 6.0 refuse the flags; they get a plain ring.
 fn ring_builder() -> ::io_uring::Builder {
     let tuned = tuned_ring();
     if tuned.build(2).is_ok() {
