@@ -157,6 +157,17 @@ crate::settings! {
         /// File whose first line is the Redis password (instead of putting it in the URL).
         redis_password_file: Option<PathBuf> = None, "FILE"
             [example = Some("\"/etc/shoal/redis-password\"")];
+        /// PEM file of the certificate authorities to trust for rediss:// (a private
+        /// CA, as a self-hosted Redis has) instead of the built-in public roots.
+        redis_tls_ca_file: Option<PathBuf> = None, "FILE"
+            [example = Some("\"/etc/shoal/redis-ca.crt\"")];
+        /// PEM file of the client certificate shoal shows Redis over rediss:// (Redis
+        /// asks for one unless its tls-auth-clients is no); with redis_tls_key_file.
+        redis_tls_cert_file: Option<PathBuf> = None, "FILE"
+            [example = Some("\"/etc/shoal/redis-client.crt\"")];
+        /// PEM file of that client certificate's private key.
+        redis_tls_key_file: Option<PathBuf> = None, "FILE"
+            [example = Some("\"/etc/shoal/redis-client.key\"")];
         /// Put before every Redis key, so several trackers can share one cluster.
         redis_key_prefix: String = "shoal:".into(), "PREFIX";
         /// Milliseconds a request to Redis may take, retries included; past it the
@@ -381,6 +392,22 @@ impl Config {
                 anyhow::ensure!(
                     self.redis_connections > 0 && self.redis_max_in_flight > 0,
                     "redis_connections and redis_max_in_flight must be at least 1"
+                );
+                anyhow::ensure!(
+                    self.redis_tls_cert_file.is_some() == self.redis_tls_key_file.is_some(),
+                    "redis_tls_cert_file and redis_tls_key_file go together (the client \
+                     certificate and its private key, PEM)"
+                );
+                let tls_files =
+                    self.redis_tls_ca_file.is_some() || self.redis_tls_cert_file.is_some();
+                anyhow::ensure!(
+                    !tls_files
+                        || self
+                            .redis_url
+                            .iter()
+                            .all(|url| url.starts_with("rediss://")),
+                    "redis_tls_ca_file, redis_tls_cert_file and redis_tls_key_file are for TLS: \
+                     give rediss://HOST:PORT URLs"
                 );
             }
             other => anyhow::bail!("store must be memory or redis, not {other:?}"),

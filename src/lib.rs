@@ -309,6 +309,11 @@ fn open_store(
         RedisOptions {
             urls: config.redis_url.clone(),
             password_file: config.redis_password_file.clone(),
+            tls_ca_file: config.redis_tls_ca_file.clone(),
+            tls_client: config
+                .redis_tls_cert_file
+                .clone()
+                .zip(config.redis_tls_key_file.clone()),
             key_prefix: config.redis_key_prefix.clone(),
             timeout: Duration::from_millis(config.redis_timeout_ms),
             connect_timeout: Duration::from_millis(config.redis_connect_timeout_ms),

@@ -38,6 +38,9 @@ fn every_key_is_declared_once_with_a_doc_and_valid_example() {
         tls_cert: Some("/tmp/cert.pem".into()),
         tls_key: Some("/tmp/key.pem".into()),
         redis_password_file: Some("/tmp/redis-password".into()),
+        redis_tls_ca_file: Some("/tmp/ca.pem".into()),
+        redis_tls_cert_file: Some("/tmp/client.pem".into()),
+        redis_tls_key_file: Some("/tmp/client.key".into()),
         ..Config::default()
     };
     let table = toml::Table::try_from(&full).unwrap();

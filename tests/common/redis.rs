@@ -244,7 +244,7 @@ pub fn shared() -> &'static str {
 }
 
 /// Has the child killed when the thread that started it ends.
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the child.
     unsafe {
@@ -256,7 +256,7 @@ fn die_with_parent(command: &mut Command) {
 }
 
 /// `n` ports free for a server and for its cluster bus (port + 10000).
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let mut ports = Vec::new();
     while ports.len() < n {
         let port = fastrand::u16(20_000..30_000);

@@ -183,25 +183,7 @@ impl Direct {
 
     /// The seed's address kind (TLS or not) with another host and port.
     fn addr(&self, host: String, port: u16) -> Option<ConnectionAddr> {
-        if host.is_empty() || host == "?" {
-            return None;
-        }
-        match self.seed.addr() {
-            ConnectionAddr::Tcp(..) => Some(ConnectionAddr::Tcp(host, port)),
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => Some(ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            }),
-            // A Unix socket (or a kind this code does not know): the
-            // cluster client's way only.
-            _ => None,
-        }
+        same_kind(&self.seed, host, port)
     }
 
     async fn connect(&self, addr: &ConnectionAddr) -> Option<Vec<ConnectionManager>> {
@@ -220,6 +202,30 @@ impl Direct {
             }
         }
         Some(connections)
+    }
+}
+
+/// The address kind of `seed` (plain, or TLS with its trusted authorities
+/// and client certificate) at another host and port: how another node of
+/// the seed's cluster is reached. `None` for a kind that has no host (a
+/// Unix socket): the cluster client's way only.
+pub(super) fn same_kind(seed: &ConnectionInfo, host: String, port: u16) -> Option<ConnectionAddr> {
+    if host.is_empty() || host == "?" {
+        return None;
+    }
+    match seed.addr() {
+        ConnectionAddr::Tcp(..) => Some(ConnectionAddr::Tcp(host, port)),
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => Some(ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        }),
+        _ => None,
     }
 }
 

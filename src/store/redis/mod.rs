@@ -46,6 +46,12 @@ pub struct RedisOptions {
     pub urls: Vec<String>,
     /// A file whose first line is the password, when it is not in the URL.
     pub password_file: Option<PathBuf>,
+    /// TLS (`rediss://`): the certificate authorities to trust (PEM), when
+    /// not the built-in public roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS: the client certificate and its key (PEM), for a Redis that asks
+    /// for one.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
     /// Put before every key, so several trackers can share one cluster.
     pub key_prefix: String,
     /// Most time a request may take, queue and retries included; past it
@@ -74,6 +80,8 @@ impl RedisOptions {
         Self {
             urls: urls.iter().map(|url| (*url).to_owned()).collect(),
             password_file: None,
+            tls_ca_file: None,
+            tls_client: None,
             key_prefix: String::new(),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),

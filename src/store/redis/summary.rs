@@ -216,7 +216,6 @@ async fn masters(
         .arg("NODES")
         .query_async(&mut connection)
         .await?;
-    let tls = matches!(seed.addr(), redis::ConnectionAddr::TcpTls { .. });
     let mut masters = Vec::new();
     for line in nodes.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -226,18 +225,23 @@ async fn masters(
         if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
             continue;
         }
+        // host:port@bus-port: reached as the seed is (TLS and its
+        // certificates, password).
         let addr = addr.split('@').next().unwrap_or_default();
-        let scheme = if tls { "rediss" } else { "redis" };
-        let Ok(info) = format!("{scheme}://{addr}").into_connection_info() else {
+        let Some((host, port)) = addr.rsplit_once(':') else {
             continue;
         };
-        masters.push(info.set_redis_settings(seed.redis_settings().clone()));
+        let Ok(port) = port.parse() else {
+            continue;
+        };
+        let Some(addr) = super::direct::same_kind(seed, host.to_owned(), port) else {
+            continue;
+        };
+        masters.push(seed.clone().set_addr(addr));
     }
     let _ = options;
     Ok(masters)
 }
-
-use redis::IntoConnectionInfo;
 
 /// `text` with Redis's glob characters escaped.
 fn glob_escape(text: &str) -> String {

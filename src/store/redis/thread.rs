@@ -18,7 +18,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Script, Value};
+use redis::{
+    ClientTlsConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Script,
+    TlsCertificates, Value,
+};
 use tokio::sync::mpsc;
 
 use super::direct::{self, Direct};
@@ -36,12 +39,53 @@ const ANNOUNCE: &str = include_str!("announce.lua");
 /// How long to wait between attempts to reach Redis at start.
 const RECONNECT: Duration = Duration::from_millis(500);
 
-/// The seed addresses, with the password from the file applied.
+/// The TLS files of `options` read: the authorities to trust and the
+/// client certificate with its key (PEM). `None` when none is given: the
+/// built-in public roots, no client certificate.
+pub(super) fn certificates(options: &RedisOptions) -> anyhow::Result<Option<TlsCertificates>> {
+    if options.tls_ca_file.is_none() && options.tls_client.is_none() {
+        return Ok(None);
+    }
+    let read = |setting: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {setting} {}", path.display()))
+    };
+    let root_cert = match &options.tls_ca_file {
+        Some(path) => {
+            let pem = read("redis_tls_ca_file", path)?;
+            // The client would take a file without one as an empty list
+            // and fail every handshake later: say so now.
+            use rustls_pki_types::{CertificateDer, pem::PemObject};
+            let certificates = CertificateDer::pem_slice_iter(&pem).filter(Result::is_ok);
+            anyhow::ensure!(
+                certificates.count() > 0,
+                "redis_tls_ca_file {} holds no PEM certificate",
+                path.display()
+            );
+            Some(pem)
+        }
+        None => None,
+    };
+    let client_tls = match &options.tls_client {
+        Some((cert, key)) => Some(ClientTlsConfig {
+            client_cert: read("redis_tls_cert_file", cert)?,
+            client_key: read("redis_tls_key_file", key)?,
+        }),
+        None => None,
+    };
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+/// The seed addresses, with the password from the file and the TLS files
+/// applied.
 pub(super) fn seeds(options: &RedisOptions) -> anyhow::Result<Vec<ConnectionInfo>> {
     anyhow::ensure!(
         !options.urls.is_empty(),
         "--store redis needs at least one --redis-url, e.g. redis://127.0.0.1:6379"
     );
+    let tls = certificates(options)?;
     let password = match &options.password_file {
         None => None,
         Some(path) => {
@@ -61,13 +105,26 @@ pub(super) fn seeds(options: &RedisOptions) -> anyhow::Result<Vec<ConnectionInfo
                     redact(url)
                 )
             })?;
-            Ok(match &password {
+            let info = match &password {
                 Some(password) => {
                     let redis = info.redis_settings().clone().set_password(password);
                     info.set_redis_settings(redis)
                 }
                 None => info,
-            })
+            };
+            let Some(tls) = &tls else {
+                return Ok(info);
+            };
+            // The certificates travel in the address: every connection
+            // made from this seed (or from its kind, to another node)
+            // uses them.
+            let client = redis::Client::build_with_tls(info, tls.clone()).map_err(|error| {
+                anyhow::anyhow!(
+                    "the Redis TLS files cannot be used for {}: {error}",
+                    redact(url)
+                )
+            })?;
+            Ok(client.get_connection_info().clone())
         })
         .collect()
 }
@@ -331,7 +388,18 @@ async fn connect(
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(200));
     if cluster {
-        let client = ClusterClientBuilder::new(seeds.to_vec())
+        let mut builder = ClusterClientBuilder::new(seeds.to_vec());
+        // The cluster client reaches the nodes it discovers with these, not
+        // with the seeds' own.
+        match certificates(options) {
+            Ok(Some(tls)) => builder = builder.certs(tls),
+            Ok(None) => {}
+            Err(error) => {
+                let error = std::io::Error::other(format!("{error:#}"));
+                return Err(redis::RedisError::from(error));
+            }
+        }
+        let client = builder
             .connection_timeout(deadline)
             .response_timeout(options.timeout)
             // The client's defaults retry for minutes: the request's own
