@@ -9,9 +9,8 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::redis::{available, die_with_parent, free_ports};
+use common::redis::{available, die_with_parent, free_ports, wait_for};
 use common::{Announce, Tracker, get, id};
 
 const LOCALHOST4: [u8; 4] = [127, 0, 0, 1];
@@ -148,14 +147,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
