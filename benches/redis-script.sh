@@ -22,11 +22,12 @@ server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
 python3 - "$port" "$script" "$calls" "$server" "${SHOW:-}" <<'PY'
-import hashlib, random, socket, struct, subprocess, sys, time
+import hashlib, os, random, socket, struct, subprocess, sys, time
 
 port, script, calls, pid, show = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-# No completions here: the snatch count's key is not passed (as the node does).
-KEYS = [b"m", b"4s", b"4l", b"6s", b"6l"]
+# The six keys the node passes (KEY_COUNT=5 for scripts before 2026-12-06,
+# which took the snatch count's key with completions only; none here).
+KEYS = [b"m", b"4s", b"4l", b"6s", b"6l", b"d"][:int(os.environ.get("KEY_COUNT", "6"))]
 NOW = int(time.time())
 
 def encode(*args):

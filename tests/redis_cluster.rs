@@ -104,6 +104,48 @@ fn downloaded_counts_once_across_nodes_and_survives_a_node_killed() {
     assert_eq!(cluster.command(master, &["TTL", &snatches]), "-1");
 }
 
+/// The swarm's state keeps a copy of the snatch count, so that announces
+/// need not read it: the copy is taken from the snatch count's own key when
+/// the state is made again, and a state of the layout before it (56 bytes,
+/// no copy) is read and rewritten.
+#[test]
+fn the_snatch_count_outlives_the_swarms_keys_and_an_old_state_is_rewritten() {
+    if !available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let one = node(&cluster, "o:", &[]);
+    let hash = id(4);
+    one.announce(&Announce::new(hash, 1).seeder().event("completed"));
+    let second = one.announce(&Announce::new(hash, 2).seeder().event("completed"));
+    assert_eq!(second.int("downloaded"), 2);
+    let key = meta_key("o:", &hash);
+    let master = cluster.master_of(&key);
+    let state_len = || cluster.command(master, &["HSTRLEN", &key, "s"]);
+    assert_eq!(state_len(), "64");
+    // The layout before: the copy (bytes 24..32) taken out.
+    let strip = "local s = redis.call('HGET', KEYS[1], 's') \
+        redis.call('HSET', KEYS[1], 's', string.sub(s, 1, 24) .. string.sub(s, 33)) return #s";
+    assert_eq!(cluster.command(master, &["EVAL", strip, "1", &key]), "64");
+    assert_eq!(state_len(), "56");
+    let third = one.announce(&Announce::new(hash, 3));
+    assert_eq!(third.int("downloaded"), 2);
+    assert_eq!((third.int("complete"), third.int("incomplete")), (2, 1));
+    assert_eq!(third.peers4().len(), 2, "the old state's peers are found");
+    assert_eq!(state_len(), "64", "rewritten in the new layout");
+    // The swarm's keys go (as by their expiry); its snatch count stays, and
+    // the next state made takes it again.
+    let base = key.trim_end_matches('m').to_owned();
+    let lists = ["m", "4s", "4l", "6s", "6l"].map(|suffix| format!("{base}{suffix}"));
+    let mut del = vec!["DEL"];
+    del.extend(lists.iter().map(String::as_str));
+    assert_eq!(cluster.command(master, &del), "3");
+    let fourth = one.announce(&Announce::new(hash, 4));
+    assert_eq!(fourth.int("downloaded"), 2);
+    assert_eq!((fourth.int("complete"), fourth.int("incomplete")), (0, 1));
+    assert_eq!(one.counts(hash), (0, 1, 2));
+}
+
 /// The script takes one argument, the announce packed as the node packs it
 /// (47 bytes for IPv4, 59 for IPv6); anything else is refused before a
 /// key is written.

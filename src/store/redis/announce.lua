@@ -1,10 +1,14 @@
 -- One announce, in one round trip, on one swarm (every key in one hash slot).
 --
--- KEYS: 1 the swarm (a hash: field "s" = fourteen big-endian u32: the peer
---         counts of the four peer lists, the keys' expiry time, when the
---         next trim step of any list is due (4294967295: none has peers),
---         when each list's next trim step is due, where each list's trim
---         resumes; and the index: field = a peer's IP bytes, value = one
+-- KEYS: 1 the swarm (a hash: field "s" = the state, 64 bytes big-endian:
+--         the peer counts of the four peer lists (u32), the keys' expiry
+--         time (u32), when the next trim step of any list is due (u32,
+--         4294967295: none has peers), the snatch count (a double: a copy
+--         of key 6, so that no announce need read that key), when each
+--         list's next trim step is due (u32), where each list's trim
+--         resumes (u32); a 56-byte state (the layout before, without the
+--         snatch count) is read and rewritten in this one; and the index:
+--         field = a peer's IP bytes, value = one
 --         7-byte entry per peer at that IP: list (1 byte, 1..4), slot (4,
 --         big-endian), port (2)),
 --       2 IPv4 seeders, 3 IPv4 leechers, 4 IPv6 seeders, 5 IPv6 leechers
@@ -13,9 +17,9 @@
 --         Unix seconds), flag (1: "c" counted as completed, "-" not), peer
 --         id (20); bytes past count are left over, the last-seen time of
 --         a vacated slot zeroed),
---       6 the snatch count (a string; it never expires), passed only with
---         a seeder's event=completed, the one announce that may count it:
---         every key passed costs Redis a Lua string and a slot check.
+--       6 the snatch count (a string; it never expires: a swarm's other
+--         keys do), read only when the state is made again, written by a
+--         completion.
 -- ARGV: 1 the announce, packed in one string (big-endian): flags (1 byte,
 --       "0" plus the sum of 1 stopped, 2 IPv6, 4 seeder, 8 event=completed,
 --       so "0" to "?"), numwant
@@ -30,7 +34,8 @@
 --       (`sample::plan`): far cheaper for Redis than strings handed through Lua.
 -- Returns one string (big-endian): status (u8: 0 ok, 1 swarm full, 2 too
 --          many peers at this IP), now (u32), the four peer counts (u32:
---          IPv4 seeders, leechers, IPv6 seeders, leechers); 21 bytes. When
+--          IPv4 seeders, leechers, IPv6 seeders, leechers), the snatch
+--          count (double); 29 bytes. When
 --          windows are asked for (numwant > 0), then the four windows'
 --          lengths (u32) and the windows: for each list, consecutive records
 --          from a random slot (empty when nothing is wanted from it). The
@@ -61,11 +66,14 @@ local MAX_STEP = 1024
 local EXACT = 32
 local ENTRY = 7
 local NEVER = 4294967295
--- The state's head: the four counts, the expiry, the next trim step due.
-local HEAD = '>I4I4I4I4I4I4'
-local STATE = '>I4I4I4I4I4I4I4I4I4I4I4I4I4I4'
--- The reply's head: status, now, the four counts.
-local REPLY = '>BI4I4I4I4I4'
+-- The state's head: the four counts, the expiry, the next trim step due,
+-- the snatch count.
+local HEAD = '>I4I4I4I4I4I4d'
+local STATE = '>I4I4I4I4I4I4dI4I4I4I4I4I4I4I4'
+-- The state before the snatch count was kept in it (56 bytes).
+local STATE_56 = '>I4I4I4I4I4I4I4I4I4I4I4I4I4I4'
+-- The reply's head: status, now, the four counts, the snatch count.
+local REPLY = '>BI4I4I4I4I4d'
 local packed = ARGV[1] or ''
 local flags, numwant, ttl, most, now, random, port, id, rest
 if #packed == 47 or #packed == 59 then
@@ -103,21 +111,21 @@ local state, entries = got[1], got[2] or ''
 -- the commonest of the dearer calls: what the full path's insert does,
 -- written out without its state table and closures (about a tenth of the
 -- call; `benches/redis-script.sh`).
-if state and #state == 56 and not stop and not completes and numwant <= 0 then
-  local c1, c2, c3, c4, expiry, due = struct.unpack(HEAD, state)
+if state and #state == 64 and not stop and not completes and numwant <= 0 then
+  local c1, c2, c3, c4, expiry, due, snatched = struct.unpack(HEAD, state)
   if due > now and expiry > 0 and expiry - now >= ttl then
     for p = 1, #entries, ENTRY do
       if string.sub(entries, p + 5, p + 6) == port then
         if string.byte(entries, p) == role then
           local f = struct.unpack('>I4', entries, p + 1) * size + iplen + 2
           redis.call('SETRANGE', KEYS[1 + role], f, struct.pack('>I4', now))
-          return struct.pack(REPLY, 0, now, c1, c2, c3, c4)
+          return struct.pack(REPLY, 0, now, c1, c2, c3, c4, snatched)
         end
         break
       end
     end
     if entries == '' and (most <= 0 or c1 + c2 + c3 + c4 < most) then
-      local _, _, _, _, _, _, d1, d2, d3, d4, r1, r2, r3, r4 = struct.unpack(STATE, state)
+      local _, _, _, _, _, _, _, d1, d2, d3, d4, r1, r2, r3, r4 = struct.unpack(STATE, state)
       local slot, key = role == 1 and c1 or role == 2 and c2 or role == 3 and c3 or c4, KEYS[1 + role]
       local record = ip .. port .. struct.pack('>I4', now) .. '-' .. id
       if slot < EXACT then
@@ -134,9 +142,9 @@ if state and #state == 56 and not stop and not completes and numwant <= 0 then
       if role == 1 then c1 = c1 + 1 elseif role == 2 then c2 = c2 + 1
       elseif role == 3 then c3 = c3 + 1 else c4 = c4 + 1 end
       redis.call('HSET', INDEX, 's',
-        struct.pack(STATE, c1, c2, c3, c4, expiry, due, d1, d2, d3, d4, r1, r2, r3, r4),
+        struct.pack(STATE, c1, c2, c3, c4, expiry, due, snatched, d1, d2, d3, d4, r1, r2, r3, r4),
         ip, string.char(role) .. struct.pack('>I4', slot) .. port)
-      return struct.pack(REPLY, 0, now, c1, c2, c3, c4)
+      return struct.pack(REPLY, 0, now, c1, c2, c3, c4, snatched)
     end
   end
 end
@@ -145,14 +153,23 @@ local stamp = struct.pack('>I4', now)
 -- The state, one table: 1-4 the peer counts of the four lists, 5 the keys'
 -- expiry time (0: none yet), 6 when the next trim step of any list is due,
 -- 7-10 when each list's next trim step is due, 11-14 where each list's trim
--- resumes.
-local st
-if state and #state == 56 then
-  st = {struct.unpack(STATE, state)}
-else
-  st = {0, 0, 0, 0, 0, NEVER, 0, 0, 0, 0, 0, 0, 0, 0}
-end
+-- resumes. The snatch count is kept apart from it, in `snatched`.
+local st, snatched
 local changed = false
+if state and #state == 64 then
+  st = {struct.unpack(STATE, state)}
+  snatched = table.remove(st, 7)
+else
+  if state and #state == 56 then
+    st = {struct.unpack(STATE_56, state)}
+    -- Rewritten in the new layout by this call.
+    changed = true
+  else
+    st = {0, 0, 0, 0, 0, NEVER, 0, 0, 0, 0, 0, 0, 0, 0}
+  end
+  -- The swarm's keys expired (or never were): its snatch count did not.
+  snatched = tonumber(redis.call('GET', KEYS[6]) or 0) or 0
+end
 -- Index fields to write (false: to delete), all in the state's HSET at the
 -- end: a stop or a trim rewrites two or three. Reads go through it
 -- (`pending[ip]`, then HGET when nil: written out where used, since a
@@ -161,9 +178,11 @@ local changed = false
 -- two locals instead (no table).
 local pending, entry_ip, entry_value
 local function save_state()
+  local packed_state = changed and
+    struct.pack(STATE, st[1], st[2], st[3], st[4], st[5], st[6], snatched, unpack(st, 7, 14))
   if pending then
     local hset, deleted
-    if changed then hset = {'HSET', INDEX, 's', struct.pack(STATE, unpack(st, 1, 14))} end
+    if changed then hset = {'HSET', INDEX, 's', packed_state} end
     for field, value in pairs(pending) do
       if value then
         hset = hset or {'HSET', INDEX}
@@ -176,9 +195,9 @@ local function save_state()
     if hset then redis.call(unpack(hset)) end
     if deleted then redis.call(unpack(deleted)) end
   elseif changed and entry_ip then
-    redis.call('HSET', INDEX, 's', struct.pack(STATE, unpack(st, 1, 14)), entry_ip, entry_value)
+    redis.call('HSET', INDEX, 's', packed_state, entry_ip, entry_value)
   elseif changed then
-    redis.call('HSET', INDEX, 's', struct.pack(STATE, unpack(st, 1, 14)))
+    redis.call('HSET', INDEX, 's', packed_state)
   elseif entry_ip then
     redis.call('HSET', INDEX, entry_ip, entry_value)
   end
@@ -303,13 +322,11 @@ if not at then
   end
 end
 
--- The snatch count is not returned: the node reads it with a plain GET
--- pipelined behind this script, cheaper for Redis than one in here. The
--- early answers carry the counts and no windows.
+-- The early answers carry the counts and no windows.
 if stop then
   if at then drop(at, at_slot, ip, entries) end
   save_state()
-  return struct.pack(REPLY, 0, now, st[1], st[2], st[3], st[4])
+  return struct.pack(REPLY, 0, now, st[1], st[2], st[3], st[4], snatched)
 end
 
 local flag
@@ -330,7 +347,7 @@ else
   end
   if status > 0 then
     save_state()
-    return struct.pack(REPLY, status, now, st[1], st[2], st[3], st[4])
+    return struct.pack(REPLY, status, now, st[1], st[2], st[3], st[4], snatched)
   end
   flag = '-'
 end
@@ -390,6 +407,10 @@ if renew then
   st[5] = now + 2 * ttl
   changed = true
 end
+if completed_now then
+  snatched = redis.call('INCR', KEYS[6])
+  changed = true
+end
 save_state()
 if renew then
   redis.call('EXPIREAT', INDEX, st[5])
@@ -398,12 +419,10 @@ if renew then
   end
 end
 
-if completed_now then redis.call('INCR', KEYS[6]) end
-
 local left = numwant
 if left <= 0 then
   -- The node reads the windows itself (or wants no peers).
-  return struct.pack(REPLY, 0, now, st[1], st[2], st[3], st[4])
+  return struct.pack(REPLY, 0, now, st[1], st[2], st[3], st[4], snatched)
 end
 
 -- Windows: `k` consecutive records of list `i` from a random slot (all of
@@ -439,5 +458,5 @@ for base = own_s, 4 - own_s, 4 - 2 * own_s do
 end
 
 local w1, w2, w3, w4 = windows[1], windows[2], windows[3], windows[4]
-return struct.pack(REPLY .. 'I4I4I4I4', 0, now, st[1], st[2], st[3], st[4],
+return struct.pack(REPLY .. 'I4I4I4I4', 0, now, st[1], st[2], st[3], st[4], snatched,
   #w1, #w2, #w3, #w4) .. w1 .. w2 .. w3 .. w4

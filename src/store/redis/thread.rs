@@ -511,9 +511,9 @@ fn settle<T>(
 }
 
 /// One announce, one round trip: the announce script (`EVALSHA`) does the
-/// swarm's side and returns the counts; the snatch count and the windows of
+/// swarm's side and returns the counts and the snatch count; the windows of
 /// records the peers are chosen from (`sample`: the lists read whole in one
-/// `MGET` with the count, parts by `GETRANGE`) are plain reads pipelined
+/// `MGET`, parts by `GETRANGE`) are plain reads pipelined
 /// right behind it, planned from the counts this node
 /// saw last (the script returns the windows itself for a swarm the node has
 /// no counts of). A master that does not know the script (`NOSCRIPT`:
@@ -550,9 +550,7 @@ async fn announce(
     // Packed once: a `NOSCRIPT` retry sends the same bytes.
     let numwant = if reads.is_some() { 0 } else { want };
     let packed = pack_announce(args, v6, &ip, numwant, options, now, random);
-    let completion = args.seeder && args.completed;
-    let build =
-        |keys: &mut SwarmKeys| script_pipeline(shared, keys, &packed, completion, reads.as_deref());
+    let build = |keys: &mut SwarmKeys| script_pipeline(shared, keys, &packed, reads.as_deref());
     let mut build = || build(&mut keys);
     let master = shared.direct.get().and_then(|direct| direct.master(slot));
     let metrics = &shared.metrics;
@@ -593,23 +591,15 @@ async fn announce(
         Some(value) => redis::from_redis_value(value)?,
         None => return Err(unexpected("announce reply")),
     };
-    // The snatch count, alone (`GET`) or first of an `MGET` with the lists
-    // read whole.
+    // The lists read whole, in one `MGET`.
     let with_whole = reads.iter().flatten().any(|read| read.whole);
-    let (downloaded, mut whole) = match replies.next() {
-        Some(value) if with_whole => {
-            let mut values = redis::from_redis_value::<Vec<Option<Vec<u8>>>>(value)?.into_iter();
-            let downloaded = match values.next() {
-                Some(count) => snatches(count.as_deref())?,
-                None => return Err(unexpected("snatch count")),
-            };
-            (downloaded, values)
-        }
-        Some(value) => {
-            let count = redis::from_redis_value::<Option<u64>>(value)?.unwrap_or(0);
-            (count, Vec::new().into_iter())
-        }
-        None => return Err(unexpected("snatch count")),
+    let mut whole = if with_whole {
+        let Some(value) = replies.next() else {
+            return Err(unexpected("window reads"));
+        };
+        redis::from_redis_value::<Vec<Option<Vec<u8>>>>(value)?.into_iter()
+    } else {
+        Vec::new().into_iter()
     };
     let Some(reply) = ScriptReply::parse(&script) else {
         return Err(unexpected("announce reply"));
@@ -666,21 +656,9 @@ async fn announce(
     let counts = SwarmCounts {
         complete: u32::try_from(counts[0] + counts[2]).unwrap_or(u32::MAX),
         incomplete: u32::try_from(counts[1] + counts[3]).unwrap_or(u32::MAX),
-        downloaded,
+        downloaded: reply.downloaded,
     };
     Ok(Ok((counts, peers)))
-}
-
-/// A snatch count as `MGET` returns it: decimal digits, or nil before the
-/// swarm's first completion.
-fn snatches(count: Option<&[u8]>) -> redis::RedisResult<u64> {
-    match count {
-        None => Ok(0),
-        Some(digits) => std::str::from_utf8(digits)
-            .ok()
-            .and_then(|digits| digits.parse().ok())
-            .ok_or_else(|| unexpected("snatch count")),
-    }
 }
 
 /// Whether a request sent straight to a master should go through the
@@ -733,20 +711,14 @@ fn script_pipeline(
     shared: &Shared,
     keys: &mut SwarmKeys,
     packed: &[u8],
-    counts_completion: bool,
     reads: Option<&[sample::Read]>,
 ) -> Pipeline {
     const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
     let mut pipe = redis::Pipeline::with_capacity(6);
-    // Sized up front for its 10 arguments at most (9 without the snatch
-    // count's key): growing the command's buffers argument by argument cost
-    // a dozen reallocations per announce.
+    // Sized up front for its 10 arguments: growing the command's buffers
+    // argument by argument cost a dozen reallocations per announce.
     let mut script = redis::Cmd::with_capacity(10, 128 + 8 * keys.base_len());
-    // The snatch count's key only when the script may count a completion
-    // (a seeder's event=completed): each key costs Redis a Lua string and a
-    // slot check.
     let suffixes = ["m", "4s", "4l", "6s", "6l", "d"];
-    let suffixes = &suffixes[..if counts_completion { 6 } else { 5 }];
     script
         .arg("EVALSHA")
         .arg(shared.script.get_hash())
@@ -756,17 +728,14 @@ fn script_pipeline(
     }
     script.arg(packed);
     pipe.add_command(script);
-    // The snatch count: a plain read costs Redis less than one inside the
-    // script. The lists read whole come with it in one `MGET`: each command
-    // costs Redis its parsing, lookup and slot check whatever it reads.
+    // The lists read whole come in one `MGET`: each command costs Redis
+    // its parsing, lookup and slot check whatever it reads.
     let reads = reads.unwrap_or_default();
     if reads.iter().any(|read| read.whole) {
-        let mget = pipe.cmd("MGET").arg(keys.with("d"));
+        let mget = pipe.cmd("MGET");
         for read in reads.iter().filter(|read| read.whole) {
             mget.arg(keys.with(LISTS[read.list]));
         }
-    } else {
-        pipe.cmd("GET").arg(keys.with("d"));
     }
     for read in reads.iter().filter(|read| !read.whole) {
         let (first, last) = read.bytes();
@@ -813,13 +782,16 @@ struct ScriptReply<'a> {
     status: u8,
     now: u64,
     counts: [u64; 4],
+    /// The swarm's snatch count.
+    downloaded: u64,
     /// Empty unless the script was asked for them.
     windows: [&'a [u8]; 4],
 }
 
 impl<'a> ScriptReply<'a> {
-    /// Bytes of the head: the status (`u8`), now and the four counts (`u32`).
-    const HEAD: usize = 21;
+    /// Bytes of the head: the status (`u8`), now and the four counts
+    /// (`u32`), the snatch count (`f64`: Lua's one kind of number).
+    const HEAD: usize = 29;
     /// Where the windows start, after the head and their four lengths.
     const WINDOWS: usize = Self::HEAD + 16;
 
@@ -833,6 +805,12 @@ impl<'a> ScriptReply<'a> {
         let status = *bytes.first()?;
         let now = u32_at(1)?;
         let counts = [u32_at(5)?, u32_at(9)?, u32_at(13)?, u32_at(17)?];
+        let downloaded = f64::from_be_bytes(bytes.get(21..29)?.try_into().ok()?);
+        // A count of completions: whole, and not negative.
+        if !(downloaded >= 0.0 && downloaded.fract() == 0.0 && downloaded < 2f64.powi(64)) {
+            return None;
+        }
+        let downloaded = downloaded as u64;
         let mut windows: [&[u8]; 4] = [&[]; 4];
         if bytes.len() > Self::HEAD {
             let mut at = Self::WINDOWS;
@@ -849,6 +827,7 @@ impl<'a> ScriptReply<'a> {
             status,
             now,
             counts,
+            downloaded,
             windows,
         })
     }
@@ -948,14 +927,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_snatch_count_from_mget_is_digits_or_nil() {
-        assert_eq!(snatches(None).ok(), Some(0));
-        assert_eq!(snatches(Some(b"42")).ok(), Some(42));
-        assert!(snatches(Some(b"4x")).is_err());
-        assert!(snatches(Some(b"")).is_err());
-    }
-
-    #[test]
     fn passwords_never_reach_the_log() {
         assert_eq!(redact("redis://:secret@host:6379"), "redis://***@host:6379");
         assert_eq!(redact("rediss://user:pw@h:1/0"), "rediss://***@h:1/0");
@@ -1036,17 +1007,27 @@ mod tests {
 
     #[test]
     fn the_script_reply_is_read_with_and_without_windows() {
-        let head = |status: u8| {
+        let with_snatches = |status: u8, snatches: f64| {
             let mut bytes = vec![status];
             for n in [1_700_000_000u32, 3, 5, 0, 2] {
                 bytes.extend_from_slice(&n.to_be_bytes());
             }
+            bytes.extend_from_slice(&snatches.to_be_bytes());
             bytes
         };
+        let head = |status: u8| with_snatches(status, 41.0);
         let plain = head(0);
         let reply = ScriptReply::parse(&plain).unwrap();
         assert_eq!((reply.status, reply.now), (0, 1_700_000_000));
         assert_eq!(reply.counts, [3, 5, 0, 2]);
+        assert_eq!(reply.downloaded, 41);
+        // A snatch count that is no count: refused.
+        for odd in [-1.0, 0.5, f64::NAN, f64::INFINITY, 1e30] {
+            assert!(
+                ScriptReply::parse(&with_snatches(0, odd)).is_none(),
+                "{odd}"
+            );
+        }
         assert_eq!(reply.windows, [&[] as &[u8]; 4]);
         assert_eq!(ScriptReply::parse(&head(2)).unwrap().status, 2);
 
@@ -1059,7 +1040,7 @@ mod tests {
         assert_eq!(reply.windows, [&b"aa"[..], b"", b"bbb", b"c"]);
 
         // Short, or lengths that do not add up: refused, never a panic.
-        assert!(ScriptReply::parse(&plain[..20]).is_none());
+        assert!(ScriptReply::parse(&plain[..28]).is_none());
         assert!(ScriptReply::parse(&windowed[..windowed.len() - 1]).is_none());
         let mut long = windowed.clone();
         long.push(b'x');
