@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 old=$1 new=$2 rounds=${3:-3} seconds=${4:-6}
 cargo build --release --bin shoal-load >&2
 out=$(mktemp)
-trap 'kill $(jobs -p) 2>/dev/null; rm -f "$out"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -f "$out"' EXIT
 for round in $(seq 1 "$rounds"); do
     for mode in keep-alive close; do
         for side in old new; do

@@ -39,7 +39,7 @@ cargo build --release --bins --examples >&2
 load=target/release/shoal-load
 work=$(mktemp -d)
 chmod 755 "$work"  # opentracker drops root privileges before reading its whitelist
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 results="$work/results"
 
 # opentracker from Debian is whitelist-only: allow the benchmark's hashes.

@@ -17,7 +17,7 @@ bin=$1 mode=${2:-keep-alive} seconds=${3:-10}
 port=18369
 cargo build --release --bin shoal-load >&2
 out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$out"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 if [ -n "${HELLO:-}" ]; then
     valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" "127.0.0.1:$port" "${REACTOR:-per-core}" 1 \
         >/dev/null 2>"$out/valgrind.err" &

@@ -20,7 +20,7 @@ mode=${MODE:-keep-alive}  # or close: a new connection per request
 
 cargo build --release --bins >&2
 load=target/release/shoal-load
-trap 'kill $(jobs -p) 2>/dev/null' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 echo "mode: $mode, $connections connections, $seconds s per run, $workers workers"
 echo

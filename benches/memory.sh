@@ -24,7 +24,7 @@ load=target/release/shoal-load
 bin=${BIN:-target/release/shoal}
 work=$(mktemp -d)
 chmod 755 "$work" # opentracker drops root privileges before reading its whitelist
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 port=18190
 
 rss() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$1/status"; }

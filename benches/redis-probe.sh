@@ -28,7 +28,7 @@ done
     --allow-ip-param --store redis --redis-url "redis://127.0.0.1:${ports[0]}" ${SHOAL_ARGS:-} \
     >/dev/null 2>&1 &
 node=$!
-trap 'kill -INT $node 2>/dev/null; wait $node 2>/dev/null' EXIT
+trap 'kill -INT $node 2>/dev/null; wait $node 2>/dev/null || true' EXIT
 sleep 1
 pids=$(for p in "${ports[@]}"; do pgrep -f "redis-server 127.0.0.1:$p"; done)
 cpu() {

@@ -19,7 +19,7 @@ script=${SCRIPT:-src/store/redis/announce.lua}
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no \
     --loglevel warning >/dev/null 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
 python3 - "$port" "$script" "$calls" "$server" "${SHOW:-}" <<'PY'
 import hashlib, os, random, socket, struct, subprocess, sys, time

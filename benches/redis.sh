@@ -41,7 +41,7 @@ mix=()
 cargo build --release --bins >&2
 load=target/release/shoal-load
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 ports=(17100 17101 17102)
 
 for port in "${ports[@]}"; do

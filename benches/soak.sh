@@ -26,7 +26,7 @@ port=18195
 cargo build --release --bins >&2
 load=target/release/shoal-load
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 ${BIN:-target/release/shoal} --listen "127.0.0.1:$port" --udp-listen none --workers 2 \
     --reactor "${REACTOR:-tokio}" --log-level warn --allow-ip-param --peer-ttl "$ttl" \
