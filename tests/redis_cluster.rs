@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::{Cluster, available};
+use common::redis::{Cluster, Single, available};
 use common::udp::{Answer, UdpAnnounce, UdpClient};
 use common::{Announce, Tracker, get, id};
 
@@ -194,6 +194,71 @@ fn the_script_refuses_a_malformed_announce_and_writes_nothing() {
     let reply = call(&format!("0{}", zeros(46)));
     assert!(!reply.starts_with('-'), "{reply}");
     assert_ne!(exists(), "0");
+}
+
+/// A new peer that joins an empty list on the script's fast path makes that
+/// list's trim steps due again, as the full path does, and leaves the rest
+/// of the state as it was. The state is written by hand: a swarm whose
+/// peers have all gone, no trim step due, its lists' own due times 7 to 10
+/// and resume points 11 to 14.
+#[test]
+fn a_new_peer_on_the_fast_path_makes_its_lists_trim_steps_due() {
+    if !available() {
+        return;
+    }
+    let single = Single::start();
+    let client = redis::Client::open(single.url()).expect("client");
+    let mut connection = client.get_connection().expect("connection");
+    let keys = [
+        "f:{k}m", "f:{k}4s", "f:{k}4l", "f:{k}6s", "f:{k}6l", "f:{k}d",
+    ];
+    let now: u32 = 1_800_000_000;
+    let be =
+        |numbers: &[u32]| -> Vec<u8> { numbers.iter().flat_map(|n| n.to_be_bytes()).collect() };
+    let mut state = be(&[0, 0, 0, 0, now + 10_000, u32::MAX]);
+    state.extend(5f64.to_be_bytes());
+    state.extend(be(&[7, 8, 9, 10, 11, 12, 13, 14]));
+    let () = redis::cmd("HSET")
+        .arg(keys[0])
+        .arg("s")
+        .arg(&state)
+        .query(&mut connection)
+        .expect("HSET");
+    // A new IPv4 leecher (list 2), numwant 0: flags "0", numwant, TTL,
+    // most peers, now, random, port, peer id, IP.
+    let mut packed = vec![b'0'];
+    packed.extend(be(&[0, 2700, 0, now, 0]));
+    packed.extend(6881u16.to_be_bytes());
+    packed.extend(b"-XX0001-abcdefghijkl");
+    packed.extend([10, 0, 0, 1]);
+    let reply: Vec<u8> = redis::cmd("EVAL")
+        .arg(include_str!("../src/store/redis/announce.lua"))
+        .arg(6)
+        .arg(&keys)
+        .arg(&packed)
+        .query(&mut connection)
+        .expect("EVAL");
+    // Status 0, now, the counts, the snatch count.
+    let mut expected = vec![0];
+    expected.extend(be(&[now, 0, 1, 0, 0]));
+    expected.extend(5f64.to_be_bytes());
+    assert_eq!(reply, expected);
+    let after: Vec<u8> = redis::cmd("HGET")
+        .arg(keys[0])
+        .arg("s")
+        .query(&mut connection)
+        .expect("HGET");
+    let mut wanted = be(&[0, 1, 0, 0, now + 10_000, 8]);
+    wanted.extend_from_slice(&state[24..]);
+    assert_eq!(
+        after, wanted,
+        "due: the leechers' own due time (8); the rest unchanged"
+    );
+    let record: Vec<u8> = redis::cmd("GET")
+        .arg(keys[2])
+        .query(&mut connection)
+        .expect("GET");
+    assert_eq!(&record[..6], &[10, 0, 0, 1, 0x1a, 0xe1]);
 }
 
 #[test]

@@ -125,7 +125,6 @@ if state and #state == 64 and not stop and not completes and numwant <= 0 then
       end
     end
     if entries == '' and (most <= 0 or c1 + c2 + c3 + c4 < most) then
-      local _, _, _, _, _, _, _, d1, d2, d3, d4, r1, r2, r3, r4 = struct.unpack(STATE, state)
       local slot, key = role == 1 and c1 or role == 2 and c2 or role == 3 and c3 or c4, KEYS[1 + role]
       local record = ip .. port .. struct.pack('>I4', now) .. '-' .. id
       if slot < EXACT then
@@ -136,14 +135,15 @@ if state and #state == 64 and not stop and not completes and numwant <= 0 then
       end
       if slot == 0 then
         -- A list that was empty has its trim steps due again.
-        due = math.min(due, role == 1 and d1 or role == 2 and d2 or role == 3 and d3 or d4)
+        -- (this list's, at byte 33 + 4 * (role - 1) of the state).
+        due = math.min(due, (struct.unpack('>I4', state, 29 + 4 * role)))
         redis.call('EXPIREAT', key, expiry)
       end
       if role == 1 then c1 = c1 + 1 elseif role == 2 then c2 = c2 + 1
       elseif role == 3 then c3 = c3 + 1 else c4 = c4 + 1 end
-      redis.call('HSET', INDEX, 's',
-        struct.pack(STATE, c1, c2, c3, c4, expiry, due, snatched, d1, d2, d3, d4, r1, r2, r3, r4),
-        ip, string.char(role) .. struct.pack('>I4', slot) .. port)
+      -- Only the head changed: the state's tail is copied as it is.
+      redis.call('HSET', INDEX, 's', struct.pack(HEAD, c1, c2, c3, c4, expiry, due, snatched) ..
+        string.sub(state, 33), ip, struct.pack('>BI4', role, slot) .. port)
       return struct.pack(REPLY, 0, now, c1, c2, c3, c4, snatched)
     end
   end
