@@ -4,8 +4,9 @@
 # Redis: CPU µs per announce (all masters, from /proc) and how many
 # announces each socket read carried (INFO stats total_reads_processed), to
 # see what Redis's cost per announce depends on; the node's announces per
-# shoal CPU-second, and how they went (shoal_store_routes_total). PORTS may
-# name a single Redis (not a cluster) too.
+# shoal CPU-second, and how they went (shoal_store_routes_total); then each
+# command's calls per announce and Redis µs per call (INFO commandstats).
+# PORTS may name a single Redis (not a cluster) too.
 #
 # usage: PORTS="17200 17201 17202" benches/redis-probe.sh [shoal-load args...]
 #   e.g. benches/redis-probe.sh --rate 11000
@@ -50,7 +51,9 @@ sleep "$seconds"
 after=$(cpu)
 wait "$load"
 reads=0 commands=0 script_calls=0 script_usec=0
+: > "$out.cmd"
 for p in "${ports[@]}"; do
+    redis-cli -p "$p" info commandstats | tr -d '\r' | grep '^cmdstat_' >> "$out.cmd" || true
     stats=$(redis-cli -p "$p" info stats | tr -d '\r')
     reads=$(( reads + $(sed -n 's/^total_reads_processed://p' <<<"$stats") ))
     commands=$(( commands + $(sed -n 's/^total_commands_processed://p' <<<"$stats") ))
@@ -64,8 +67,8 @@ done
 metrics=$(exec 3<>/dev/tcp/127.0.0.1/18190; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3)
 routes=$(sed -n 's/^shoal_store_routes_total{backend="redis",route="\([a-z]*\)"} \([0-9]*\).*/\1 \2/p' <<<"$metrics" \
     | tr -d '\r' | paste -sd, -)
-python3 - "$out" "$before" "$after" "$reads" "$commands" "$script_calls" "$script_usec" "$routes" <<'PY'
-import json, sys
+python3 - "$out" "$before" "$after" "$reads" "$commands" "$script_calls" "$script_usec" "$routes" "$out.cmd" <<'PY'
+import json, re, sys
 r = json.load(open(sys.argv[1]))
 cpu = float(sys.argv[3]) - float(sys.argv[2])
 reads, commands, n = int(sys.argv[4]), int(sys.argv[5]), r["ok"]
@@ -75,5 +78,16 @@ print(f"{r['rps']:.0f} announces/s, Redis {cpu:.2f} CPU s: {cpu * 1e6 / n:.1f} �
       f"{n / max(reads, 1):.2f} announces per read, {commands / n:.2f} commands per announce "
       f"(script calls included), p99 {r['p99_ms']} ms, "
       f"{n / r['server_cpu_s']:.0f} announces per shoal CPU-s; routes: {sys.argv[8] or '-'}")
+# Each command: how many per announce, and Redis µs per call (commandstats;
+# the script's own calls are counted in EVALSHA's time too).
+calls, usec = {}, {}
+for line in open(sys.argv[9]):
+    m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
+    if m and m.group(1) not in ("info", "config|resetstat"):
+        calls[m.group(1)] = calls.get(m.group(1), 0) + int(m.group(2))
+        usec[m.group(1)] = usec.get(m.group(1), 0) + int(m.group(3))
+print("per announce: " + ", ".join(
+    f"{name} {calls[name] / max(n, 1):.2f} x {usec[name] / calls[name]:.2f} µs"
+    for name in sorted(calls, key=lambda k: -usec[k])))
 PY
-rm -f "$out"
+rm -f "$out" "$out.cmd"
