@@ -134,8 +134,8 @@ if state and #state == 64 and not stop and not completes and numwant <= 0 then
         redis.call('SETRANGE', key, slot * size, record)
       end
       if slot == 0 then
-        -- A list that was empty has its trim steps due again.
-        -- (this list's, at byte 33 + 4 * (role - 1) of the state).
+        -- A list that was empty has its trim steps due again (its own due
+        -- time is at byte 33 + 4 * (role - 1) of the state).
         due = math.min(due, (struct.unpack('>I4', state, 29 + 4 * role)))
         redis.call('EXPIREAT', key, expiry)
       end

@@ -49,8 +49,7 @@ pub(super) struct Read {
     pub to: u64,
     /// The list held fewer records than the window when last seen, a
     /// moment ago, so the whole string is read: by one `MGET` with the
-    /// snatch count and the other whole lists, one command for Redis
-    /// instead of one each.
+    /// other whole lists, one command for Redis instead of one each.
     pub whole: bool,
 }
 
