@@ -261,6 +261,145 @@ fn a_new_peer_on_the_fast_path_makes_its_lists_trim_steps_due() {
     assert_eq!(&record[..6], &[10, 0, 0, 1, 0x1a, 0xe1]);
 }
 
+/// The bytes a list's string holds once the script writes it whole with
+/// `n` records (the rule of `room` in announce.lua): the whole records that
+/// fit jemalloc's size class of the string.
+fn room(n: usize, size: usize) -> usize {
+    let bytes = n * size;
+    if bytes >= 32768 {
+        return bytes;
+    }
+    let need = bytes + if bytes < 256 { 4 } else { 6 };
+    let mut step = 16;
+    while step * 8 < need {
+        step *= 2;
+    }
+    let class = need.div_ceil(step) * step;
+    (class - if class <= 256 { 4 } else { 6 }) / size * size
+}
+
+/// A list grows into the room its memory holds anyway: a new peer whose
+/// record fits is written by one SETRANGE, and the string is rewritten
+/// whole (GETRANGE, SET) only when the room is full, with the room of its
+/// new count, zeros past the records. Removals leave the room; when many
+/// bytes are left over, they are given back down to the room of the count.
+#[test]
+fn a_list_grows_into_the_room_of_its_allocation_and_gives_back_its_leftovers() {
+    if !available() {
+        return;
+    }
+    let single = Single::start();
+    let client = redis::Client::open(single.url()).expect("client");
+    let mut connection = client.get_connection().expect("connection");
+    let keys = [
+        "g:{k}m", "g:{k}4s", "g:{k}4l", "g:{k}6s", "g:{k}6l", "g:{k}d",
+    ];
+    let script = redis::Script::new(include_str!("../src/store/redis/announce.lua"));
+    let now = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("u32 seconds");
+    // An IPv4 leecher at 10.0.(n / 256).(n % 256), numwant 0; flag "1": a
+    // stop.
+    let announce = |connection: &mut redis::Connection, n: u16, flags: u8| {
+        let mut packed = vec![flags];
+        for number in [0, 2700, 0, now, 0] {
+            packed.extend(u32::to_be_bytes(number));
+        }
+        packed.extend(6881u16.to_be_bytes());
+        packed.extend(format!("-XX0001-{n:012}").as_bytes());
+        packed.extend([10, 0, (n >> 8) as u8, n as u8]);
+        let reply: Vec<u8> = script
+            .key(&keys[..])
+            .arg(packed)
+            .invoke(connection)
+            .expect("EVALSHA");
+        assert_eq!(reply[0], 0, "status of peer {n}");
+    };
+    let stats = |connection: &mut redis::Connection, command: &str| -> u64 {
+        let text: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(connection)
+            .expect("INFO");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let list = |connection: &mut redis::Connection| -> Vec<u8> {
+        redis::cmd("GET")
+            .arg(keys[2])
+            .query(connection)
+            .expect("GET")
+    };
+    const SIZE: usize = 31;
+    let peers: u16 = 400;
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut connection)
+        .expect("RESETSTAT");
+    let mut rewrites = 0;
+    for n in 0..peers {
+        let count = usize::from(n);
+        announce(&mut connection, n, b'0');
+        if count == 0 || room(count, SIZE) < (count + 1) * SIZE {
+            rewrites += 1;
+        }
+        let bytes = list(&mut connection);
+        assert_eq!(
+            bytes.len(),
+            room(count + 1, SIZE),
+            "length at {} peers",
+            count + 1
+        );
+        assert!(
+            bytes[(count + 1) * SIZE..].iter().all(|&b| b == 0),
+            "zeros past the records"
+        );
+        assert_eq!(
+            &bytes[count * SIZE..count * SIZE + 4],
+            &[10, 0, (n >> 8) as u8, n as u8]
+        );
+    }
+    // Only the inserts that did not fit rewrote the string.
+    assert_eq!(stats(&mut connection, "set"), rewrites);
+    assert_eq!(
+        stats(&mut connection, "setrange"),
+        u64::from(peers) - rewrites
+    );
+    assert!(rewrites < u64::from(peers) / 4, "{rewrites} rewrites");
+    // Every peer but the first 16 stops, the last first (no record moves):
+    // the string keeps its length until the leftovers are many (looked at
+    // every 16th removal), then holds the room of its count.
+    let mut length = room(usize::from(peers), SIZE);
+    let mut given_back = 0;
+    for n in (16..peers).rev() {
+        announce(&mut connection, n, b'1');
+        let count = usize::from(n);
+        if count % 16 == 0 && length > 2 * count * SIZE + 4096 {
+            length = room(count, SIZE);
+            given_back += 1;
+        }
+        let bytes = list(&mut connection);
+        assert_eq!(bytes.len(), length, "length at {count} peers");
+        // A vacated slot keeps its record with its last-seen time zeroed.
+        assert!(
+            bytes[count * SIZE..]
+                .chunks(SIZE)
+                .all(|record| record.len() == SIZE && record[6..10] == [0; 4]),
+            "past {count}: whole records, read as long expired"
+        );
+    }
+    assert!(given_back > 0);
+    let bytes = list(&mut connection);
+    for (n, record) in bytes.chunks_exact(SIZE).take(16).enumerate() {
+        assert_eq!(&record[..4], &[10, 0, 0, n as u8], "record {n}");
+    }
+}
+
 #[test]
 fn peers_expire_without_a_sweep() {
     if !available() {
