@@ -259,6 +259,12 @@ fn a_new_peer_on_the_fast_path_makes_its_lists_trim_steps_due() {
         .query(&mut connection)
         .expect("GET");
     assert_eq!(&record[..6], &[10, 0, 0, 1, 0x1a, 0xe1]);
+    // The new list expires with the swarm's other keys.
+    let expiry: i64 = redis::cmd("EXPIRETIME")
+        .arg(keys[2])
+        .query(&mut connection)
+        .expect("EXPIRETIME");
+    assert_eq!(expiry, i64::from(now) + 10_000);
 }
 
 /// The bytes a list's string holds once the script writes it whole with

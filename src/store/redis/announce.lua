@@ -94,6 +94,41 @@ local function room(n, size)
   local class = math.ceil(need / step) * step
   return math.floor((class - (class <= 256 and 4 or 6)) / size) * size
 end
+-- Writes `record` into slot `slot`, the next free one, of the list at
+-- `key` (records of `size` bytes). A string written whole is
+-- `room(count)` long (the bytes past the count zero: read as long
+-- expired), so the record goes into that room by one SETRANGE when it
+-- fits. Else the list is written whole again, with the room of its new
+-- count: SETRANGE past a string's end would double its allocation, and
+-- that slack was a third of a small swarm's memory. (A string written
+-- otherwise, by a build before this room, grows by doubling until its
+-- next rewrite.) A new list takes the swarm's expiry time `expiry` (0:
+-- none yet) in the same SET.
+local function insert(key, slot, size, record, expiry)
+  local fits = room(slot, size)
+  if slot > 0 and (fits >= (slot + 1) * size or fits >= REWRITE) then
+    redis.call('SETRANGE', key, slot * size, record)
+    return
+  end
+  local pad = room(slot + 1, size) - (slot + 1) * size
+  local zeros = pad > 0 and string.rep('\0', pad) or ''
+  if slot > 0 then
+    -- A full room holds exactly the records: GET reads them without the
+    -- two offsets of a GETRANGE (each number passed to redis.call is
+    -- formatted as a double, about 2,000 instructions). After removals it
+    -- may hold more. One concatenation: each string made costs.
+    local held = redis.call('GET', key) or ''
+    if #held > slot * size then held = string.sub(held, 1, slot * size) end
+    record = held .. record .. zeros
+  else
+    record = record .. zeros
+  end
+  if slot == 0 and expiry > 0 then
+    redis.call('SET', key, record, 'EXAT', expiry)
+  else
+    redis.call('SET', key, record, 'KEEPTTL')
+  end
+end
 local packed = ARGV[1] or ''
 local flags, numwant, ttl, most, now, random, port, id, rest
 if #packed == 47 or #packed == 59 then
@@ -146,22 +181,11 @@ if state and #state == 64 and not stop and not completes and numwant <= 0 then
     end
     if entries == '' and (most <= 0 or c1 + c2 + c3 + c4 < most) then
       local slot, key = role == 1 and c1 or role == 2 and c2 or role == 3 and c3 or c4, KEYS[1 + role]
-      local record = ip .. port .. struct.pack('>I4', now) .. '-' .. id
-      -- The list grows as the full path's insert below grows it.
-      local held = slot > 0 and room(slot, size) or 0
-      if slot > 0 and (held >= (slot + 1) * size or held >= REWRITE) then
-        redis.call('SETRANGE', key, slot * size, record)
-      else
-        if slot > 0 then record = redis.call('GETRANGE', key, 0, slot * size - 1) .. record end
-        local pad = room(slot + 1, size) - (slot + 1) * size
-        if pad > 0 then record = record .. string.rep('\0', pad) end
-        redis.call('SET', key, record, 'KEEPTTL')
-      end
+      insert(key, slot, size, ip .. port .. struct.pack('>I4', now) .. '-' .. id, expiry)
       if slot == 0 then
         -- A list that was empty has its trim steps due again (its own due
         -- time is at byte 33 + 4 * (role - 1) of the state).
         due = math.min(due, (struct.unpack('>I4', state, 29 + 4 * role)))
-        redis.call('EXPIREAT', key, expiry)
       end
       if role == 1 then c1 = c1 + 1 elseif role == 2 then c2 = c2 + 1
       elseif role == 3 then c3 = c3 + 1 else c4 = c4 + 1 end
@@ -404,25 +428,7 @@ else
   end
   -- New in its role's list: the record goes in the next free slot.
   local key, slot = KEYS[1 + role], st[role]
-  local record = ip .. port .. stamp .. flag .. id
-  -- A string written whole is `room(count)` long (the bytes past the
-  -- count zero: read as long expired), so the record goes into that room
-  -- by one SETRANGE when it fits. Else the list is written whole again,
-  -- with the room of its new count: SETRANGE past a string's end would
-  -- double its allocation, and that slack was a third of a small swarm's
-  -- memory. A string written otherwise (by a build before this room) only
-  -- grows by doubling until its next rewrite.
-  local held = slot > 0 and room(slot, size) or 0
-  if slot > 0 and (held >= (slot + 1) * size or held >= REWRITE) then
-    redis.call('SETRANGE', key, slot * size, record)
-  else
-    if slot > 0 then
-      record = redis.call('GETRANGE', key, 0, slot * size - 1) .. record
-    end
-    local pad = room(slot + 1, size) - (slot + 1) * size
-    if pad > 0 then record = record .. string.rep('\0', pad) end
-    redis.call('SET', key, record, 'KEEPTTL')
-  end
+  insert(key, slot, size, ip .. port .. stamp .. flag .. id, st[5])
   local value = entries .. string.char(role) .. struct.pack('>I4', slot) .. port
   if pending then pending[ip] = value else entry_ip, entry_value = ip, value end
   st[role] = slot + 1
@@ -430,7 +436,6 @@ else
   if slot == 0 then
     -- A list that was empty has its trim steps due again.
     st[6] = math.min(st[6], st[6 + role])
-    if st[5] > 0 then redis.call('EXPIREAT', key, st[5]) end
   end
 end
 
