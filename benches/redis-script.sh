@@ -25,9 +25,10 @@ python3 - "$port" "$script" "$calls" "$server" "${SHOW:-}" <<'PY'
 import hashlib, os, random, socket, struct, subprocess, sys, time
 
 port, script, calls, pid, show = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-# The six keys the node passes (KEY_COUNT=5 for scripts before 2026-12-06,
-# which took the snatch count's key with completions only; none here).
-KEYS = [b"m", b"4s", b"4l", b"6s", b"6l", b"d"][:int(os.environ.get("KEY_COUNT", "6"))]
+# The keys the node passes: the swarm's index alone (the script names the
+# others from it); KEY_COUNT=6 for scripts before 2026-12-06, which took all
+# six (5 for those before the snatch count's copy).
+KEYS = [b"m", b"4s", b"4l", b"6s", b"6l", b"d"][:int(os.environ.get("KEY_COUNT", "1"))]
 NOW = int(time.time())
 
 def encode(*args):

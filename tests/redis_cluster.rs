@@ -925,6 +925,94 @@ fn swarm_moved() {
     assert_eq!(routes(&tracker), (2, 0, 1));
 }
 
+/// A reshard moves a slot's keys one by one. While a swarm is half moved
+/// (its index still here, a list already on the new master), its
+/// announces fail, and fail before they write anything: the swarm's keys
+/// stay consistent, and once the move is done the swarm serves again.
+#[test]
+fn a_swarm_half_moved_by_a_reshard_fails_its_announces_before_any_write() {
+    if !available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let tracker = node(&cluster, "hm:", &["--workers", "1"]);
+    let hash = hash_on(&cluster, "hm:", 0);
+    tracker.announce(&Announce::new(hash, 1).port(7001));
+    tracker.announce(&Announce::new(hash, 2).port(7002));
+    tracker.announce(&Announce::new(hash, 3).port(7003).seeder());
+    // Once more, so that the new seeders' list has had its first trim step
+    // and none is due below.
+    tracker.announce(&Announce::new(hash, 2).port(7002));
+    let key = meta_key("hm:", &hash);
+    let list = |suffix: &str| format!("{}{suffix}", &key[..key.len() - 1]);
+    let slot = cluster.command(0, &["CLUSTER", "KEYSLOT", &key]);
+    let from = cluster.command(0, &["CLUSTER", "MYID"]);
+    let to = cluster.command(1, &["CLUSTER", "MYID"]);
+    let port = cluster.ports[1].to_string();
+    cluster.command(1, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from]);
+    cluster.command(0, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to]);
+    // The seeders' list moves first; the index and the leechers stay.
+    let moved = cluster.command(
+        0,
+        &["MIGRATE", "127.0.0.1", &port, &list("4s"), "0", "5000"],
+    );
+    assert_eq!(moved, "OK");
+    let client = redis::Client::open(cluster.urls()[0].as_str()).expect("client");
+    let mut connection = client.get_connection().expect("connection");
+    // The index's fields and values, and the leechers' list, as bytes.
+    type Here = (Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
+    let mut here = || -> Here {
+        let index = redis::cmd("HGETALL")
+            .arg(&key)
+            .query(&mut connection)
+            .expect("HGETALL");
+        let leechers = redis::cmd("GET")
+            .arg(list("4l"))
+            .query(&mut connection)
+            .expect("GET");
+        (index, leechers)
+    };
+    let before = here();
+    assert_eq!(
+        before.0.len(),
+        2,
+        "the state and one address: {:?}",
+        before.0
+    );
+    // A leecher turns seeder: the full path would move its record out of
+    // the leechers' list (here) into the seeders' (moved).
+    let response = get(
+        tracker.v4,
+        &Announce::new(hash, 1).port(7001).seeder().target(),
+    );
+    assert_eq!(response.failure().as_deref(), Some(UNAVAILABLE));
+    assert_eq!(here(), before, "nothing written");
+    // The seeder again: the fast path's one write is to its moved list.
+    let response = get(
+        tracker.v4,
+        &Announce::new(hash, 3).port(7003).seeder().target(),
+    );
+    assert_eq!(response.failure().as_deref(), Some(UNAVAILABLE));
+    assert_eq!(here(), before, "nothing written");
+    // The rest of the swarm moves, and it serves again, whole.
+    for suffix in ["m", "4l", "d"] {
+        let exists = cluster.command(0, &["EXISTS", &list(suffix)]);
+        if exists.trim() == "1" {
+            let moved = cluster.command(
+                0,
+                &["MIGRATE", "127.0.0.1", &port, &list(suffix), "0", "5000"],
+            );
+            assert_eq!(moved, "OK", "{suffix}");
+        }
+    }
+    for i in 0..3 {
+        cluster.command(i, &["CLUSTER", "SETSLOT", &slot, "NODE", &to]);
+    }
+    let after = tracker.announce(&Announce::new(hash, 1).port(7001).seeder());
+    assert_eq!((after.int("complete"), after.int("incomplete")), (2, 1));
+    assert_eq!(after.peers4(), vec![(LOCALHOST4, 7002)]);
+}
+
 /// Announces sent to the store so far, by route: (direct, client, rerouted).
 fn routes(tracker: &Tracker) -> (u64, u64, u64) {
     let metrics = get(tracker.v4, "/metrics").text();

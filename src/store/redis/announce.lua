@@ -1,6 +1,19 @@
 -- One announce, in one round trip, on one swarm (every key in one hash slot).
 --
--- KEYS: 1 the swarm (a hash: field "s" = the state, 64 bytes big-endian:
+-- KEYS: 1 the swarm's index `PREFIX{HEX8}HEX32m`, the one key declared.
+--       The swarm's other keys are named from it (its name without the
+--       last "m", then "4s", "4l", "6s", "6l", "d"): each key declared
+--       costs Redis about 2,300 instructions a call (its argument, its Lua
+--       string, its slot), and most calls touch two keys. They share its
+--       hash tag, so its hash slot, and Redis checks each key the script
+--       touches: one on another master fails the call (an error, which the
+--       node answers as storage unavailable), as a declared one would. The
+--       fast path touches one list before it writes anything; the full
+--       path first asks EXISTS of all six keys (below), so that a slot
+--       half moved by a reshard fails the call before any write, as the
+--       six declared keys did.
+--       The keys, numbered as below:
+--       1 the swarm (a hash: field "s" = the state, 64 bytes big-endian:
 --         the peer counts of the four peer lists (u32), the keys' expiry
 --         time (u32), when the next trim step of any list is due (u32,
 --         4294967295: none has peers), the snatch count (a double: a copy
@@ -147,6 +160,10 @@ local INDEX = KEYS[1]
 local own_s = v6 and 3 or 1
 local iplen = v6 and 16 or 4
 local role = seeder and own_s or own_s + 1
+-- The announcer's list: the one key besides the index that the fast path
+-- touches.
+local own_key = string.sub(INDEX, 1, -2) ..
+  (role == 1 and '4s' or role == 2 and '4l' or role == 3 and '6s' or '6l')
 local size = v6 and 43 or 31
 -- Lists 1, 2 hold IPv4 records (31 bytes, 4 of them the IP); 3, 4 IPv6
 -- (43, 16): `l > 2 and 43 or 31`, `l > 2 and 16 or 4` below.
@@ -173,14 +190,14 @@ if state and #state == 64 and not stop and not completes and numwant <= 0 then
       if string.sub(entries, p + 5, p + 6) == port then
         if string.byte(entries, p) == role then
           local f = struct.unpack('>I4', entries, p + 1) * size + iplen + 2
-          redis.call('SETRANGE', KEYS[1 + role], f, struct.pack('>I4', now))
+          redis.call('SETRANGE', own_key, f, struct.pack('>I4', now))
           return struct.pack(REPLY, 0, now, c1, c2, c3, c4, snatched)
         end
         break
       end
     end
     if entries == '' and (most <= 0 or c1 + c2 + c3 + c4 < most) then
-      local slot, key = role == 1 and c1 or role == 2 and c2 or role == 3 and c3 or c4, KEYS[1 + role]
+      local slot, key = role == 1 and c1 or role == 2 and c2 or role == 3 and c3 or c4, own_key
       insert(key, slot, size, ip .. port .. struct.pack('>I4', now) .. '-' .. id, expiry)
       if slot == 0 then
         -- A list that was empty has its trim steps due again (its own due
@@ -197,6 +214,19 @@ if state and #state == 64 and not stop and not completes and numwant <= 0 then
   end
 end
 
+-- The full path: the swarm's six keys, numbered as in KEYS above. The
+-- EXISTS fails the call here, before any write, when any of them is on
+-- another master (a slot half moved by a reshard).
+local keys = {INDEX}
+do
+  local base = string.sub(INDEX, 1, -2)
+  for i = 1, 4 do
+    keys[i + 1] = i == role and own_key or
+      base .. (i == 1 and '4s' or i == 2 and '4l' or i == 3 and '6s' or '6l')
+  end
+  keys[6] = base .. 'd'
+end
+redis.call('EXISTS', unpack(keys))
 local stamp = struct.pack('>I4', now)
 -- The state, one table: 1-4 the peer counts of the four lists, 5 the keys'
 -- expiry time (0: none yet), 6 when the next trim step of any list is due,
@@ -216,7 +246,7 @@ else
     st = {0, 0, 0, 0, 0, NEVER, 0, 0, 0, 0, 0, 0, 0, 0}
   end
   -- The swarm's keys expired (or never were): its snatch count did not.
-  snatched = tonumber(redis.call('GET', KEYS[6]) or 0) or 0
+  snatched = tonumber(redis.call('GET', keys[6]) or 0) or 0
 end
 -- Index fields to write (false: to delete), all in the state's HSET at the
 -- end: a stop or a trim rewrites two or three. Reads go through it
@@ -270,7 +300,7 @@ local function drop(list, slot, ip, held)
     end
   end
   pending[ip] = held ~= '' and held
-  local key, size, iplen = KEYS[1 + list], list > 2 and 43 or 31, list > 2 and 16 or 4
+  local key, size, iplen = keys[1 + list], list > 2 and 43 or 31, list > 2 and 16 or 4
   local last = st[list] - 1
   if slot ~= last then
     local moved = redis.call('GETRANGE', key, last * size, last * size + size - 1)
@@ -324,7 +354,7 @@ if st[6] <= now then
       local from = st[10 + i]
       if from >= n then from = 0 end
       local to = math.min(from + step, n)
-      local chunk = redis.call('GETRANGE', KEYS[1 + i], from * size, to * size - 1)
+      local chunk = redis.call('GETRANGE', keys[1 + i], from * size, to * size - 1)
       -- From the end: a removal fills its hole from the list's end, never a
       -- slot this step has still to read.
       for slot = to - 1, from, -1 do
@@ -366,7 +396,7 @@ if not at then
   for p = 1, #entries, ENTRY do
     local list, slot = string.byte(entries, p), struct.unpack('>I4', entries, p + 1)
     local base = slot * (list > 2 and 43 or 31) + (list > 2 and 16 or 4) + 7
-    if redis.call('GETRANGE', KEYS[1 + list], base, base + 19) == id then
+    if redis.call('GETRANGE', keys[1 + list], base, base + 19) == id then
       at, at_slot = list, slot
       break
     end
@@ -385,7 +415,7 @@ if at then
   if completes or at ~= role or not by_port then
     -- The announcer's flag, read only when it matters.
     local f = at_slot * (at > 2 and 43 or 31) + (at > 2 and 16 or 4) + 6
-    flag = redis.call('GETRANGE', KEYS[1 + at], f, f)
+    flag = redis.call('GETRANGE', keys[1 + at], f, f)
   end
 else
   local status = 0
@@ -409,10 +439,10 @@ if at == role and by_port then
   -- The same peer again, in place: its last-seen time (and flag, when it
   -- just completed).
   local f = at_slot * size + iplen + 2
-  redis.call('SETRANGE', KEYS[1 + role], f, completed_now and (stamp .. 'c') or stamp)
+  redis.call('SETRANGE', keys[1 + role], f, completed_now and (stamp .. 'c') or stamp)
 elseif at == role then
   -- Same peer id, new port: the record and its index entry change.
-  redis.call('SETRANGE', KEYS[1 + role], at_slot * size, ip .. port .. stamp .. flag .. id)
+  redis.call('SETRANGE', keys[1 + role], at_slot * size, ip .. port .. stamp .. flag .. id)
   for p = 1, #entries, ENTRY do
     if string.byte(entries, p) == role and struct.unpack('>I4', entries, p + 1) == at_slot then
       entries = string.sub(entries, 1, p + 4) .. port .. string.sub(entries, p + ENTRY)
@@ -427,7 +457,7 @@ else
     entries = pending[ip] or ''
   end
   -- New in its role's list: the record goes in the next free slot.
-  local key, slot = KEYS[1 + role], st[role]
+  local key, slot = keys[1 + role], st[role]
   insert(key, slot, size, ip .. port .. stamp .. flag .. id, st[5])
   local value = entries .. string.char(role) .. struct.pack('>I4', slot) .. port
   if pending then pending[ip] = value else entry_ip, entry_value = ip, value end
@@ -448,14 +478,14 @@ if renew then
   changed = true
 end
 if completed_now then
-  snatched = redis.call('INCR', KEYS[6])
+  snatched = redis.call('INCR', keys[6])
   changed = true
 end
 save_state()
 if renew then
   redis.call('EXPIREAT', INDEX, st[5])
   for i = 1, 4 do
-    if st[i] > 0 then redis.call('EXPIREAT', KEYS[1 + i], st[5]) end
+    if st[i] > 0 then redis.call('EXPIREAT', keys[1 + i], st[5]) end
   end
 end
 
@@ -473,14 +503,14 @@ local windows = {'', '', '', ''}
 local function window(i, k)
   local n, rec = st[i], i > 2 and 43 or 31
   if n == 0 or k <= 0 then return '' end
-  if k >= n then return redis.call('GETRANGE', KEYS[1 + i], 0, n * rec - 1) end
+  if k >= n then return redis.call('GETRANGE', keys[1 + i], 0, n * rec - 1) end
   local from = random % n
   local to = from + k
   if to <= n then
-    return redis.call('GETRANGE', KEYS[1 + i], from * rec, to * rec - 1)
+    return redis.call('GETRANGE', keys[1 + i], from * rec, to * rec - 1)
   end
-  return redis.call('GETRANGE', KEYS[1 + i], from * rec, n * rec - 1) ..
-    redis.call('GETRANGE', KEYS[1 + i], 0, (to - n) * rec - 1)
+  return redis.call('GETRANGE', keys[1 + i], from * rec, n * rec - 1) ..
+    redis.call('GETRANGE', keys[1 + i], 0, (to - n) * rec - 1)
 end
 -- Own family first, then the other.
 for base = own_s, 4 - own_s, 4 - 2 * own_s do

@@ -715,18 +715,16 @@ fn script_pipeline(
 ) -> Pipeline {
     const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
     let mut pipe = redis::Pipeline::with_capacity(6);
-    // Sized up front for its 10 arguments: growing the command's buffers
-    // argument by argument cost a dozen reallocations per announce.
-    let mut script = redis::Cmd::with_capacity(10, 128 + 8 * keys.base_len());
-    let suffixes = ["m", "4s", "4l", "6s", "6l", "d"];
+    // Sized up front for its 5 arguments: growing the command's buffers
+    // argument by argument cost reallocations per announce. One key: the
+    // script names the swarm's other keys from it (see its head).
+    let mut script = redis::Cmd::with_capacity(5, 128 + keys.base_len());
     script
         .arg("EVALSHA")
         .arg(shared.script.get_hash())
-        .arg(suffixes.len());
-    for suffix in suffixes {
-        script.arg(keys.with(suffix));
-    }
-    script.arg(packed);
+        .arg(1)
+        .arg(keys.with("m"))
+        .arg(packed);
     pipe.add_command(script);
     // The lists read whole come in one `MGET`: each command costs Redis
     // its parsing, lookup and slot check whatever it reads.
