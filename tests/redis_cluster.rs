@@ -196,13 +196,14 @@ fn the_script_refuses_a_malformed_announce_and_writes_nothing() {
     assert_ne!(exists(), "0");
 }
 
-/// A new peer that joins an empty list on the script's fast path makes that
-/// list's trim steps due again, as the full path does, and leaves the rest
-/// of the state as it was. The state is written by hand: a swarm whose
-/// peers have all gone, no trim step due, its lists' own due times 7 to 10
-/// and resume points 11 to 14.
+/// A new peer that joins an empty list on the script's fast path schedules
+/// that list's first trim step a quarter TTL from now, as the full path
+/// does (not at once: its one record cannot expire before a TTL), and
+/// leaves the rest of the state as it was. The state is written by hand: a
+/// swarm whose peers have all gone, no trim step due, its lists' own due
+/// times 7 to 10 and resume points 11 to 14.
 #[test]
-fn a_new_peer_on_the_fast_path_makes_its_lists_trim_steps_due() {
+fn a_new_peer_on_the_fast_path_schedules_its_new_lists_first_trim_step() {
     if !available() {
         return;
     }
@@ -248,11 +249,15 @@ fn a_new_peer_on_the_fast_path_makes_its_lists_trim_steps_due() {
         .arg("s")
         .query(&mut connection)
         .expect("HGET");
-    let mut wanted = be(&[0, 1, 0, 0, now + 10_000, 8]);
-    wanted.extend_from_slice(&state[24..]);
+    // TTL 2700: the first step 675 s from now, in the head and as the
+    // leechers' own due time.
+    let first = now + 675;
+    let mut wanted = be(&[0, 1, 0, 0, now + 10_000, first]);
+    wanted.extend_from_slice(&state[24..32]);
+    wanted.extend(be(&[7, first, 9, 10, 11, 12, 13, 14]));
     assert_eq!(
         after, wanted,
-        "due: the leechers' own due time (8); the rest unchanged"
+        "the leechers' first trim step; the rest unchanged"
     );
     let record: Vec<u8> = redis::cmd("GET")
         .arg(keys[2])
@@ -351,6 +356,23 @@ fn a_list_grows_into_the_room_of_its_allocation_and_gives_back_its_leftovers() {
     for n in 0..peers {
         let count = usize::from(n);
         announce(&mut connection, n, b'0');
+        if count == 0 {
+            // A new swarm, on the full path: its new list's first trim step
+            // is a quarter TTL away (2700 / 4), not due at once.
+            let state: Vec<u8> = redis::cmd("HGET")
+                .arg(keys[0])
+                .arg("s")
+                .query(&mut connection)
+                .expect("HGET");
+            let u32_at = |at: usize| {
+                u32::from_be_bytes([state[at], state[at + 1], state[at + 2], state[at + 3]])
+            };
+            assert_eq!(
+                (u32_at(20), u32_at(36)),
+                (now + 675, now + 675),
+                "next step, the leechers' step"
+            );
+        }
         if count == 0 || room(count, SIZE) < (count + 1) * SIZE {
             rewrites += 1;
         }
@@ -940,9 +962,7 @@ fn a_swarm_half_moved_by_a_reshard_fails_its_announces_before_any_write() {
     tracker.announce(&Announce::new(hash, 1).port(7001));
     tracker.announce(&Announce::new(hash, 2).port(7002));
     tracker.announce(&Announce::new(hash, 3).port(7003).seeder());
-    // Once more, so that the new seeders' list has had its first trim step
-    // and none is due below.
-    tracker.announce(&Announce::new(hash, 2).port(7002));
+    // No trim step is due below: a new list's first is a quarter TTL away.
     let key = meta_key("hm:", &hash);
     let list = |suffix: &str| format!("{}{suffix}", &key[..key.len() - 1]);
     let slot = cluster.command(0, &["CLUSTER", "KEYSLOT", &key]);

@@ -199,16 +199,22 @@ if state and #state == 64 and not stop and not completes and numwant <= 0 then
     if entries == '' and (most <= 0 or c1 + c2 + c3 + c4 < most) then
       local slot, key = role == 1 and c1 or role == 2 and c2 or role == 3 and c3 or c4, own_key
       insert(key, slot, size, ip .. port .. struct.pack('>I4', now) .. '-' .. id, expiry)
+      -- Only the head changes, the state's tail is copied as it is; but
+      -- for a list that was empty: its first trim step is scheduled (its
+      -- own due time is at byte 33 + 4 * (role - 1) of the state).
+      local tail
       if slot == 0 then
-        -- A list that was empty has its trim steps due again (its own due
-        -- time is at byte 33 + 4 * (role - 1) of the state).
-        due = math.min(due, (struct.unpack('>I4', state, 29 + 4 * role)))
+        local first = now + math.max(1, math.floor(ttl / 4))
+        due = math.min(due, first)
+        tail = string.sub(state, 33, 28 + 4 * role) .. struct.pack('>I4', first) ..
+          string.sub(state, 33 + 4 * role)
+      else
+        tail = string.sub(state, 33)
       end
       if role == 1 then c1 = c1 + 1 elseif role == 2 then c2 = c2 + 1
       elseif role == 3 then c3 = c3 + 1 else c4 = c4 + 1 end
-      -- Only the head changed: the state's tail is copied as it is.
       redis.call('HSET', INDEX, 's', struct.pack(HEAD, c1, c2, c3, c4, expiry, due, snatched) ..
-        string.sub(state, 33), ip, struct.pack('>BI4', role, slot) .. port)
+        tail, ip, struct.pack('>BI4', role, slot) .. port)
       return struct.pack(REPLY, 0, now, c1, c2, c3, c4, snatched)
     end
   end
@@ -464,7 +470,11 @@ else
   st[role] = slot + 1
   changed = true
   if slot == 0 then
-    -- A list that was empty has its trim steps due again.
+    -- A list that was empty gets its first trim step a quarter TTL from
+    -- now: its one record cannot expire before a whole TTL, and a step due
+    -- at once (a list never trimmed has its due time 0) would send the
+    -- swarm's next announce down this full path for nothing.
+    st[6 + role] = now + math.max(1, math.floor(ttl / 4))
     st[6] = math.min(st[6], st[6 + role])
   end
 end
