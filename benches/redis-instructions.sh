@@ -27,6 +27,7 @@ script=${1:-src/store/redis/announce.lua}
 calls=${2:-28000}
 port=${PORT:-17310}
 script=$(realpath "$script")
+export BENCHES=$PWD/benches
 for mode in ${MODES:-new refresh}; do
     out=$(mktemp -d)
     (
@@ -48,26 +49,14 @@ for mode in ${MODES:-new refresh}; do
         python3 - "$port" "$calls" "$script" "$server" "$mode" "$out" <<'PY'
 import glob, hashlib, os, random, socket, struct, subprocess, sys, time
 
+sys.path.insert(0, os.environ["BENCHES"])
+from resp import encode, read_reply
+
 port, calls, path, server, mode, out = sys.argv[1:7]
 port, calls = int(port), int(calls)
 swarms = int(os.environ.get("SWARMS", "1000"))
 key_count = int(os.environ.get("KEY_COUNT", "1"))
 now = int(time.time())
-
-def encode(*args):
-    return b"".join([b"*%d\r\n" % len(args)] + [b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
-
-def read_reply(f):
-    line = f.readline()
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2]
-    if kind == b"*":
-        return [read_reply(f) for _ in range(int(rest))]
-    if kind == b"-":
-        raise RuntimeError(rest.decode())
-    return rest
 
 sock = socket.create_connection(("127.0.0.1", port))
 f = sock.makefile("rb")

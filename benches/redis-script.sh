@@ -24,31 +24,15 @@ until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
 python3 - "$port" "$script" "$calls" "$server" "${SHOW:-}" <<'PY'
 import hashlib, os, random, socket, struct, subprocess, sys, time
 
+sys.path.insert(0, "benches")
+from resp import encode, read_reply
+
 port, script, calls, pid, show = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 # The keys the node passes: the swarm's index alone (the script names the
 # others from it); KEY_COUNT=6 for scripts before 2026-12-06, which took all
 # six (5 for those before the snatch count's copy).
 KEYS = [b"m", b"4s", b"4l", b"6s", b"6l", b"d"][:int(os.environ.get("KEY_COUNT", "1"))]
 NOW = int(time.time())
-
-def encode(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-def read_reply(f):
-    line = f.readline()
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2]
-    if kind == b"*":
-        return [read_reply(f) for _ in range(int(rest))]
-    if kind == b"-":
-        raise RuntimeError(rest.decode())
-    return rest
 
 def packed(ip, numwant, seeder=False, rnd=0):
     """The script's argument, as the node packs it: flags ("0" plus 2 for

@@ -196,6 +196,20 @@ fn the_script_refuses_a_malformed_announce_and_writes_nothing() {
     assert_ne!(exists(), "0");
 }
 
+/// One Redis server (not a cluster), a connection to it, and the keys of
+/// swarm `{k}` under `prefix` in the script's order: the index first, the
+/// one key the node gives the script (it names the others from it).
+fn single_swarm(prefix: &str) -> (Single, redis::Connection, Vec<String>) {
+    let single = Single::start();
+    let client = redis::Client::open(single.url()).expect("client");
+    let connection = client.get_connection().expect("connection");
+    let keys = ["m", "4s", "4l", "6s", "6l", "d"]
+        .iter()
+        .map(|suffix| format!("{prefix}{{k}}{suffix}"))
+        .collect();
+    (single, connection, keys)
+}
+
 /// A new peer that joins an empty list on the script's fast path schedules
 /// that list's first trim step a quarter TTL from now, as the full path
 /// does (not at once: its one record cannot expire before a TTL), and
@@ -207,12 +221,7 @@ fn a_new_peer_on_the_fast_path_schedules_its_new_lists_first_trim_step() {
     if !available() {
         return;
     }
-    let single = Single::start();
-    let client = redis::Client::open(single.url()).expect("client");
-    let mut connection = client.get_connection().expect("connection");
-    let keys = [
-        "f:{k}m", "f:{k}4s", "f:{k}4l", "f:{k}6s", "f:{k}6l", "f:{k}d",
-    ];
+    let (_single, mut connection, keys) = single_swarm("f:");
     let now: u32 = 1_800_000_000;
     let be =
         |numbers: &[u32]| -> Vec<u8> { numbers.iter().flat_map(|n| n.to_be_bytes()).collect() };
@@ -220,7 +229,7 @@ fn a_new_peer_on_the_fast_path_schedules_its_new_lists_first_trim_step() {
     state.extend(5f64.to_be_bytes());
     state.extend(be(&[7, 8, 9, 10, 11, 12, 13, 14]));
     let () = redis::cmd("HSET")
-        .arg(keys[0])
+        .arg(&keys[0])
         .arg("s")
         .arg(&state)
         .query(&mut connection)
@@ -234,8 +243,8 @@ fn a_new_peer_on_the_fast_path_schedules_its_new_lists_first_trim_step() {
     packed.extend([10, 0, 0, 1]);
     let reply: Vec<u8> = redis::cmd("EVAL")
         .arg(include_str!("../src/store/redis/announce.lua"))
-        .arg(6)
-        .arg(&keys)
+        .arg(1)
+        .arg(&keys[0])
         .arg(&packed)
         .query(&mut connection)
         .expect("EVAL");
@@ -245,7 +254,7 @@ fn a_new_peer_on_the_fast_path_schedules_its_new_lists_first_trim_step() {
     expected.extend(5f64.to_be_bytes());
     assert_eq!(reply, expected);
     let after: Vec<u8> = redis::cmd("HGET")
-        .arg(keys[0])
+        .arg(&keys[0])
         .arg("s")
         .query(&mut connection)
         .expect("HGET");
@@ -260,13 +269,13 @@ fn a_new_peer_on_the_fast_path_schedules_its_new_lists_first_trim_step() {
         "the leechers' first trim step; the rest unchanged"
     );
     let record: Vec<u8> = redis::cmd("GET")
-        .arg(keys[2])
+        .arg(&keys[2])
         .query(&mut connection)
         .expect("GET");
     assert_eq!(&record[..6], &[10, 0, 0, 1, 0x1a, 0xe1]);
     // The new list expires with the swarm's other keys.
     let expiry: i64 = redis::cmd("EXPIRETIME")
-        .arg(keys[2])
+        .arg(&keys[2])
         .query(&mut connection)
         .expect("EXPIRETIME");
     assert_eq!(expiry, i64::from(now) + 10_000);
@@ -291,7 +300,7 @@ fn room(n: usize, size: usize) -> usize {
 
 /// A list grows into the room its memory holds anyway: a new peer whose
 /// record fits is written by one SETRANGE, and the string is rewritten
-/// whole (GETRANGE, SET) only when the room is full, with the room of its
+/// whole (GET, SET) only when the room is full, with the room of its
 /// new count, zeros past the records. Removals leave the room; when many
 /// bytes are left over, they are given back down to the room of the count.
 #[test]
@@ -299,12 +308,7 @@ fn a_list_grows_into_the_room_of_its_allocation_and_gives_back_its_leftovers() {
     if !available() {
         return;
     }
-    let single = Single::start();
-    let client = redis::Client::open(single.url()).expect("client");
-    let mut connection = client.get_connection().expect("connection");
-    let keys = [
-        "g:{k}m", "g:{k}4s", "g:{k}4l", "g:{k}6s", "g:{k}6l", "g:{k}d",
-    ];
+    let (_single, mut connection, keys) = single_swarm("g:");
     let script = redis::Script::new(include_str!("../src/store/redis/announce.lua"));
     let now = u32::try_from(
         std::time::SystemTime::now()
@@ -324,7 +328,7 @@ fn a_list_grows_into_the_room_of_its_allocation_and_gives_back_its_leftovers() {
         packed.extend(format!("-XX0001-{n:012}").as_bytes());
         packed.extend([10, 0, (n >> 8) as u8, n as u8]);
         let reply: Vec<u8> = script
-            .key(&keys[..])
+            .key(&keys[0])
             .arg(packed)
             .invoke(connection)
             .expect("EVALSHA");
@@ -342,7 +346,7 @@ fn a_list_grows_into_the_room_of_its_allocation_and_gives_back_its_leftovers() {
     };
     let list = |connection: &mut redis::Connection| -> Vec<u8> {
         redis::cmd("GET")
-            .arg(keys[2])
+            .arg(&keys[2])
             .query(connection)
             .expect("GET")
     };
@@ -360,7 +364,7 @@ fn a_list_grows_into_the_room_of_its_allocation_and_gives_back_its_leftovers() {
             // A new swarm, on the full path: its new list's first trim step
             // is a quarter TTL away (2700 / 4), not due at once.
             let state: Vec<u8> = redis::cmd("HGET")
-                .arg(keys[0])
+                .arg(&keys[0])
                 .arg("s")
                 .query(&mut connection)
                 .expect("HGET");

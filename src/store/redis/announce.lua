@@ -28,8 +28,9 @@
 --         (strings: an array of fixed-size records, one per peer, in slots
 --         0..count-1: IP (4 or 16 bytes), port (2), last seen (4, big-endian
 --         Unix seconds), flag (1: "c" counted as completed, "-" not), peer
---         id (20); bytes past count are left over, the last-seen time of
---         a vacated slot zeroed),
+--         id (20); bytes past count are zeros (the room a list grows
+--         into, see `room`) or left over, the last-seen time of a vacated
+--         slot zeroed),
 --       6 the snatch count (a string; it never expires: a swarm's other
 --         keys do), read only when the state is made again, written by a
 --         completion.
@@ -94,10 +95,10 @@ local REPLY = '>BI4I4I4I4I4d'
 -- `n` anyway (jemalloc's size class of the string: 16-byte steps to 128,
 -- then four steps per doubling; 3 bytes of header to 255 bytes, 5 past,
 -- and a terminator). Records are written past the count into that room by
--- one SETRANGE, and only when it is full is the string rewritten: each
--- rewrite (GETRANGE, SET) costs a small list's insert about a fifth of its
--- call (`benches/redis-script.sh`), and the room costs no memory. Lists
--- at or past REWRITE bytes are not padded.
+-- one SETRANGE, and only when it is full is the string rewritten: a
+-- rewrite (GET, SET) costs an insert about a fifth of what Redis executes
+-- for it (`benches/redis-instructions.sh`), and the room costs no memory.
+-- Lists at or past REWRITE bytes are not padded.
 local function room(n, size)
   local bytes = n * size
   if bytes >= REWRITE then return bytes end
