@@ -909,12 +909,7 @@ fn swarm_moved() {
     // The swarm's slot moves to master 1, keys and all, as resharding
     // does: the node's slot map now sends it to the wrong master.
     let key = meta_key("mv:", &hash);
-    let slot = cluster.command(0, &["CLUSTER", "KEYSLOT", &key]);
-    let from = cluster.command(0, &["CLUSTER", "MYID"]);
-    let to = cluster.command(1, &["CLUSTER", "MYID"]);
-    let port = cluster.ports[1].to_string();
-    cluster.command(1, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from]);
-    cluster.command(0, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to]);
+    let (slot, to, port) = begin_move(&cluster, &key);
     // An array reply comes back as RESP text: the keys are its lines
     // without a `*` or `$` head.
     let reply = cluster.command(0, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
@@ -969,12 +964,7 @@ fn a_swarm_half_moved_by_a_reshard_fails_its_announces_before_any_write() {
     // No trim step is due below: a new list's first is a quarter TTL away.
     let key = meta_key("hm:", &hash);
     let list = |suffix: &str| format!("{}{suffix}", &key[..key.len() - 1]);
-    let slot = cluster.command(0, &["CLUSTER", "KEYSLOT", &key]);
-    let from = cluster.command(0, &["CLUSTER", "MYID"]);
-    let to = cluster.command(1, &["CLUSTER", "MYID"]);
-    let port = cluster.ports[1].to_string();
-    cluster.command(1, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from]);
-    cluster.command(0, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to]);
+    let (slot, to, port) = begin_move(&cluster, &key);
     // The seeders' list moves first; the index and the leechers stay.
     let moved = cluster.command(
         0,
@@ -1035,6 +1025,18 @@ fn a_swarm_half_moved_by_a_reshard_fails_its_announces_before_any_write() {
     let after = tracker.announce(&Announce::new(hash, 1).port(7001).seeder());
     assert_eq!((after.int("complete"), after.int("incomplete")), (2, 1));
     assert_eq!(after.peers4(), vec![(LOCALHOST4, 7002)]);
+}
+
+/// Starts moving `key`'s slot from master 0 to master 1, as a reshard
+/// does (IMPORTING on 1, MIGRATING on 0; the keys are still to be
+/// migrated): the slot, master 1's id and its port.
+fn begin_move(cluster: &Cluster, key: &str) -> (String, String, String) {
+    let slot = cluster.command(0, &["CLUSTER", "KEYSLOT", key]);
+    let from = cluster.command(0, &["CLUSTER", "MYID"]);
+    let to = cluster.command(1, &["CLUSTER", "MYID"]);
+    cluster.command(1, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from]);
+    cluster.command(0, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to]);
+    (slot, to, cluster.ports[1].to_string())
 }
 
 /// Announces sent to the store so far, by route: (direct, client, rerouted).
