@@ -503,6 +503,54 @@ fn stopped_master() {
 }
 
 #[test]
+fn a_hung_master_fails_fast_while_other_masters_serve_and_it_comes_back() {
+    if !available() {
+        return;
+    }
+    for reactor in ["tokio", "per-core", "io-uring"] {
+        common::on_reactor(reactor, hung_master);
+    }
+}
+
+/// A master that stops answering, its connections open (no error to see):
+/// only the request's own deadline ends the wait.
+fn hung_master() {
+    let cluster = Cluster::start(3);
+    let tracker = node(&cluster, "h:", &[]);
+    let hung = hash_on(&cluster, "h:", 0);
+    let up = hash_on(&cluster, "h:", 1);
+    tracker.announce(&Announce::new(hung, 1));
+    tracker.announce(&Announce::new(up, 1));
+    cluster.pause(0);
+    for _ in 0..2 {
+        let started = Instant::now();
+        let response = get(tracker.v4, &Announce::new(hung, 2).target());
+        let took = started.elapsed();
+        assert_eq!(response.failure().as_deref(), Some(UNAVAILABLE));
+        assert!(
+            took < Duration::from_secs(2),
+            "failure reason after {took:?}"
+        );
+        let fine = tracker.announce(&Announce::new(up, 2));
+        assert_eq!(fine.peers4().len(), 1);
+    }
+    let metrics = get(tracker.v4, "/metrics").text();
+    assert!(
+        metrics.contains("shoal_store_errors_total{backend=\"redis\",kind=\"timeout\"}"),
+        "{metrics}"
+    );
+    // It wakes up: the same connections serve again, no restart.
+    cluster.resume(0);
+    common::wait_until("the master answers again", || {
+        get(tracker.v4, &Announce::new(hung, 2).target())
+            .failure()
+            .is_none()
+    });
+    let back = tracker.announce(&Announce::new(hung, 3));
+    assert_eq!(back.peers4().len(), 2, "the swarm is whole");
+}
+
+#[test]
 fn unreachable_redis_gives_failure_reasons_within_two_seconds() {
     if !available() {
         return;

@@ -119,6 +119,26 @@ impl Cluster {
         }
     }
 
+    /// Freezes master `i` (SIGSTOP): its connections stay open and nothing
+    /// answers, as with a hung server.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Lets a master frozen by [`Cluster::pause`] run on (SIGCONT).
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let server = self.servers[i].as_ref().expect("a running master");
+        let status = Command::new("kill")
+            .args([signal, &server.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts master `i` again from its files and waits until the cluster
     /// is whole.
     pub fn restart(&mut self, i: usize) {
