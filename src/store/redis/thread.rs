@@ -382,9 +382,12 @@ async fn connect(
     let cluster = info.is_ok_and(|info| info.contains("cluster_state"));
     let count = options.connections.max(1);
     let mut connections = Vec::with_capacity(count);
+    // No response timeout of the client's own: every request these
+    // connections carry runs under its job's deadline (`run`), and a second
+    // timer per request would only cost (a timer entry set and cleared).
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(deadline))
-        .set_response_timeout(Some(options.timeout))
+        .set_response_timeout(None)
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(200));
     if cluster {
