@@ -500,6 +500,13 @@ fn stopped_master() {
     });
     let back = tracker.announce(&Announce::new(down, 4));
     assert_eq!(back.int("downloaded"), 1, "the snatch count survived");
+    // And the node's own connections to it are made again: its announces
+    // go straight to it, not through the cluster client.
+    common::wait_until("announces go straight to the master again", || {
+        let before = routes(&tracker).0;
+        tracker.announce(&Announce::new(down, 5));
+        routes(&tracker).0 > before
+    });
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //! routing step and a second oneshot per request: about a sixth of a
 //! node's instructions per announce.
 //!
+//! A master is reached by a [`Wire`] of our own (plain TCP) or, over TLS,
+//! by the client's connection manager.
+//!
 //! The map is a shortcut, never the authority: a request that fails on it
 //! (a redirect after resharding or a failover, a lost connection) goes
 //! through the cluster client, which follows redirects and reconnects;
@@ -15,9 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{ConnectionAddr, ConnectionInfo, Value};
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, Value};
+
+use super::wire::Wire;
 
 /// Hash slots of a Redis Cluster.
 pub(super) const SLOTS: usize = 16384;
@@ -51,7 +56,44 @@ struct Map {
 
 struct Master {
     addr: ConnectionAddr,
-    connections: Vec<ConnectionManager>,
+    connections: Vec<Link>,
+}
+
+/// One connection to a master.
+#[derive(Clone)]
+pub(super) enum Link {
+    /// Plain TCP: our own pipelined connection.
+    Wire(Wire),
+    /// TLS: the client's.
+    Managed(ConnectionManager),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Wire(c) => c.req_packed_command(cmd),
+            Link::Managed(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Wire(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Wire(c) => c.get_db(),
+            Link::Managed(c) => c.get_db(),
+        }
+    }
 }
 
 impl Map {
@@ -88,7 +130,7 @@ impl Direct {
     }
 
     /// A connection to the master of `slot`, if the map knows one.
-    pub fn master(&self, slot: u16) -> Option<ConnectionManager> {
+    pub fn master(&self, slot: u16) -> Option<Link> {
         let map = self.map.lock().ok()?.clone();
         let at = map.owner.get(usize::from(slot))?.load(Ordering::Relaxed);
         let master = map.masters.get(usize::from(at))?;
@@ -186,14 +228,32 @@ impl Direct {
         same_kind(&self.seed, host, port)
     }
 
-    async fn connect(&self, addr: &ConnectionAddr) -> Option<Vec<ConnectionManager>> {
+    async fn connect(&self, addr: &ConnectionAddr) -> Option<Vec<Link>> {
+        if let ConnectionAddr::Tcp(host, port) = addr {
+            let settings = self.seed.redis_settings();
+            let auth = settings
+                .password()
+                .map(|password| (settings.username().map(str::to_owned), password.to_owned()));
+            let mut connections = Vec::with_capacity(self.per_master);
+            for _ in 0..self.per_master {
+                let (host, auth) = (host.clone(), auth.clone());
+                match Wire::connect(host, *port, auth, self.connect_timeout).await {
+                    Ok(wire) => connections.push(Link::Wire(wire)),
+                    Err(error) => {
+                        tracing::debug!(%error, %addr, "cannot connect to a master directly");
+                        return None;
+                    }
+                }
+            }
+            return Some(connections);
+        }
         let info = self.seed.clone().set_addr(addr.clone());
         let client = redis::Client::open(info).ok()?;
         let mut connections = Vec::with_capacity(self.per_master);
         for _ in 0..self.per_master {
             let opening = client.get_connection_manager_with_config(self.config.clone());
             match tokio::time::timeout(self.connect_timeout * 2, opening).await {
-                Ok(Ok(connection)) => connections.push(connection),
+                Ok(Ok(connection)) => connections.push(Link::Managed(connection)),
                 Ok(Err(error)) => {
                     tracing::debug!(%error, %addr, "cannot connect to a master directly");
                     return None;

@@ -22,6 +22,7 @@ mod direct;
 mod sample;
 mod summary;
 mod thread;
+mod wire;
 
 use std::cell::Cell;
 use std::net::IpAddr;

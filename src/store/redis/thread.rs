@@ -178,7 +178,7 @@ enum Connection {
     Cluster(ClusterConnection),
     Single(ConnectionManager),
     /// One master of a cluster, reached directly (see [`Direct`]).
-    Master(ConnectionManager),
+    Master(direct::Link),
 }
 
 impl Connection {
@@ -193,9 +193,8 @@ impl Connection {
                 let to = SingleNodeRoutingInfo::SpecificNode(route);
                 c.route_pipeline(pipe, 0, count, to).await?
             }
-            Connection::Single(c) | Connection::Master(c) => {
-                c.req_packed_commands(&pipe, 0, count).await?
-            }
+            Connection::Single(c) => c.req_packed_commands(&pipe, 0, count).await?,
+            Connection::Master(c) => c.req_packed_commands(&pipe, 0, count).await?,
         };
         if let Some(error) = replies.iter().find_map(|reply| match reply {
             Value::ServerError(error) => Some(error.clone()),
@@ -211,7 +210,8 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Cluster(c) => c.req_packed_command(cmd),
-            Connection::Single(c) | Connection::Master(c) => c.req_packed_command(cmd),
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Master(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -223,16 +223,16 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Single(c) | Connection::Master(c) => {
-                c.req_packed_commands(pipeline, offset, count)
-            }
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Master(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Connection::Cluster(c) => c.get_db(),
-            Connection::Single(c) | Connection::Master(c) => c.get_db(),
+            Connection::Single(c) => c.get_db(),
+            Connection::Master(c) => c.get_db(),
         }
     }
 }
