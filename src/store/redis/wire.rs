@@ -490,6 +490,105 @@ mod tests {
         );
     }
 
+    /// A fake master on loopback: serves each connection with `serve`,
+    /// given the connection's index and the commands it read so far.
+    async fn fake_master(
+        serve: impl Fn(usize, &[Value]) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let serve = Arc::new(serve);
+        tokio::spawn(async move {
+            for index in 0.. {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let serve = serve.clone();
+                tokio::spawn(async move {
+                    let (mut buf, mut commands) = (BytesMut::new(), Vec::new());
+                    while stream.read_buf(&mut buf).await.is_ok_and(|n| n > 0) {
+                        while let Some(command) = parse(&mut buf).unwrap() {
+                            commands.push(command);
+                        }
+                        match serve(index, &commands) {
+                            Some(reply) => stream.write_all(&reply).await.unwrap(),
+                            // Hang up.
+                            None => return,
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn ints(values: &[Value]) -> Vec<i64> {
+        let int = |value: &Value| match value {
+            Value::Int(n) => *n,
+            other => panic!("not an integer: {other:?}"),
+        };
+        values.iter().map(int).collect()
+    }
+
+    #[tokio::test]
+    async fn each_request_gets_its_own_replies_even_after_one_gave_up() {
+        // Answers nothing until four commands came, then all four at once.
+        let port = fake_master(|_, commands| {
+            Some(if commands.len() == 4 {
+                b":1\r\n:2\r\n:3\r\n:4\r\n".to_vec()
+            } else {
+                Vec::new()
+            })
+        })
+        .await;
+        let wire = Wire::connect("127.0.0.1".into(), port, None, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let ping = redis::cmd("PING").get_packed_command();
+        let two = [ping.clone(), ping.clone()].concat();
+        let first = tokio::spawn({
+            let wire = wire.clone();
+            async move { wire.request(&two, 2).await }
+        });
+        tokio::task::yield_now().await;
+        // A request that gives up (its deadline) once it is sent.
+        tokio::select! {
+            biased;
+            _ = wire.request(&ping, 1) => panic!("answered too early"),
+            () = std::future::ready(()) => {}
+        }
+        let last = wire.request(&ping, 1).await.unwrap();
+        assert_eq!(ints(&first.await.unwrap().unwrap()), vec![1, 2]);
+        assert_eq!(ints(&last), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_fails_its_requests_and_is_made_again() {
+        // The first connection hangs up on its first command; later ones
+        // answer.
+        let port = fake_master(|index, _| (index > 0).then(|| b":7\r\n".to_vec())).await;
+        let wire = Wire::connect("127.0.0.1".into(), port, None, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let ping = redis::cmd("PING").get_packed_command();
+        assert!(wire.request(&ping, 1).await.is_err());
+        // Down meanwhile: fails at once, and has it made again.
+        let started = Instant::now();
+        let answer = loop {
+            match wire.request(&ping, 1).await {
+                Ok(answer) => break answer,
+                Err(_) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(5),
+                        "never came back"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        assert_eq!(ints(&answer), vec![7]);
+    }
+
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         for bad in [
