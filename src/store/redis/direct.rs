@@ -22,7 +22,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, Value};
 
-use super::wire::Wire;
+use super::wire::{Commands, Wire};
 
 /// Hash slots of a Redis Cluster.
 pub(super) const SLOTS: usize = 16384;
@@ -66,6 +66,58 @@ pub(super) enum Link {
     Wire(Wire),
     /// TLS: the client's.
     Managed(ConnectionManager),
+}
+
+impl Link {
+    /// Sends the commands `build` writes and returns their replies.
+    pub async fn commands(
+        &mut self,
+        build: &mut (dyn FnMut(&mut dyn Commands) + Send),
+    ) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Link::Wire(wire) => wire.commands(build).await,
+            Link::Managed(c) => {
+                let pipe = Piped::build(build);
+                c.req_packed_commands(&pipe, 0, pipe.len()).await
+            }
+        }
+    }
+}
+
+/// The client's pipeline, written through [`Commands`].
+pub(super) struct Piped {
+    pipe: Pipeline,
+    current: Option<Cmd>,
+}
+
+impl Piped {
+    /// The pipeline of the commands `build` writes.
+    pub fn build(build: &mut (dyn FnMut(&mut dyn Commands) + Send)) -> Pipeline {
+        let mut piped = Piped {
+            pipe: Pipeline::with_capacity(6),
+            current: None,
+        };
+        build(&mut piped);
+        if let Some(cmd) = piped.current.take() {
+            piped.pipe.add_command(cmd);
+        }
+        piped.pipe
+    }
+}
+
+impl Commands for Piped {
+    fn command(&mut self, args: usize) {
+        if let Some(cmd) = self.current.take() {
+            self.pipe.add_command(cmd);
+        }
+        self.current = Some(Cmd::with_capacity(args, 128));
+    }
+
+    fn arg(&mut self, arg: &[u8]) {
+        if let Some(cmd) = &mut self.current {
+            cmd.arg(arg);
+        }
+    }
 }
 
 impl ConnectionLike for Link {

@@ -335,11 +335,6 @@ impl SwarmKeys {
         &self.scratch
     }
 
-    /// Bytes of the key before its suffix.
-    pub fn base_len(&self) -> usize {
-        self.base.len()
-    }
-
     /// `m`: counts and trim state, and where each IP's peers are in the
     /// lists; `4s 4l 6s 6l`: the peer records by family and role; `d`: the
     /// snatch count.

@@ -24,8 +24,9 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-use super::direct::{self, Direct};
+use super::direct::{self, Direct, Piped};
 use super::sample::{self, Announcer, Candidates, Hints};
+use super::wire::Commands;
 use super::{AnnounceArgs, Job, RedisOptions, SwarmKeys, summary};
 use crate::metrics::{Metrics, StoreError, StoreRoute};
 use crate::protocol::{InfoHash, PeerSet, SwarmCounts};
@@ -186,15 +187,22 @@ impl Connection {
     /// server, and returns its replies, or the first command's error. The
     /// cluster client is handed the route rather than asked to find it:
     /// that would read every command's keys and copy the pipeline.
-    async fn send(&mut self, pipe: Pipeline, route: Route) -> redis::RedisResult<Vec<Value>> {
-        let count = pipe.len();
+    async fn send(
+        &mut self,
+        build: &mut (dyn FnMut(&mut dyn Commands) + Send),
+        route: Route,
+    ) -> redis::RedisResult<Vec<Value>> {
         let replies = match self {
             Connection::Cluster(c) => {
-                let to = SingleNodeRoutingInfo::SpecificNode(route);
+                let pipe = Piped::build(build);
+                let (count, to) = (pipe.len(), SingleNodeRoutingInfo::SpecificNode(route));
                 c.route_pipeline(pipe, 0, count, to).await?
             }
-            Connection::Single(c) => c.req_packed_commands(&pipe, 0, count).await?,
-            Connection::Master(c) => c.req_packed_commands(&pipe, 0, count).await?,
+            Connection::Single(c) => {
+                let pipe = Piped::build(build);
+                c.req_packed_commands(&pipe, 0, pipe.len()).await?
+            }
+            Connection::Master(c) => c.commands(build).await?,
         };
         if let Some(error) = replies.iter().find_map(|reply| match reply {
             Value::ServerError(error) => Some(error.clone()),
@@ -553,8 +561,9 @@ async fn announce(
     // Packed once: a `NOSCRIPT` retry sends the same bytes.
     let numwant = if reads.is_some() { 0 } else { want };
     let packed = pack_announce(args, v6, &ip, numwant, options, now, random);
-    let build = |keys: &mut SwarmKeys| script_pipeline(shared, keys, &packed, reads.as_deref());
-    let mut build = || build(&mut keys);
+    let mut build = |out: &mut dyn Commands| {
+        script_commands(shared, &mut keys, &packed, reads.as_deref(), out);
+    };
     let master = shared.direct.get().and_then(|direct| direct.master(slot));
     let metrics = &shared.metrics;
     let replies = match (master, &*connection) {
@@ -690,10 +699,10 @@ fn misrouted(error: &redis::RedisError) -> bool {
 async fn exchange(
     shared: &Shared,
     connection: &mut Connection,
-    build: &mut impl FnMut() -> Pipeline,
+    build: &mut (dyn FnMut(&mut dyn Commands) + Send),
     route: Route,
 ) -> redis::RedisResult<Vec<Value>> {
-    match connection.send(build(), route).await {
+    match connection.send(build, route).await {
         Err(error)
             if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
         {
@@ -702,7 +711,7 @@ async fn exchange(
                 .prepare_invoke()
                 .load_async(connection)
                 .await?;
-            connection.send(build(), route).await
+            connection.send(build, route).await
         }
         other => other,
     }
@@ -710,42 +719,41 @@ async fn exchange(
 
 /// The announce's commands: the script with its `packed` argument
 /// ([`pack_announce`]), then the plain reads behind it (see [`announce`]).
-fn script_pipeline(
+fn script_commands(
     shared: &Shared,
     keys: &mut SwarmKeys,
     packed: &[u8],
     reads: Option<&[sample::Read]>,
-) -> Pipeline {
+    out: &mut dyn Commands,
+) {
     const LISTS: [&str; 4] = ["4s", "4l", "6s", "6l"];
-    let mut pipe = redis::Pipeline::with_capacity(6);
-    // Sized up front for its 5 arguments: growing the command's buffers
-    // argument by argument cost reallocations per announce. One key: the
-    // script names the swarm's other keys from it (see its head).
-    let mut script = redis::Cmd::with_capacity(5, 128 + keys.base_len());
-    script
-        .arg("EVALSHA")
-        .arg(shared.script.get_hash())
-        .arg(1)
-        .arg(keys.with("m"))
-        .arg(packed);
-    pipe.add_command(script);
+    // One key: the script names the swarm's other keys from it (see its
+    // head).
+    out.command(5);
+    out.arg(b"EVALSHA");
+    out.arg(shared.script.get_hash().as_bytes());
+    out.arg(b"1");
+    out.arg(keys.with("m").as_bytes());
+    out.arg(packed);
     // The lists read whole come in one `MGET`: each command costs Redis
     // its parsing, lookup and slot check whatever it reads.
     let reads = reads.unwrap_or_default();
-    if reads.iter().any(|read| read.whole) {
-        let mget = pipe.cmd("MGET");
+    let whole = reads.iter().filter(|read| read.whole).count();
+    if whole > 0 {
+        out.command(1 + whole);
+        out.arg(b"MGET");
         for read in reads.iter().filter(|read| read.whole) {
-            mget.arg(keys.with(LISTS[read.list]));
+            out.arg(keys.with(LISTS[read.list]).as_bytes());
         }
     }
     for read in reads.iter().filter(|read| !read.whole) {
         let (first, last) = read.bytes();
-        pipe.cmd("GETRANGE")
-            .arg(keys.with(LISTS[read.list]))
-            .arg(first)
-            .arg(last);
+        out.command(4);
+        out.arg(b"GETRANGE");
+        out.arg(keys.with(LISTS[read.list]).as_bytes());
+        out.arg_number(first);
+        out.arg_number(last);
     }
-    pipe
 }
 
 /// The announce script's one argument (see the head of `announce.lua`):
