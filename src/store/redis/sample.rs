@@ -286,6 +286,14 @@ fn take(
     out: &mut PeerSet,
 ) -> usize {
     let iplen = size - 27;
+    // Room for all it may take at once: growing by pushes reallocated
+    // several times per announce.
+    let room = k.min(window.len() / size);
+    if iplen == 4 {
+        out.v4.reserve(room);
+    } else {
+        out.v6.reserve(room);
+    }
     let mut got = 0;
     for record in window.chunks_exact(size) {
         if got >= k {
@@ -294,14 +302,16 @@ fn take(
         let (ip, rest) = record.split_at(iplen);
         let port = [rest[0], rest[1]];
         let seen = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
-        if u64::from(seen) < cutoff || me.is_some_and(|me| me.ip == ip && me.port == port) {
+        // The port first: it rules out nearly every record without
+        // comparing addresses.
+        if u64::from(seen) < cutoff || me.is_some_and(|me| me.port == port && me.ip == ip) {
             continue;
         }
-        let id = PeerId(rest[7..27].try_into().unwrap_or([0; 20]));
+        let id = || PeerId(rest[7..27].try_into().unwrap_or([0; 20]));
         if let Ok(ip) = <[u8; 4]>::try_from(ip) {
             out.v4.push([ip[0], ip[1], ip[2], ip[3], port[0], port[1]]);
             if with_ids {
-                out.v4_ids.push(id);
+                out.v4_ids.push(id());
             }
         } else {
             let mut peer = [0u8; 18];
@@ -309,7 +319,7 @@ fn take(
             peer[16..].copy_from_slice(&port);
             out.v6.push(peer);
             if with_ids {
-                out.v6_ids.push(id);
+                out.v6_ids.push(id());
             }
         }
         got += 1;
