@@ -684,6 +684,32 @@ mod tests {
         assert_eq!(ints(&answer), vec![7]);
     }
 
+    #[tokio::test]
+    async fn it_authenticates_first_and_a_refused_password_is_an_error() {
+        let port = fake_master(|_, commands| {
+            let auth = Value::Array(
+                ["AUTH", "shoal", "secret"]
+                    .map(|arg| Value::BulkString(arg.as_bytes().to_vec()))
+                    .to_vec(),
+            );
+            Some(match commands.len() {
+                1 if commands[0] == auth => b"+OK\r\n".to_vec(),
+                1 => b"-WRONGPASS invalid username-password pair\r\n".to_vec(),
+                _ => b":1\r\n".to_vec(),
+            })
+        })
+        .await;
+        let timeout = Duration::from_secs(2);
+        let auth = |password: &str| Some((Some("shoal".to_owned()), password.to_owned()));
+        let refused = Wire::connect("127.0.0.1".into(), port, auth("guess"), timeout).await;
+        assert!(refused.is_err());
+        let wire = Wire::connect("127.0.0.1".into(), port, auth("secret"), timeout)
+            .await
+            .unwrap();
+        let ping = redis::cmd("PING").get_packed_command();
+        assert_eq!(ints(&wire.request(&ping, 1).await.unwrap()), vec![1]);
+    }
+
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         for bad in [
