@@ -11,6 +11,12 @@
 #        REACTOR=io-uring benches/instructions.sh ...   # another reactor (default per-core)
 #        SHOAL_ARGS="--store redis --redis-url redis://127.0.0.1:7000" benches/instructions.sh ...
 #        KEEP=/tmp/cg.out benches/instructions.sh ...   # keep the profile for callgrind_annotate
+#        WARMUP=3 benches/instructions.sh ...   # count only after 3 s of load (start-up and
+#                                               # connecting left out: the steady state)
+#        LOAD_ARGS="--distinct-ips" benches/instructions.sh ...   # more shoal-load arguments
+#   The Redis store's node, as docs/benchmarks.md measures it (a cluster on 17200-17202):
+#        WARMUP=3 LOAD_ARGS=--distinct-ips SHOAL_ARGS="--allow-ip-param --store redis \
+#            --redis-url redis://127.0.0.1:17200" benches/instructions.sh BINARY keep-alive 8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$1 mode=${2:-keep-alive} seconds=${3:-10}
@@ -32,15 +38,29 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 sleep 1
-target/release/shoal-load -t "127.0.0.1:$port" -d "$seconds" -c "${CONNECTIONS:-8}" --warmup 0 --mode "$mode" --seed 7 >"$out/load.txt"
+profile=$out/cg.out
+if [ "${WARMUP:-0}" != 0 ]; then
+    # shellcheck disable=SC2086
+    target/release/shoal-load -t "127.0.0.1:$port" -d "$WARMUP" -c "${CONNECTIONS:-8}" --warmup 0 --mode "$mode" \
+        --seed 3 ${LOAD_ARGS:-} >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+fi
+# shellcheck disable=SC2086
+target/release/shoal-load -t "127.0.0.1:$port" -d "$seconds" -c "${CONNECTIONS:-8}" --warmup 0 --mode "$mode" \
+    --seed 7 ${LOAD_ARGS:-} >"$out/load.txt"
+if [ "${WARMUP:-0}" != 0 ]; then
+    # The counts since the zeroing, dumped now: the file of the last part.
+    callgrind_control -d "$pid" >/dev/null
+    profile=$(ls "$out"/cg.out.* | sort -V | tail -1)
+fi
 kill -INT "$pid"
 wait "$pid" 2>/dev/null || true
 responses=$(awk '/ok responses/ {print $3}' "$out/load.txt")
-instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/cg.out")
+instructions=$(awk '/^(summary|totals):/ {print $2; exit}' "$profile")
 echo "$bin $mode: $responses responses, $instructions instructions, $((instructions / responses)) per response"
 if [ -n "${KEEP:-}" ]; then
-    cp "$out/cg.out" "$KEEP"
+    cp "$profile" "$KEEP"
 fi
 if [ -n "${TOP:-}" ]; then
-    callgrind_annotate --inclusive=yes "$out/cg.out" | head -80
+    callgrind_annotate --inclusive=yes "$profile" | head -80
 fi
