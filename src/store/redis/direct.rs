@@ -22,7 +22,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, Value};
 
-use super::wire::{Commands, Wire};
+use super::commands::{Commands, Piped};
+use super::wire::Wire;
 
 /// Hash slots of a Redis Cluster.
 pub(super) const SLOTS: usize = 16384;
@@ -80,42 +81,6 @@ impl Link {
                 let pipe = Piped::build(build);
                 c.req_packed_commands(&pipe, 0, pipe.len()).await
             }
-        }
-    }
-}
-
-/// The client's pipeline, written through [`Commands`].
-pub(super) struct Piped {
-    pipe: Pipeline,
-    current: Option<Cmd>,
-}
-
-impl Piped {
-    /// The pipeline of the commands `build` writes.
-    pub fn build(build: &mut (dyn FnMut(&mut dyn Commands) + Send)) -> Pipeline {
-        let mut piped = Piped {
-            pipe: Pipeline::with_capacity(6),
-            current: None,
-        };
-        build(&mut piped);
-        if let Some(cmd) = piped.current.take() {
-            piped.pipe.add_command(cmd);
-        }
-        piped.pipe
-    }
-}
-
-impl Commands for Piped {
-    fn command(&mut self, args: usize) {
-        if let Some(cmd) = self.current.take() {
-            self.pipe.add_command(cmd);
-        }
-        self.current = Some(Cmd::with_capacity(args, 128));
-    }
-
-    fn arg(&mut self, arg: &[u8]) {
-        if let Some(cmd) = &mut self.current {
-            cmd.arg(arg);
         }
     }
 }

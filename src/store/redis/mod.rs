@@ -18,6 +18,7 @@
 //! Nothing here falls back to memory: that would split swarms and counts
 //! between nodes.
 
+mod commands;
 mod direct;
 mod sample;
 mod summary;

@@ -24,9 +24,9 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-use super::direct::{self, Direct, Piped};
+use super::commands::{Commands, Piped};
+use super::direct::{self, Direct};
 use super::sample::{self, Announcer, Candidates, Hints};
-use super::wire::Commands;
 use super::{AnnounceArgs, Job, RedisOptions, SwarmKeys, summary};
 use crate::metrics::{Metrics, StoreError, StoreRoute};
 use crate::protocol::{InfoHash, PeerSet, SwarmCounts};

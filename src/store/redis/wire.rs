@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+use super::commands::{Commands, Packed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -40,45 +42,6 @@ const MAX_DEPTH: usize = 8;
 const MAX_LEN: usize = 512 << 20;
 /// The longest line (a value's kind and length, or a simple string).
 const MAX_LINE: usize = 64 * 1024;
-
-/// Where an announce's commands are written: straight into a [`Wire`]'s
-/// buffer as RESP, or into the client's pipeline for its connections.
-pub(super) trait Commands {
-    /// Starts a command of `args` arguments, its name included.
-    fn command(&mut self, args: usize);
-    /// One argument of the command started last.
-    fn arg(&mut self, arg: &[u8]);
-
-    /// A number argument, in decimal.
-    fn arg_number(&mut self, n: u64) {
-        self.arg(itoa::Buffer::new().format(n).as_bytes());
-    }
-}
-
-/// Commands written as RESP (arrays of bulk strings) onto `bytes`.
-struct Packed<'a> {
-    bytes: &'a mut Vec<u8>,
-    count: usize,
-}
-
-impl Commands for Packed<'_> {
-    fn command(&mut self, args: usize) {
-        self.count += 1;
-        self.bytes.push(b'*');
-        self.bytes
-            .extend_from_slice(itoa::Buffer::new().format(args).as_bytes());
-        self.bytes.extend_from_slice(b"\r\n");
-    }
-
-    fn arg(&mut self, arg: &[u8]) {
-        self.bytes.push(b'$');
-        self.bytes
-            .extend_from_slice(itoa::Buffer::new().format(arg.len()).as_bytes());
-        self.bytes.extend_from_slice(b"\r\n");
-        self.bytes.extend_from_slice(arg);
-        self.bytes.extend_from_slice(b"\r\n");
-    }
-}
 
 /// One master's connection; clones share it.
 #[derive(Clone)]
@@ -502,30 +465,6 @@ mod tests {
         }
         assert!(buf.is_empty(), "left over: {buf:?}");
         values
-    }
-
-    #[test]
-    fn commands_are_written_as_the_client_writes_them() {
-        let mut bytes = b"left as it was".to_vec();
-        let mut packed = Packed {
-            bytes: &mut bytes,
-            count: 0,
-        };
-        packed.command(3);
-        packed.arg(b"EVALSHA");
-        packed.arg(b"");
-        packed.arg(&[0, 13, 10, 255]);
-        packed.command(4);
-        packed.arg(b"GETRANGE");
-        packed.arg(b"k{1}");
-        packed.arg_number(0);
-        packed.arg_number(u64::MAX);
-        assert_eq!(packed.count, 2);
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVALSHA").arg(b"").arg(&[0u8, 13, 10, 255][..]);
-        pipe.cmd("GETRANGE").arg("k{1}").arg(0).arg(u64::MAX);
-        let expected = [&b"left as it was"[..], &pipe.get_packed_pipeline()].concat();
-        assert_eq!(bytes, expected);
     }
 
     #[test]
