@@ -43,9 +43,28 @@ const MAX_LEN: usize = 512 << 20;
 /// The longest line (a value's kind and length, or a simple string).
 const MAX_LINE: usize = 64 * 1024;
 
-/// One master's connection; clones share it.
+/// One master's connection; clones share it. When the last clone goes (the
+/// slot map no longer names the master), the connection closes.
 #[derive(Clone)]
-pub(super) struct Wire(Arc<Inner>);
+pub(super) struct Wire(Arc<Handle>);
+
+/// What the clones of a [`Wire`] share: its tasks hold the [`Inner`] only,
+/// so that this drops with the last clone and stops them.
+struct Handle(Arc<Inner>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let tasks = {
+            let mut state = self.0.lock();
+            state.closed = true;
+            state.up = false;
+            std::mem::take(&mut state.tasks)
+        };
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
 
 struct Inner {
     host: String,
@@ -61,6 +80,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     up: bool,
+    /// Every handle is gone: no connection is made again.
+    closed: bool,
     /// Counts the connections made: a task of an older one changes nothing.
     generation: u64,
     /// A connection attempt is under way.
@@ -87,17 +108,17 @@ impl Wire {
         auth: Option<(Option<String>, String)>,
         connect_timeout: Duration,
     ) -> RedisResult<Wire> {
-        let wire = Wire(Arc::new(Inner {
+        let inner = Arc::new(Inner {
             host,
             port,
             auth,
             connect_timeout,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-        }));
-        let stream = wire.0.open().await?;
-        wire.0.start(stream);
-        Ok(wire)
+        });
+        let stream = inner.open().await?;
+        inner.start(stream);
+        Ok(Wire(Arc::new(Handle(inner))))
     }
 
     /// Sends `bytes` (`replies` commands) and waits for their replies.
@@ -138,16 +159,17 @@ impl Wire {
     ) -> RedisResult<Vec<Value>> {
         let (answer, reply) = oneshot::channel();
         let wake = {
-            let mut state = self.0.lock();
+            let inner = &self.0.0;
+            let mut state = inner.lock();
             if !state.up {
                 drop(state);
-                self.0.clone().reconnect();
+                inner.clone().reconnect();
                 return Err(down());
             }
             if state.pending.len() >= MAX_PENDING {
                 let generation = state.generation;
                 drop(state);
-                self.0.fail(generation, "too many requests unanswered");
+                inner.fail(generation, "too many requests unanswered");
                 return Err(down());
             }
             let wake = state.out.is_empty();
@@ -159,7 +181,7 @@ impl Wire {
             wake
         };
         if wake {
-            self.0.wake.notify_one();
+            self.0.0.wake.notify_one();
         }
         reply.await.unwrap_or_else(|_| Err(down()))
     }
@@ -211,6 +233,11 @@ impl Inner {
     fn start(self: &Arc<Self>, stream: TcpStream) {
         let (read, write) = stream.into_split();
         let mut state = self.lock();
+        if state.closed {
+            // Made after the last handle went: closed here.
+            state.connecting = false;
+            return;
+        }
         state.generation += 1;
         let generation = state.generation;
         let reader = tokio::spawn(self.clone().read(read, generation));
@@ -226,7 +253,7 @@ impl Inner {
         {
             let mut state = self.lock();
             let recent = state.last_attempt.is_some_and(|at| at.elapsed() < RETRY);
-            if state.up || state.connecting || recent {
+            if state.up || state.connecting || state.closed || recent {
                 return;
             }
             state.connecting = true;
@@ -647,6 +674,27 @@ mod tests {
             .unwrap();
         let ping = redis::cmd("PING").get_packed_command();
         assert_eq!(ints(&wire.request(&ping, 1).await.unwrap()), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn the_connection_closes_with_its_last_handle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let timeout = Duration::from_secs(2);
+        let (wire, accepted) = tokio::join!(
+            Wire::connect("127.0.0.1".into(), port, None, timeout),
+            listener.accept()
+        );
+        let (wire, (mut server, _)) = (wire.unwrap(), accepted.unwrap());
+        let clone = wire.clone();
+        drop(wire);
+        let mut byte = [0u8; 1];
+        // A clone left: still open.
+        let read = tokio::time::timeout(Duration::from_millis(200), server.read(&mut byte)).await;
+        assert!(read.is_err(), "closed while a clone was left");
+        drop(clone);
+        let read = tokio::time::timeout(timeout, server.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0))), "still open: {read:?}");
     }
 
     #[test]
