@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
-
-use super::commands::{Commands, Packed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
+
+use super::commands::{Commands, Packed};
 
 /// Least time between two attempts to connect again.
 const RETRY: Duration = Duration::from_millis(500);
